@@ -1,0 +1,84 @@
+"""
+Flow-control helpers shared by the tunnel legs.
+
+Twisted's file-descriptor transports pause their registered streaming
+producer when their write buffer exceeds C{bufferSize} and resume it once
+the buffer has drained into the kernel.  tunnelgw uses that as its high-water
+mark (C{limits.high_water}); see docs/architecture.md, "Flow control".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IPullProducer
+from zope.interface import implementer
+
+__all__ = ["pending_bytes", "set_high_water", "FlushWatcher"]
+
+_MAX_DEPTH = 4
+
+
+def _layers(transport: Any) -> list[Any]:
+    """
+    The transport and those under it (TLS over TCP: two layers).
+    """
+    layers = []
+    while transport is not None and len(layers) < _MAX_DEPTH:
+        layers.append(transport)
+        transport = getattr(transport, "transport", None)
+    return layers
+
+
+def pending_bytes(transport: Any) -> int:
+    """
+    Bytes written to C{transport} that have not reached the kernel yet,
+    through every layer (TLS application buffer, TCP write buffer).
+
+    This reads Twisted's buffer attributes, which have no public accessor;
+    a transport without them counts as 0.
+    """
+    total = 0
+    for layer in _layers(transport):
+        buf = getattr(layer, "dataBuffer", None)
+        if isinstance(buf, (bytes, bytearray, memoryview)):
+            total += len(buf) - getattr(layer, "offset", 0) + getattr(layer, "_tempDataLen", 0)
+        app = getattr(layer, "_appSendBuffer", None)
+        if app:
+            total += sum(len(chunk) for chunk in app)
+    return total
+
+
+def set_high_water(transport: Any, size: int) -> None:
+    """
+    Make every file-descriptor layer of C{transport} pause its producer
+    above C{size} buffered bytes.
+    """
+    for layer in _layers(transport):
+        if hasattr(layer, "bufferSize"):
+            layer.bufferSize = size
+
+
+@implementer(IPullProducer)
+class FlushWatcher:
+    """
+    Calls C{done} once everything written to C{transport} has left
+    tunnelgw: registered as a pull producer, it is asked for more data each
+    time the transport's buffer runs empty.
+    """
+
+    def __init__(self, transport: Any, done: Callable[[], None]) -> None:
+        self._transport = transport
+        self._done: Callable[[], None] | None = done
+
+    def start(self) -> None:
+        self._transport.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        if self._done is not None and pending_bytes(self._transport) == 0:
+            done, self._done = self._done, None
+            self._transport.unregisterProducer()
+            done()
+
+    def stopProducing(self) -> None:
+        self._done = None

@@ -1,0 +1,33 @@
+"""
+The C{echo} adapter: every message comes back as it went, text as text,
+binary as binary.  For health checks and RFC 6455 conformance runs.
+"""
+
+from __future__ import annotations
+
+from zope.interface import implementer
+
+from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+
+__all__ = ["EchoAdapter", "EchoAdapterFactory"]
+
+
+@implementer(IAdapter)
+class EchoAdapter:
+    def __init__(self, tunnel: ITunnel) -> None:
+        self._tunnel = tunnel
+
+    def client_message(self, payload: bytes, is_binary: bool) -> None:
+        self._tunnel.send_client(payload, is_binary)
+
+    def backend_data(self, data: bytes) -> None:
+        raise AssertionError("the echo adapter has no backend")
+
+
+@implementer(IAdapterFactory)
+class EchoAdapterFactory:
+    name = "echo"
+    needs_upstream = False
+
+    def build(self, tunnel: ITunnel) -> IAdapter:
+        return EchoAdapter(tunnel)

@@ -1,0 +1,376 @@
+"""
+Configuration: one TOML file (stdlib ``tomllib``) turned into frozen
+dataclasses.
+
+Every key is validated; an unknown key, a wrong type or an out-of-range
+value raises L{ConfigError} whose message starts with the dotted path of the
+key (``services.vnc.limits.max_frame_size: ...``).  The reference for every
+key is ``docs/configuration.md``; ``etc/tunnelgw.toml`` is a documented
+example.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, TypeVar
+
+import hyperlink
+
+__all__ = [
+    "ConfigError",
+    "GatewayConfig",
+    "Limits",
+    "ServiceConfig",
+    "DEFAULT_CONFIG",
+    "load",
+    "loads",
+    "normalize_origin",
+]
+
+T = TypeVar("T")
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class ConfigError(ValueError):
+    """
+    The configuration is invalid.  C{str(error)} names the key and says why.
+    """
+
+
+DEFAULT_CONFIG = """\
+# Embedded default: used when tunnelgw starts without --config.
+[gateway]
+listen = ["tcp:8080:interface=127.0.0.1"]
+health_path = "/healthz"
+
+[services.echo]
+path = "/echo"
+adapter = "echo"
+allow_no_subprotocol = true
+allow_missing_origin = true
+origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    Resource bounds of one service's tunnels.  Sizes are bytes, times are
+    seconds; 0 disables a timer where the reference says so.
+    """
+
+    max_frame_size: int = 1 * MiB
+    max_message_size: int = 1 * MiB
+    open_handshake_timeout: float = 10.0
+    close_handshake_timeout: float = 5.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 15.0
+    idle_timeout: float = 600.0
+    high_water: int = 64 * KiB
+    connect_timeout: float = 10.0
+    flush_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """
+    One service: a URL path, what it offers and where it leads.
+    """
+
+    name: str
+    path: str
+    adapter: str
+    upstream: str | None = None
+    subprotocols: tuple[str, ...] = ()
+    allow_no_subprotocol: bool = False
+    origins: frozenset[str] = frozenset()
+    allow_missing_origin: bool = False
+    allow_text: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """
+    The whole gateway.
+    """
+
+    listen: tuple[str, ...]
+    services: tuple[ServiceConfig, ...]
+    handshake_timeout: float = 10.0
+    max_connections: int = 10000
+    max_connections_per_address: int = 256
+    health_path: str | None = "/healthz"
+
+    def service_at(self, path: str) -> ServiceConfig | None:
+        for service in self.services:
+            if service.path == path:
+                return service
+        return None
+
+
+ADAPTERS_NEEDING_UPSTREAM = frozenset({"raw"})
+KNOWN_ADAPTERS = frozenset({"raw", "echo"})
+
+
+class _Table:
+    """
+    A TOML table being read: each key is taken once, with a type check, and
+    whatever is left at the end is an unknown key.
+    """
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a table, got {_kind(data)}")
+        self._data = dict(data)
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def take(self, name: str, check: Callable[[str, Any], T], default: T) -> T:
+        if name not in self._data:
+            return default
+        return check(self.key(name), self._data.pop(name))
+
+    def require(self, name: str, check: Callable[[str, Any], T]) -> T:
+        if name not in self._data:
+            raise ConfigError(f"{self.key(name)}: required key is missing")
+        return check(self.key(name), self._data.pop(name))
+
+    def table(self, name: str) -> _Table:
+        return _Table(self._data.pop(name, {}), self.key(name))
+
+    def done(self) -> None:
+        if self._data:
+            unknown = ", ".join(sorted(self.key(k) for k in self._data))
+            raise ConfigError(f"{unknown}: unknown key")
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "a table",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+    }.get(type(value), type(value).__name__)
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {_kind(value)}")
+    return value
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _seconds(key: str, value: Any) -> float:
+    """
+    A duration in seconds; 0 means "off" where the key allows it.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{key}: expected a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _positive_seconds(key: str, value: Any) -> float:
+    seconds = _seconds(key, value)
+    if seconds == 0:
+        raise ConfigError(f"{key}: must be greater than 0")
+    return seconds
+
+
+def _strings(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected an array of strings, got {_kind(value)}")
+    items = tuple(_string(f"{key}[{i}]", v) for i, v in enumerate(value))
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{key}: duplicate entries")
+    return items
+
+
+def _path(key: str, value: Any) -> str:
+    path = _string(key, value)
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ConfigError(f"{key}: expected an absolute URL path like /echo, got {path!r}")
+    return path
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _subprotocols(key: str, value: Any) -> tuple[str, ...]:
+    names = _strings(key, value)
+    for name in names:
+        if not set(name) <= _TOKEN_CHARS:
+            raise ConfigError(f"{key}: {name!r} is not a valid subprotocol token (RFC 6455 4.1)")
+    return names
+
+
+def normalize_origin(origin: str) -> str:
+    """
+    Normalize a serialized origin (RFC 6454): lowercase scheme and host,
+    default port dropped.  C{null} stays C{null}.
+
+    @raise ValueError: C{origin} is not C{scheme://host[:port]}.
+    """
+    origin = origin.strip()
+    if origin == "null":
+        return origin
+    url = hyperlink.URL.from_text(origin)
+    if not url.scheme or not url.host or url.path not in ((), ("",)):
+        raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+    if url.query or url.fragment or url.userinfo:
+        raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+    scheme = url.scheme.lower()
+    host = url.host.lower()
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    port = url.port
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == default:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _origins(key: str, value: Any) -> frozenset[str]:
+    result = set()
+    for i, origin in enumerate(_strings(key, value)):
+        try:
+            result.add(normalize_origin(origin))
+        except ValueError as e:
+            raise ConfigError(f"{key}[{i}]: {e}") from None
+    return frozenset(result)
+
+
+def _limits(table: _Table) -> Limits:
+    defaults = Limits()
+    values: dict[str, Any] = {}
+    for f in fields(Limits):
+        default = getattr(defaults, f.name)
+        if isinstance(default, int):
+            values[f.name] = table.take(f.name, _positive_int, default)
+        elif f.name in ("open_handshake_timeout", "connect_timeout", "flush_timeout"):
+            values[f.name] = table.take(f.name, _positive_seconds, default)
+        else:
+            values[f.name] = table.take(f.name, _seconds, default)
+    table.done()
+    limits = Limits(**values)
+    if limits.max_frame_size > limits.max_message_size:
+        raise ConfigError(f"{table.key('max_frame_size')}: must not exceed max_message_size")
+    return limits
+
+
+def _service(name: str, table: _Table) -> ServiceConfig:
+    adapter = table.require("adapter", _string)
+    if adapter not in KNOWN_ADAPTERS:
+        known = ", ".join(sorted(KNOWN_ADAPTERS))
+        raise ConfigError(f"{table.key('adapter')}: unknown adapter {adapter!r} (known: {known})")
+    upstream = table.take("upstream", _string, None)
+    if adapter in ADAPTERS_NEEDING_UPSTREAM and upstream is None:
+        raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} needs an upstream endpoint")
+    if adapter not in ADAPTERS_NEEDING_UPSTREAM and upstream is not None:
+        raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} takes no upstream")
+    if upstream is not None:
+        from tunnelgw.upstream import check_description
+
+        try:
+            check_description(upstream)
+        except ValueError as e:
+            raise ConfigError(f"{table.key('upstream')}: {e}") from None
+    service = ServiceConfig(
+        name=name,
+        path=table.require("path", _path),
+        adapter=adapter,
+        upstream=upstream,
+        subprotocols=table.take("subprotocols", _subprotocols, ()),
+        allow_no_subprotocol=table.take("allow_no_subprotocol", _bool, False),
+        origins=table.take("origins", _origins, frozenset()),
+        allow_missing_origin=table.take("allow_missing_origin", _bool, False),
+        allow_text=table.take("allow_text", _bool, False),
+        limits=_limits(table.table("limits")),
+    )
+    table.done()
+    if not service.subprotocols and not service.allow_no_subprotocol:
+        raise ConfigError(
+            f"{table.path}: offers no subprotocol and refuses clients that offer none;"
+            " set subprotocols or allow_no_subprotocol = true"
+        )
+    return service
+
+
+def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
+    top = _Table(data, "")
+    gateway = top.table("gateway")
+    listen = gateway.require("listen", _strings)
+    if not listen:
+        raise ConfigError("gateway.listen: at least one listener is needed")
+    health_path = gateway.take("health_path", _path, "/healthz")
+    handshake_timeout = gateway.take("handshake_timeout", _positive_seconds, 10.0)
+    max_connections = gateway.take("max_connections", _positive_int, 10000)
+    per_address = gateway.take("max_connections_per_address", _positive_int, 256)
+    gateway.done()
+
+    services_table = top.table("services")
+    services = []
+    for name in list(services_table._data):
+        services.append(_service(name, services_table.table(name)))
+    top.done()
+
+    seen: dict[str, str] = {}
+    for service in services:
+        if service.path == health_path:
+            raise ConfigError(f"services.{service.name}.path: {service.path} is the health_path")
+        if service.path in seen:
+            raise ConfigError(f"services.{service.name}.path: {service.path} is already used by services.{seen[service.path]}")
+        seen[service.path] = service.name
+    return GatewayConfig(
+        listen=listen,
+        services=tuple(services),
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+        max_connections_per_address=per_address,
+        health_path=health_path,
+    )
+
+
+def loads(text: str) -> GatewayConfig:
+    """
+    Parse and validate configuration text.
+
+    @raise ConfigError: with the key and the reason.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"TOML syntax: {e}") from None
+    return _from_mapping(data)
+
+
+def load(path: str) -> GatewayConfig:
+    """
+    Read, parse and validate a configuration file.
+
+    @raise ConfigError: with the key and the reason.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    return loads(text)

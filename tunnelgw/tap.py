@@ -1,0 +1,58 @@
+"""
+The twistd plugin's options and service: C{twistd -n tunnelgw [--config FILE]}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from tunnelgw.config import DEFAULT_CONFIG, ConfigError, GatewayConfig, load, loads
+from tunnelgw.service import GatewayService
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--listen ENDPOINT ...]"
+    longdesc = (
+        "Run the tunnelgw WebSocket gateway.  Without --config, an embedded"
+        " default serves an echo service at /echo on tcp:8080:interface=127.0.0.1."
+    )
+    optParameters = [
+        ["config", "c", None, "The TOML configuration file (see etc/tunnelgw.toml)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        A listener endpoint description (repeatable); replaces gateway.listen.
+        """
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        try:
+            if self["config"] is None:
+                config = loads(DEFAULT_CONFIG)
+            else:
+                config = load(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"invalid configuration: {e}") from None
+        if self["listen"]:
+            from dataclasses import replace
+
+            config = replace(config, listen=tuple(self["listen"]))
+        self["gateway_config"] = config
+
+
+def makeService(options: Options, reactor: Any = None) -> GatewayService:
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    config: GatewayConfig = options["gateway_config"]
+    return GatewayService(config, reactor)

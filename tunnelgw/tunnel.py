@@ -1,0 +1,418 @@
+"""
+The relay between a client leg (a WebSocket) and a backend leg (a byte
+stream), with flow control both ways and the closing rules.  It knows
+nothing of HTTP or of any application protocol: adapters translate.
+
+Flow control: from its C{connectionMade} the backend transport is paused,
+so nothing is read from it before the WebSocket is open (server-speaks-first
+protocols such as RFB lose nothing).  When the tunnel starts, each transport
+is registered as the streaming producer of the other: a full buffer on one
+side stops reading on the other.
+
+Closing rules:
+  - backend EOF: everything already received is flushed to the client, then
+    the WebSocket closes with 1000;
+  - backend reset or error: the same flush, then 1011;
+  - client close: everything received before it is written to the backend,
+    whose write side is then shut down; the backend is given
+    C{limits.flush_timeout} to finish, then aborted;
+  - an adapter's C{fail(code, reason)}: close with that code at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol as TypingProtocol
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnelgw._flow import FlushWatcher, pending_bytes, set_high_water
+from tunnelgw.config import ServiceConfig
+from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.security import Subject
+
+__all__ = ["BackendProtocol", "ClientLeg", "Tunnel", "TunnelRegistry", "CloseCode"]
+
+
+class CloseCode(enum.IntEnum):
+    """
+    The RFC 6455 close codes tunnelgw sends.
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_PAYLOAD = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
+class ClientLeg(TypingProtocol):
+    """
+    What the tunnel needs of the client side (the WebSocket protocol).
+    """
+
+    transport: Any
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def buffered_input(self) -> int: ...
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class TunnelRegistry:
+    """
+    The open tunnels of one gateway, for counts, drain and revalidation.
+    """
+
+    def __init__(self) -> None:
+        self.tunnels: set[Tunnel] = set()
+
+    def __len__(self) -> int:
+        return len(self.tunnels)
+
+
+@implementer(IHalfCloseableProtocol)
+class BackendProtocol(Protocol):
+    """
+    The backend leg: a TCP (or TLS, or UNIX) connection to the service.
+
+    It pauses its transport as soon as it is connected and holds what
+    happens until a tunnel attaches.
+    """
+
+    def __init__(self) -> None:
+        self.tunnel: Tunnel | None = None
+        self.lost: Failure | None = None
+        self.eof = False
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+
+    def attach(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        if self.lost is not None:
+            tunnel.backend_lost(self.lost)
+        elif self.eof:
+            tunnel.backend_eof()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.backend_data(data)
+
+    def readConnectionLost(self) -> None:
+        self.eof = True
+        if self.tunnel is not None:
+            self.tunnel.backend_eof()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = reason
+        if self.tunnel is not None:
+            self.tunnel.backend_lost(reason)
+
+
+@implementer(ITunnel)
+class Tunnel:
+    """
+    One tunnel: a client leg, an optional backend leg and an adapter.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        reactor: IReactorTime,
+        service: ServiceConfig,
+        subprotocol: str | None,
+        conn_id: str,
+        peer: str,
+        subject: Subject,
+        adapter_factory: IAdapterFactory,
+        backend: BackendProtocol | None,
+        registry: TunnelRegistry,
+    ) -> None:
+        self.reactor = reactor
+        self.service = service
+        self.subprotocol = subprotocol
+        self.conn_id = conn_id
+        self.peer = peer
+        self.subject = subject
+        self._adapter_factory = adapter_factory
+        self._backend = backend
+        self._registry = registry
+        self._client: ClientLeg | None = None
+        self._adapter: IAdapter | None = None
+        self._state = _State.OPEN
+        self._client_gone = False
+        self._backend_gone = backend is None
+        self._timers: dict[str, IDelayedCall] = {}
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.peak_buffered = 0
+        self.started = reactor.seconds()
+        self._last_activity = self.started
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    # -- life cycle -------------------------------------------------------
+
+    def start(self, client: ClientLeg) -> None:
+        """
+        The WebSocket is open: wire flow control and start relaying.
+        """
+        self._client = client
+        self._registry.tunnels.add(self)
+        self._adapter = self._adapter_factory.build(self)
+        limits = self.service.limits
+        client_transport = client.transport
+        # twisted.web's HTTP channel registered itself as the producer of
+        # this transport and never learnt of the upgrade.
+        client_transport.unregisterProducer()
+        set_high_water(client_transport, limits.high_water)
+        if self._backend is not None:
+            backend_transport = self._backend.transport
+            set_high_water(backend_transport, limits.high_water)
+            client_transport.registerProducer(backend_transport, True)
+            backend_transport.registerProducer(client_transport, True)
+            backend_transport.resumeProducing()
+        else:
+            # No backend: the echo is written back to the client, so a client
+            # that does not read must stop being read.
+            client_transport.registerProducer(client_transport, True)
+        if limits.idle_timeout > 0:
+            self._schedule("idle", limits.idle_timeout, self._check_idle)
+        self.log.info(
+            "tunnel {conn_id} open: {peer} -> {service} ({subprotocol}) as {principal}",
+            event="tunnel_open",
+            conn_id=self.conn_id,
+            peer=self.peer,
+            service=self.service.name,
+            subprotocol=self.subprotocol,
+            principal=self.subject.principal,
+        )
+        if self._backend is not None:
+            self._backend.attach(self)
+
+    # -- data ---------------------------------------------------------------
+
+    def client_message(self, payload: bytes, is_binary: bool) -> None:
+        if self._state is not _State.OPEN:
+            return
+        self._last_activity = self.reactor.seconds()
+        self.bytes_up += len(payload)
+        assert self._adapter is not None
+        self._adapter.client_message(payload, is_binary)
+
+    def backend_data(self, data: bytes) -> None:
+        if self._state is not _State.OPEN:
+            return
+        self._last_activity = self.reactor.seconds()
+        self.bytes_down += len(data)
+        assert self._adapter is not None
+        self._adapter.backend_data(data)
+
+    def send_client(self, payload: bytes, is_binary: bool) -> None:
+        if self._client_gone or self._client is None:
+            return
+        if self._backend is None:
+            self.bytes_down += len(payload)
+        self._client.send_message(payload, is_binary)
+        self._measure()
+
+    def send_backend(self, data: bytes) -> None:
+        if self._backend is None or self._backend_gone:
+            return
+        self._backend.transport.write(data)
+        self._measure()
+
+    def buffered(self) -> int:
+        """
+        Bytes this tunnel holds in memory right now, both ways.
+        """
+        total = 0
+        if self._client is not None:
+            total += pending_bytes(self._client.transport) + self._client.buffered_input()
+        if self._backend is not None and not self._backend_gone:
+            total += pending_bytes(self._backend.transport)
+        return total
+
+    def _measure(self) -> None:
+        buffered = self.buffered()
+        if buffered > self.peak_buffered:
+            self.peak_buffered = buffered
+
+    # -- closing ------------------------------------------------------------
+
+    def fail(self, code: int, reason: str) -> None:
+        """
+        Close the client with C{code} now, and the backend after what it
+        was already given.
+        """
+        if self._state is not _State.OPEN:
+            return
+        self._state = _State.CLOSING
+        self._set_close(code, reason)
+        self.log.info(
+            "tunnel {conn_id} failed: {code} {reason}",
+            event="tunnel_fail",
+            conn_id=self.conn_id,
+            code=code,
+            reason=reason,
+        )
+        if self._client is not None:
+            self._client.close(code, reason)
+        self._close_backend()
+
+    def backend_eof(self) -> None:
+        if self._state is _State.OPEN:
+            self._backend_finished(CloseCode.NORMAL, "backend closed the connection")
+        else:
+            self._close_backend()
+
+    def backend_lost(self, reason: Failure) -> None:
+        self._backend_gone = True
+        self._cancel("linger")
+        if reason.check(ConnectionDone):
+            self._backend_finished(CloseCode.NORMAL, "backend closed the connection")
+        else:
+            self._backend_finished(
+                CloseCode.INTERNAL_ERROR, f"backend connection lost: {reason.getErrorMessage()}"
+            )
+        self._maybe_done()
+
+    def _backend_finished(self, code: int, reason: str) -> None:
+        if self._state is not _State.OPEN:
+            return
+        self._state = _State.CLOSING
+        self._set_close(code, reason)
+        self._close_backend()
+        client = self._client
+        if client is None or self._client_gone:
+            return
+        # Everything the backend sent is in the client transport's buffer:
+        # let it drain before the close frame starts the close handshake
+        # timer, so a slow reader gets every byte.
+        client.transport.unregisterProducer()
+        self._schedule("flush", self.service.limits.flush_timeout, self._flush_expired)
+        FlushWatcher(client.transport, lambda: self._flushed(code, reason)).start()
+
+    def _flushed(self, code: int, reason: str) -> None:
+        self._cancel("flush")
+        if self._client is not None and not self._client_gone:
+            self._client.close(code, reason)
+
+    def _flush_expired(self) -> None:
+        self.log.warn(
+            "tunnel {conn_id}: client did not read the last {pending} bytes within {timeout}s; aborting",
+            event="tunnel_flush_timeout",
+            conn_id=self.conn_id,
+            pending=self.buffered(),
+            timeout=self.service.limits.flush_timeout,
+        )
+        if self._client is not None and not self._client_gone:
+            self._client.abort()
+
+    def client_closed(self, was_clean: bool, code: int | None, reason: str | None) -> None:
+        """
+        The WebSocket is closed (by either side, cleanly or not).
+        """
+        self._client_gone = True
+        self._cancel("flush")
+        self._cancel("idle")
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+            self._set_close(code if code is not None else CloseCode.NORMAL, reason or "client closed")
+            if self._backend is not None and not self._backend_gone:
+                if was_clean:
+                    # Everything the client sent before its close frame has
+                    # been written; shut our write side down once flushed
+                    # and let the backend finish.
+                    self._backend.transport.loseWriteConnection()
+                    self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
+                else:
+                    self._close_backend()
+        self._maybe_done()
+
+    def _close_backend(self) -> None:
+        if self._backend is not None and not self._backend_gone:
+            self._backend.transport.loseConnection()
+            self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
+
+    def _abort_backend(self) -> None:
+        if self._backend is not None and not self._backend_gone:
+            self._backend.transport.abortConnection()
+
+    def _set_close(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+
+    def _maybe_done(self) -> None:
+        if self._state is _State.CLOSED or not (self._client_gone and self._backend_gone):
+            return
+        self._state = _State.CLOSED
+        for name in list(self._timers):
+            self._cancel(name)
+        self._registry.tunnels.discard(self)
+        self.log.info(
+            "tunnel {conn_id} closed: {peer} -> {service} code={code} ({reason});"
+            " up={bytes_up} down={bytes_down} bytes in {duration:.3f}s",
+            event="tunnel_close",
+            conn_id=self.conn_id,
+            peer=self.peer,
+            service=self.service.name,
+            subprotocol=self.subprotocol,
+            principal=self.subject.principal,
+            code=self.close_code,
+            reason=self.close_reason,
+            bytes_up=self.bytes_up,
+            bytes_down=self.bytes_down,
+            peak_buffered=self.peak_buffered,
+            duration=self.reactor.seconds() - self.started,
+        )
+
+    # -- timers ---------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        timeout = self.service.limits.idle_timeout
+        idle = self.reactor.seconds() - self._last_activity
+        if idle >= timeout:
+            self.fail(CloseCode.GOING_AWAY, f"idle for {timeout:g}s")
+        else:
+            self._schedule("idle", timeout - idle, self._check_idle)
+
+    def _schedule(self, name: str, delay: float, f: Any) -> None:
+        self._cancel(name)
+
+        def fire() -> None:
+            del self._timers[name]
+            f()
+
+        self._timers[name] = self.reactor.callLater(delay, fire)
+
+    def _cancel(self, name: str) -> None:
+        call = self._timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()

@@ -1,0 +1,82 @@
+"""
+Upstream (backend) endpoints from description strings.
+
+C{tcp:HOST:PORT} or C{tcp:host=HOST:port=PORT} becomes a
+L{HostnameEndpoint} (IPv4 and IPv6, with the connect timeout), not
+Twisted's IPv4-only C{TCP4ClientEndpoint}.  Every other description
+(C{unix:path=...}, C{tls:...}) goes to L{clientFromString} unchanged.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+from twisted.internet.testing import MemoryReactor
+
+__all__ = ["check_description", "endpoint_for"]
+
+
+def _split(description: str) -> list[str]:
+    """
+    Split an endpoint description on unescaped colons, as Twisted does
+    (C{\\:} is a literal colon, for IPv6 addresses).
+    """
+    parts, current, chars = [], [], iter(description)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, ""))
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _tcp(description: str) -> tuple[str, int]:
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for part in _split(description)[1:]:
+        key, sep, value = part.partition("=")
+        if sep:
+            kwargs[key] = value
+        else:
+            args.append(part)
+    unknown = set(kwargs) - {"host", "port"}
+    if unknown:
+        raise ValueError(f"unknown tcp option(s) {', '.join(sorted(unknown))}; use host and port (the timeout is limits.connect_timeout)")
+    host = kwargs.get("host") or (args[0] if args else "")
+    port_text = kwargs.get("port") or (args[1] if len(args) > 1 else "")
+    if not host or not port_text or len(args) > 2:
+        raise ValueError(f"expected tcp:HOST:PORT or tcp:host=HOST:port=PORT, got {description!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port_text!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range: {port}")
+    return host, port
+
+
+def check_description(description: str) -> None:
+    """
+    @raise ValueError: C{description} cannot become a client endpoint.
+    """
+    if description.startswith("tcp:"):
+        _tcp(description)
+        return
+    try:
+        clientFromString(MemoryReactor(), description)
+    except Exception as e:  # Twisted raises ValueError, KeyError, TypeError...
+        raise ValueError(f"invalid endpoint description {description!r}: {e}") from None
+
+
+def endpoint_for(reactor: IReactorCore, description: str, timeout: float) -> IStreamClientEndpoint:
+    """
+    Build the client endpoint of an upstream description.
+    """
+    if description.startswith("tcp:"):
+        host, port = _tcp(description)
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    return clientFromString(reactor, description)

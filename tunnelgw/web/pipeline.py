@@ -1,0 +1,257 @@
+"""
+The admission pipeline: one place where every transport (WebSocket
+upgrade today; fallback transport and gateway links later) is admitted or
+refused, in this order:
+
+  1. limits       connection caps                       503 / 429
+  2. transport    the transport's own syntax (upgrade)  400 / 405 / 426
+  3. origin       exact allow-list per service          403
+  4. subprotocol  one the client offered and we offer   400
+  5. authenticate IAuthenticator                        401 / 403
+  6. upstream     connect the backend before accepting  502 / 504
+
+Each decision is logged once with who (connection id, peer, principal),
+what (service, subprotocol) and why (status, reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from twisted.internet import defer, error
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tunnelgw.adapters import adapter_factory
+from tunnelgw.config import ServiceConfig, normalize_origin
+from tunnelgw.interfaces import IAdapterFactory, IAuthenticator
+from tunnelgw.limits import Lease
+from tunnelgw.security import Subject
+from tunnelgw.tunnel import BackendProtocol
+from tunnelgw.upstream import endpoint_for
+
+__all__ = ["Admission", "AdmissionPipeline", "AdmissionRequest", "Refusal", "choose_subprotocol"]
+
+
+class Refusal(Exception):
+    """
+    The request is refused with an HTTP C{status}; C{reason} says why in
+    words for the client and the log; C{headers} go into the response.
+    """
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class AdmissionRequest:
+    """
+    What the pipeline knows of a request, whatever the transport.
+    """
+
+    conn_id: str
+    peer_host: str
+    path: str
+    method: str
+    headers: Mapping[str, list[str]]
+    lease: Lease
+    secure: bool = False
+
+    def values(self, name: str) -> list[str]:
+        """
+        All values of header C{name} (case-insensitive), comma lists split.
+        """
+        return [
+            item.strip()
+            for value in self.headers.get(name.lower(), [])
+            for item in value.split(",")
+            if item.strip()
+        ]
+
+    def single(self, name: str) -> str | None:
+        """
+        The one value of header C{name}, C{None} if absent.
+
+        @raise Refusal: (400) the header appears more than once.
+        """
+        values = self.headers.get(name.lower(), [])
+        if len(values) > 1:
+            raise Refusal(400, f"the {name} header appears more than once")
+        return values[0].strip() if values else None
+
+
+@dataclass
+class Admission:
+    """
+    An admitted request: everything a tunnel needs to start.
+    """
+
+    request: AdmissionRequest
+    service: ServiceConfig
+    subprotocol: str | None
+    subject: Subject
+    adapter_factory: IAdapterFactory
+    backend: BackendProtocol | None = field(default=None)
+
+    def abandon(self) -> None:
+        """
+        The client went away before the tunnel started: drop the backend.
+        """
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.abortConnection()
+
+
+def choose_subprotocol(offered: list[str], service: ServiceConfig) -> str | None:
+    """
+    The service's most preferred subprotocol among those C{offered}, or
+    C{None} when nothing was offered and the service allows that.
+
+    @raise Refusal: (400) nothing acceptable.
+    """
+    if not offered:
+        if service.allow_no_subprotocol:
+            return None
+        raise Refusal(
+            400,
+            "a subprotocol is required; this service offers: " + ", ".join(service.subprotocols),
+        )
+    for name in service.subprotocols:
+        if name in offered:
+            return name
+    ours = ", ".join(service.subprotocols) or "none"
+    raise Refusal(
+        400,
+        f"none of the offered subprotocols ({', '.join(offered)}) is supported; this service offers: {ours}",
+    )
+
+
+def check_origin(request: AdmissionRequest, service: ServiceConfig) -> None:
+    """
+    @raise Refusal: (403) a missing Origin the service does not allow, or an
+        origin not on its allow-list; (400) several Origin headers.
+    """
+    origin = request.single("Origin")
+    if origin is None:
+        if service.allow_missing_origin:
+            return
+        raise Refusal(403, "the Origin header is required")
+    try:
+        normalized = normalize_origin(origin)
+    except ValueError:
+        raise Refusal(403, f"origin {origin!r} is not allowed") from None
+    if normalized not in service.origins:
+        raise Refusal(403, f"origin {origin!r} is not allowed")
+
+
+class AdmissionPipeline:
+    """
+    Admits or refuses requests for services; see the module docstring.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore, authenticator: IAuthenticator) -> None:
+        self._reactor = reactor
+        self._authenticator = authenticator
+
+    def admit(
+        self,
+        request: AdmissionRequest,
+        service: ServiceConfig,
+        check_transport: Callable[[AdmissionRequest], None],
+    ) -> defer.Deferred[Admission]:
+        """
+        Run the pipeline.
+
+        @return: a Deferred firing with an L{Admission} (logged as accepted by
+            the caller once the transport is handed over) or failing with
+            L{Refusal} (already logged).
+        """
+        d = defer.maybeDeferred(self._admit, request, service, check_transport)
+        d.addErrback(self._refused, request, service)
+        return d
+
+    @defer.inlineCallbacks
+    def _admit(
+        self,
+        request: AdmissionRequest,
+        service: ServiceConfig,
+        check_transport: Callable[[AdmissionRequest], None],
+    ):  # type: ignore[no-untyped-def]
+        if request.lease.over_global:
+            raise Refusal(503, "the gateway is at its connection limit", {"Retry-After": "5"})
+        if request.lease.over_address:
+            raise Refusal(429, "too many connections from your address", {"Retry-After": "5"})
+        check_transport(request)
+        check_origin(request, service)
+        subprotocol = choose_subprotocol(request.values("Sec-WebSocket-Protocol"), service)
+        subject = yield self._authenticator.authenticate(request, service)
+        factory = adapter_factory(service.adapter)
+        admission = Admission(request, service, subprotocol, subject, factory)
+        if factory.needs_upstream:
+            admission.backend = yield self._connect(service)
+        return admission
+
+    def _connect(self, service: ServiceConfig) -> defer.Deferred[BackendProtocol]:
+        assert service.upstream is not None
+        timeout = service.limits.connect_timeout
+        endpoint = endpoint_for(self._reactor, service.upstream, timeout)
+        d: defer.Deferred[BackendProtocol] = connectProtocol(endpoint, BackendProtocol())
+        assert IReactorTime.providedBy(self._reactor)
+        d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
+
+        def failed(f: Failure) -> Failure:
+            if f.check(defer.CancelledError):
+                return f  # the client went away; not the backend's fault
+            if f.check(defer.TimeoutError, error.TimeoutError):
+                raise Refusal(504, f"the backend did not answer within {timeout:g}s")
+            if f.check(Refusal):
+                return f
+            raise Refusal(502, f"the backend refused the connection: {f.getErrorMessage()}")
+
+        d.addErrback(failed)
+        return d
+
+    def _refused(self, f: Failure, request: AdmissionRequest, service: ServiceConfig) -> Failure:
+        if f.check(defer.CancelledError):
+            # 499, as web servers log a request its client abandoned
+            self.log_decision(request, service.name, None, "abandon", 499, "the client went away")
+            return f
+        if not f.check(Refusal):
+            self.log.failure(
+                "admission error for {conn_id}", f, conn_id=request.conn_id, event="admission_error"
+            )
+            f = Failure(Refusal(500, "internal error"))
+        refusal = f.value
+        self.log_decision(request, service.name, None, "refuse", refusal.status, refusal.reason)
+        return f
+
+    def log_decision(
+        self,
+        request: AdmissionRequest,
+        service: str | None,
+        subprotocol: str | None,
+        decision: str,
+        status: int,
+        reason: str,
+        principal: str | None = None,
+    ) -> None:
+        self.log.info(
+            "admission {decision} {conn_id} from {peer} for {path}: {status} {reason}",
+            event="admission",
+            decision=decision,
+            conn_id=request.conn_id,
+            peer=request.peer_host,
+            path=request.path,
+            service=service,
+            subprotocol=subprotocol,
+            principal=principal,
+            status=status,
+            reason=reason,
+        )

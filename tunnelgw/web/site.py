@@ -1,0 +1,310 @@
+"""
+The HTTP front: a twisted.web C{Site} whose resources are the services
+(WebSocket upgrades through the admission pipeline) and the health
+endpoint.
+
+Why twisted.web and not autobahn's factory on the port: one listener then
+serves upgrades, plain HTTP answers with bodies and headers (refusals,
+health, later the fallback transport and credential refresh), and the
+admission pipeline runs on a parsed request before autobahn is involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from http import HTTPStatus
+import secrets
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from tunnelgw.config import GatewayConfig, ServiceConfig
+from tunnelgw.limits import ConnectionLimiter, Lease
+from tunnelgw.tunnel import TunnelRegistry
+from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal
+from tunnelgw.web.websocket import AdmittedFactory, make_factory
+
+__all__ = ["GatewayChannel", "GatewaySite", "ServiceResource", "check_websocket_upgrade"]
+
+
+def _new_conn_id() -> str:
+    return secrets.token_hex(6)
+
+
+class GatewayChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel that counts itself in the connection limits and
+    gives a client C{handshake_timeout} seconds, in all, to send a complete
+    request head (slowloris), not merely some byte now and then.
+    """
+
+    log = Logger()
+    site: GatewaySite
+    lease: Lease | None = None
+    conn_id: str = ""
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.conn_id = _new_conn_id()
+        peer = self.transport.getPeer()
+        self.peer_host = getattr(peer, "host", "unix")
+        self.lease = self.site.limiter.acquire(self.peer_host)
+        self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        self._deadline = self.site.clock.callLater(self.site.config.handshake_timeout, self._deadline_passed)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        self.log.info(
+            "connection {conn_id} from {peer}: no complete request within {timeout}s",
+            event="handshake_timeout",
+            conn_id=self.conn_id,
+            peer=self.peer_host,
+            timeout=self.site.config.handshake_timeout,
+        )
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.transport.loseConnection()
+        self.site.clock.callLater(1.0, self.transport.abortConnection)
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.persistent and self.transport is not None:
+            self._start_deadline()
+
+    def take_lease(self) -> Lease | None:
+        """
+        The connection becomes a tunnel: its lease goes with it.
+        """
+        lease, self.lease = self.lease, None
+        self._stop_deadline()
+        return lease
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._stop_deadline()
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+        super().connectionLost(reason)
+
+
+def check_websocket_upgrade(request: AdmissionRequest) -> None:
+    """
+    The request is a syntactically valid RFC 6455 upgrade.
+
+    @raise Refusal: 405 (not GET), 426 (not an upgrade, or a version other
+        than 13, with C{Sec-WebSocket-Version: 13}), 400 (bad key).
+    """
+    if request.method != "GET":
+        raise Refusal(405, "WebSocket upgrades use GET", {"Allow": "GET"})
+    upgrade = [v.lower() for v in request.values("Upgrade")]
+    connection = [v.lower() for v in request.values("Connection")]
+    if "websocket" not in upgrade or "upgrade" not in connection:
+        raise Refusal(
+            426,
+            "this is a WebSocket endpoint: send Upgrade: websocket",
+            {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
+        )
+    if request.single("Sec-WebSocket-Version") != "13":
+        raise Refusal(426, "only WebSocket version 13 is supported", {"Sec-WebSocket-Version": "13"})
+    key = request.single("Sec-WebSocket-Key")
+    if key is None:
+        raise Refusal(400, "the Sec-WebSocket-Key header is missing")
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise Refusal(400, "Sec-WebSocket-Key is not 16 bytes in base64")
+
+
+def _headers_of(request: server.Request) -> dict[str, list[str]]:
+    return {
+        name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+def _refuse(request: server.Request, refusal: Refusal) -> None:
+    try:
+        phrase = HTTPStatus(refusal.status).phrase
+    except ValueError:
+        phrase = "Client Closed Request" if refusal.status == 499 else "Error"
+    request.setResponseCode(refusal.status, phrase.encode("ascii"))
+    for name, value in refusal.headers.items():
+        request.setHeader(name, value)
+    request.setHeader("Content-Type", "text/plain; charset=utf-8")
+    request.setHeader("Cache-Control", "no-store")
+    request.setHeader("Connection", "close")
+    request.write(refusal.reason.encode("utf-8") + b"\n")
+    request.finish()
+
+
+class ServiceResource(Resource):
+    """
+    One service's URL: admits WebSocket upgrades and hands the admitted
+    connection to autobahn.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, site: GatewaySite, service: ServiceConfig) -> None:
+        super().__init__()
+        self._site = site
+        self.service = service
+        self._factory = make_factory(service, site.clock, site.registry)
+
+    def render(self, request: server.Request) -> Any:
+        channel = request.channel
+        areq = AdmissionRequest(
+            conn_id=getattr(channel, "conn_id", "") or _new_conn_id(),
+            peer_host=getattr(channel, "peer_host", "unknown"),
+            path=request.path.decode("latin-1"),
+            method=request.method.decode("latin-1"),
+            headers=_headers_of(request),
+            lease=channel.lease,
+            secure=request.isSecure(),
+        )
+        d = self._site.pipeline.admit(areq, self.service, check_websocket_upgrade)
+        gone: list[bool] = []
+
+        def client_gone(_: object) -> None:
+            gone.append(True)
+            d.cancel()
+
+        request.notifyFinish().addErrback(client_gone)
+
+        def admitted(admission: Admission) -> None:
+            if gone:
+                admission.abandon()
+                return
+            self._site.pipeline.log_decision(
+                areq,
+                self.service.name,
+                admission.subprotocol,
+                "accept",
+                101,
+                "switching protocols",
+                admission.subject.principal,
+            )
+            lease = channel.take_lease()
+            resource = WebSocketResource(AdmittedFactory(self._factory, admission, lease, self._site.clock))
+            resource.render(request)
+
+        def refused(f: Failure) -> None:
+            if f.check(defer.CancelledError) or gone:
+                return
+            f.trap(Refusal)
+            _refuse(request, f.value)
+
+        d.addCallbacks(admitted, refused)
+        d.addErrback(lambda f: self.log.failure("upgrade of {conn_id} failed", f, conn_id=areq.conn_id))
+        return server.NOT_DONE_YET
+
+
+class HealthResource(Resource):
+    """
+    C{GET} answers 200 with a small JSON document while the gateway serves.
+    """
+
+    isLeaf = True
+
+    def __init__(self, site: GatewaySite) -> None:
+        super().__init__()
+        self._site = site
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader("Content-Type", "application/json")
+        request.setHeader("Cache-Control", "no-store")
+        body = {
+            "status": "ok",
+            "tunnels": len(self._site.registry),
+            "connections": self._site.limiter.total,
+        }
+        return json.dumps(body).encode("ascii") + b"\n"
+
+
+class _Router(Resource):
+    """
+    Exact-path routing: a service path matches itself only.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, routes: dict[bytes, Resource]) -> None:
+        super().__init__()
+        self._routes = routes
+
+    def render(self, request: server.Request) -> Any:
+        request.setHeader("Server", "tunnelgw")
+        target = self._routes.get(request.path)
+        if target is not None:
+            return target.render(request)
+        self.log.info(
+            "no service at {path} for {conn_id} from {peer}",
+            event="admission",
+            decision="refuse",
+            status=404,
+            conn_id=getattr(request.channel, "conn_id", ""),
+            peer=getattr(request.channel, "peer_host", ""),
+            path=request.path.decode("latin-1"),
+            reason="no such service",
+        )
+        _refuse(request, Refusal(404, "no service at this path"))
+        return server.NOT_DONE_YET
+
+
+class GatewaySite(server.Site):
+    """
+    The gateway's HTTP front for one configuration.
+    """
+
+    protocol = GatewayChannel  # HTTP/1.1 only: upgrades need it
+    noisy = False
+
+    def __init__(self, config: GatewayConfig, reactor: Any, pipeline: AdmissionPipeline) -> None:
+        self.config = config
+        self.clock: IReactorTime = reactor
+        self.pipeline = pipeline
+        self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
+        self.registry = TunnelRegistry()
+        routes: dict[bytes, Resource] = {
+            service.path.encode("utf-8"): ServiceResource(self, service) for service in config.services
+        }
+        if config.health_path:
+            routes[config.health_path.encode("utf-8")] = HealthResource(self)
+        super().__init__(_Router(routes), timeout=config.handshake_timeout, reactor=reactor)
+        self.displayTracebacks = False
+
+    def buildProtocol(self, addr: Any) -> GatewayChannel:
+        channel = super().buildProtocol(addr)
+        assert isinstance(channel, GatewayChannel)
+        channel.site = self
+        return channel
+
+    def log(self, request: server.Request) -> None:
+        """
+        No access log: admission decisions are logged as structured events.
+        """

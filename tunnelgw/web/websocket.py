@@ -1,0 +1,154 @@
+"""
+The client leg: autobahn's WebSocket server protocol, hardened, feeding a
+L{Tunnel}.
+
+Admission has already happened when this protocol is built (see
+L{tunnelgw.web.site.ServiceResource}): C{onConnect} only returns the
+subprotocol the pipeline chose, and C{onOpen} starts the tunnel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
+from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from tunnelgw.config import ServiceConfig
+from tunnelgw.limits import Lease
+from tunnelgw.tunnel import Tunnel, TunnelRegistry
+from tunnelgw.web.pipeline import Admission
+
+__all__ = ["TunnelWebSocket", "make_factory", "AdmittedFactory"]
+
+
+class TunnelWebSocket(WebSocketServerProtocol):
+    """
+    One admitted WebSocket connection.
+    """
+
+    admission: Admission
+    lease: Lease | None = None
+    registry: TunnelRegistry
+    clock: IReactorTime
+    tunnel: Tunnel | None = None
+
+    # -- autobahn hooks (mixedCase: they override autobahn) -------------------
+
+    def onConnect(self, request: ConnectionRequest) -> Any:
+        return self.admission.subprotocol
+
+    def onOpen(self) -> None:
+        admission = self.admission
+        self.tunnel = Tunnel(
+            reactor=self.clock,
+            service=admission.service,
+            subprotocol=admission.subprotocol,
+            conn_id=admission.request.conn_id,
+            peer=admission.request.peer_host,
+            subject=admission.subject,
+            adapter_factory=admission.adapter_factory,
+            backend=admission.backend,
+            registry=self.registry,
+        )
+        self.tunnel.start(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client_message(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client_closed(wasClean, code, reason)
+        else:
+            # autobahn refused the handshake after our admission
+            self.admission.abandon()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        try:
+            super().connectionLost(reason)  # type: ignore[arg-type]
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+
+    # -- ClientLeg ---------------------------------------------------------
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        self.sendMessage(payload, is_binary)
+
+    def close(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with any RFC 6455 code (autobahn's
+        C{sendClose} accepts only 1000 and 3000-4999).
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+
+    def abort(self) -> None:
+        self.dropConnection(abort=True)
+
+    def buffered_input(self) -> int:
+        data = getattr(self, "data", b"")
+        return len(data) if isinstance(data, (bytes, bytearray)) else 0
+
+
+def make_factory(service: ServiceConfig, reactor: Any, registry: TunnelRegistry) -> WebSocketServerFactory:
+    """
+    A hardened autobahn factory for one service: masked client frames,
+    UTF-8 validation, the service's size limits and timeouts, keepalive,
+    no compression.  Origin checking is the admission pipeline's (exact
+    allow-list after normalization), so autobahn's own is not used.
+    """
+    limits = service.limits
+    factory = WebSocketServerFactory(reactor=reactor, server="tunnelgw")
+    factory.protocol = TunnelWebSocket
+    factory.setProtocolOptions(
+        versions=[13],
+        webStatus=False,
+        utf8validateIncoming=True,
+        requireMaskedClientFrames=True,
+        maskServerFrames=False,
+        applyMask=True,
+        maxFramePayloadSize=limits.max_frame_size,
+        maxMessagePayloadSize=limits.max_message_size,
+        failByDrop=False,
+        echoCloseCodeReason=False,
+        openHandshakeTimeout=limits.open_handshake_timeout,
+        closeHandshakeTimeout=limits.close_handshake_timeout,
+        tcpNoDelay=True,
+        perMessageCompressionAccept=lambda offers: None,
+        autoPingInterval=limits.ping_interval,
+        autoPingTimeout=limits.ping_timeout,
+        autoPingSize=12,
+        serveFlashSocketPolicy=False,
+        allowedOrigins=["*"],
+        allowNullOrigin=True,
+        maxConnections=0,
+        trustXForwardedFor=0,
+    )
+    factory.tunnelgw_registry = registry  # type: ignore[attr-defined]
+    return factory
+
+
+class AdmittedFactory:
+    """
+    Hands autobahn's resource one protocol, already carrying its admission.
+    """
+
+    def __init__(self, factory: WebSocketServerFactory, admission: Admission, lease: Lease | None, clock: IReactorTime) -> None:
+        self._factory = factory
+        self._admission = admission
+        self._lease = lease
+        self._clock = clock
+
+    def buildProtocol(self, addr: Any) -> TunnelWebSocket:
+        protocol = self._factory.buildProtocol(addr)
+        assert isinstance(protocol, TunnelWebSocket)
+        protocol.admission = self._admission
+        protocol.lease = self._lease
+        protocol.registry = self._factory.tunnelgw_registry  # type: ignore[attr-defined]
+        protocol.clock = self._clock
+        return protocol
