@@ -9,7 +9,8 @@ mark (C{limits.high_water}); see docs/architecture.md, "Flow control".
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IPullProducer
 from zope.interface import implementer
@@ -23,7 +24,7 @@ def _layers(transport: Any) -> list[Any]:
     """
     The transport and those under it (TLS over TCP: two layers).
     """
-    layers = []
+    layers: list[Any] = []
     while transport is not None and len(layers) < _MAX_DEPTH:
         layers.append(transport)
         transport = getattr(transport, "transport", None)

@@ -12,8 +12,9 @@ example.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import hyperlink
 
@@ -337,7 +338,9 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         if service.path == health_path:
             raise ConfigError(f"services.{service.name}.path: {service.path} is the health_path")
         if service.path in seen:
-            raise ConfigError(f"services.{service.name}.path: {service.path} is already used by services.{seen[service.path]}")
+            raise ConfigError(
+                f"services.{service.name}.path: {service.path} is already used by services.{seen[service.path]}"
+            )
         seen[service.path] = service.name
     return GatewayConfig(
         listen=listen,

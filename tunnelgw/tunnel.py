@@ -22,7 +22,8 @@ Closing rules:
 from __future__ import annotations
 
 import enum
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
@@ -72,6 +73,9 @@ class ClientLeg(TypingProtocol):
     def buffered_input(self) -> int: ...
 
 
+_DONE = Failure(ConnectionDone())
+
+
 class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -98,6 +102,8 @@ class BackendProtocol(Protocol):
     It pauses its transport as soon as it is connected and holds what
     happens until a tunnel attaches.
     """
+
+    transport: Any  # an ITCPTransport (or TLS/UNIX); untyped in Twisted
 
     def __init__(self) -> None:
         self.tunnel: Tunnel | None = None
@@ -126,7 +132,7 @@ class BackendProtocol(Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = _DONE) -> None:
         self.lost = reason
         if self.tunnel is not None:
             self.tunnel.backend_lost(reason)

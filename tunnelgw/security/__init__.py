@@ -44,6 +44,4 @@ class PassThroughAuthenticator:
     """
 
     def authenticate(self, request: Any, service: Any) -> defer.Deferred[Subject]:
-        return defer.succeed(
-            Subject(attributes={"method": "none", "address": request.peer_host})
-        )
+        return defer.succeed(Subject(attributes={"method": "none", "address": request.peer_host}))

@@ -45,7 +45,9 @@ def _tcp(description: str) -> tuple[str, int]:
             args.append(part)
     unknown = set(kwargs) - {"host", "port"}
     if unknown:
-        raise ValueError(f"unknown tcp option(s) {', '.join(sorted(unknown))}; use host and port (the timeout is limits.connect_timeout)")
+        raise ValueError(
+            f"unknown tcp option(s) {', '.join(sorted(unknown))}; use host and port (the timeout is limits.connect_timeout)"
+        )
     host = kwargs.get("host") or (args[0] if args else "")
     port_text = kwargs.get("port") or (args[1] if len(args) > 1 else "")
     if not host or not port_text or len(args) > 2:

@@ -16,8 +16,9 @@ what (service, subprotocol) and why (status, reason).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, cast
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
@@ -183,7 +184,7 @@ class AdmissionPipeline:
         request: AdmissionRequest,
         service: ServiceConfig,
         check_transport: Callable[[AdmissionRequest], None],
-    ):  # type: ignore[no-untyped-def]
+    ) -> Generator[defer.Deferred[Any], Any, Admission]:
         if request.lease.over_global:
             raise Refusal(503, "the gateway is at its connection limit", {"Retry-After": "5"})
         if request.lease.over_address:
@@ -191,7 +192,7 @@ class AdmissionPipeline:
         check_transport(request)
         check_origin(request, service)
         subprotocol = choose_subprotocol(request.values("Sec-WebSocket-Protocol"), service)
-        subject = yield self._authenticator.authenticate(request, service)
+        subject = yield defer.maybeDeferred(self._authenticator.authenticate, request, service)
         factory = adapter_factory(service.adapter)
         admission = Admission(request, service, subprotocol, subject, factory)
         if factory.needs_upstream:
@@ -228,7 +229,7 @@ class AdmissionPipeline:
                 "admission error for {conn_id}", f, conn_id=request.conn_id, event="admission_error"
             )
             f = Failure(Refusal(500, "internal error"))
-        refusal = f.value
+        refusal = cast(Refusal, f.value)
         self.log_decision(request, service.name, None, "refuse", refusal.status, refusal.reason)
         return f
 

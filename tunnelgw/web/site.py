@@ -14,9 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from http import HTTPStatus
 import secrets
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer
@@ -47,6 +47,7 @@ class GatewayChannel(http.HTTPChannel):
     """
 
     log = Logger()
+    transport: Any  # ITCPTransport or TLS; untyped in Twisted
     site: GatewaySite
     lease: Lease | None = None
     conn_id: str = ""
@@ -176,7 +177,8 @@ class ServiceResource(Resource):
         self._factory = make_factory(service, site.clock, site.registry)
 
     def render(self, request: server.Request) -> Any:
-        channel = request.channel
+        channel = cast(GatewayChannel, request.channel)
+        assert channel.lease is not None, "a request outlived its connection's lease"
         areq = AdmissionRequest(
             conn_id=getattr(channel, "conn_id", "") or _new_conn_id(),
             peer_host=getattr(channel, "peer_host", "unknown"),
@@ -216,7 +218,7 @@ class ServiceResource(Resource):
             if f.check(defer.CancelledError) or gone:
                 return
             f.trap(Refusal)
-            _refuse(request, f.value)
+            _refuse(request, cast(Refusal, f.value))
 
         d.addCallbacks(admitted, refused)
         d.addErrback(lambda f: self.log.failure("upgrade of {conn_id} failed", f, conn_id=areq.conn_id))
@@ -281,7 +283,7 @@ class GatewaySite(server.Site):
     The gateway's HTTP front for one configuration.
     """
 
-    protocol = GatewayChannel  # HTTP/1.1 only: upgrades need it
+    protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only: upgrades need it
     noisy = False
 
     def __init__(self, config: GatewayConfig, reactor: Any, pipeline: AdmissionPipeline) -> None:
@@ -298,13 +300,13 @@ class GatewaySite(server.Site):
         super().__init__(_Router(routes), timeout=config.handshake_timeout, reactor=reactor)
         self.displayTracebacks = False
 
-    def buildProtocol(self, addr: Any) -> GatewayChannel:
+    def buildProtocol(self, addr: Any) -> GatewayChannel:  # type: ignore[override]
         channel = super().buildProtocol(addr)
         assert isinstance(channel, GatewayChannel)
         channel.site = self
         return channel
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         """
         No access log: admission decisions are logged as structured events.
         """

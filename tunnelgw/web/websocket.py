@@ -138,7 +138,9 @@ class AdmittedFactory:
     Hands autobahn's resource one protocol, already carrying its admission.
     """
 
-    def __init__(self, factory: WebSocketServerFactory, admission: Admission, lease: Lease | None, clock: IReactorTime) -> None:
+    def __init__(
+        self, factory: WebSocketServerFactory, admission: Admission, lease: Lease | None, clock: IReactorTime
+    ) -> None:
         self._factory = factory
         self._admission = admission
         self._lease = lease
