@@ -176,7 +176,8 @@ class Tunnel:
         self._timers: dict[str, IDelayedCall] = {}
         self.bytes_up = 0
         self.bytes_down = 0
-        self.peak_buffered = 0
+        self.peak_up = 0
+        self.peak_down = 0
         self.started = reactor.seconds()
         self._last_activity = self.started
         self.close_code: int | None = None
@@ -245,17 +246,24 @@ class Tunnel:
         if self._backend is None:
             self.bytes_down += len(payload)
         self._client.send_message(payload, is_binary)
-        self._measure()
+        down = pending_bytes(self._client.transport)
+        if down > self.peak_down:
+            self.peak_down = down
 
     def send_backend(self, data: bytes) -> None:
         if self._backend is None or self._backend_gone:
             return
         self._backend.transport.write(data)
-        self._measure()
+        assert self._client is not None
+        up = pending_bytes(self._backend.transport) + self._client.buffered_input()
+        if up > self.peak_up:
+            self.peak_up = up
 
     def buffered(self) -> int:
         """
-        Bytes this tunnel holds in memory right now, both ways.
+        Bytes this tunnel holds in memory right now, both ways.  The peaks
+        per direction are kept in C{peak_up} (backend write buffer plus
+        unparsed client input) and C{peak_down} (client write buffer).
         """
         total = 0
         if self._client is not None:
@@ -263,11 +271,6 @@ class Tunnel:
         if self._backend is not None and not self._backend_gone:
             total += pending_bytes(self._backend.transport)
         return total
-
-    def _measure(self) -> None:
-        buffered = self.buffered()
-        if buffered > self.peak_buffered:
-            self.peak_buffered = buffered
 
     # -- closing ------------------------------------------------------------
 
@@ -395,7 +398,8 @@ class Tunnel:
             reason=self.close_reason,
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
-            peak_buffered=self.peak_buffered,
+            peak_up=self.peak_up,
+            peak_down=self.peak_down,
             duration=self.reactor.seconds() - self.started,
         )
 

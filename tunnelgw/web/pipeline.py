@@ -202,7 +202,8 @@ class AdmissionPipeline:
     def _connect(self, service: ServiceConfig) -> defer.Deferred[BackendProtocol]:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
-        endpoint = endpoint_for(self._reactor, service.upstream, timeout)
+        # The endpoint's own timeout is a backstop; ours (addTimeout) decides.
+        endpoint = endpoint_for(self._reactor, service.upstream, timeout + 1)
         d: defer.Deferred[BackendProtocol] = connectProtocol(endpoint, BackendProtocol())
         assert IReactorTime.providedBy(self._reactor)
         d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
@@ -210,7 +211,7 @@ class AdmissionPipeline:
         def failed(f: Failure) -> Failure:
             if f.check(defer.CancelledError):
                 return f  # the client went away; not the backend's fault
-            if f.check(defer.TimeoutError, error.TimeoutError):
+            if f.check(defer.TimeoutError, error.TimeoutError, error.ConnectingCancelledError):
                 raise Refusal(504, f"the backend did not answer within {timeout:g}s")
             if f.check(Refusal):
                 return f

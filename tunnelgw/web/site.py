@@ -157,7 +157,9 @@ def _refuse(request: server.Request, refusal: Refusal) -> None:
     request.setHeader("Content-Type", "text/plain; charset=utf-8")
     request.setHeader("Cache-Control", "no-store")
     request.setHeader("Connection", "close")
-    request.write(refusal.reason.encode("utf-8") + b"\n")
+    body = refusal.reason.encode("utf-8") + b"\n"
+    request.setHeader("Content-Length", str(len(body)))
+    request.write(body)
     request.finish()
 
 

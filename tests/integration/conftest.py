@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import EchoServer, Gateway, free_port
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[[str], Gateway]]:
+    """
+    Start a gateway from config text; C{{port}} in the text is replaced by a
+    free port.  Stopped at the end of the test.
+    """
+    started: list[Gateway] = []
+
+    def start(config: str) -> Gateway:
+        port = free_port()
+        workdir = tmp_path / f"gw{len(started)}"
+        workdir.mkdir()
+        gateway = Gateway(workdir, config.replace("{port}", str(port)), port)
+        started.append(gateway)
+        return gateway.start()
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

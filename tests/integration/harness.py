@@ -1,0 +1,282 @@
+"""
+Real processes and sockets for integration tests: the gateway under
+twistd (as operators run it), TCP backends, and WebSocket helpers.
+
+Every wait here is bounded; a helper that times out raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import websocket
+
+from twisted.logger import eventsFromJSONLogFile
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Gateway:
+    """
+    C{twistd -n tunnelgw --config FILE} with JSON logs in a file.
+    """
+
+    def __init__(self, workdir: Path, config: str, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.config_path = workdir / "tunnelgw.toml"
+        self.config_path.write_text(config)
+        self.log_path = workdir / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Gateway:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "--logger",
+                "tunnelgw.logs.json_observer",
+                "tunnelgw",
+                "--config",
+                str(self.config_path),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        log.close()
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
+            return port_open(self.port)
+
+        wait_for(ready, timeout, "the gateway to listen")
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        with open(self.log_path, encoding="utf-8") as f:
+            return list(eventsFromJSONLogFile(f))
+
+    def wait_event(self, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for event in self.events():
+                if all(event.get(k) == v for k, v in fields.items()):
+                    return event
+            return None
+
+        result: dict[str, Any] = wait_for(find, timeout, f"a log event with {fields}")
+        return result
+
+    def url(self, path: str, scheme: str = "ws") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class EchoServer:
+    """
+    A threaded TCP echo server on 127.0.0.1.  With C{stall}, each connection
+    stops reading for C{stall} seconds once it has echoed C{stall_after}
+    bytes.
+    """
+
+    def __init__(self, stall_after: int = 0, stall: float = 0.0) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.stall_after = stall_after
+        self.stall = stall
+        self.connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        echoed, stalled = 0, False
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+                echoed += len(data)
+                if self.stall and not stalled and echoed >= self.stall_after:
+                    stalled = True
+                    time.sleep(self.stall)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.connections:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def ws_connect(url: str, **options: Any) -> websocket.WebSocket:
+    options.setdefault("timeout", 10)
+    if "origin" not in options:
+        options.setdefault("suppress_origin", True)
+    return websocket.create_connection(url, **options)
+
+
+def handshake_status(
+    url: str, origin: str | None = None, subprotocols: list[str] | None = None, timeout: float = 10.0
+) -> tuple[int, str]:
+    """
+    Send an upgrade request with http.client; return the status and body
+    (a refusal), or 101 and "" (accepted; the connection is dropped).
+    """
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    if origin is not None:
+        headers["Origin"] = origin
+    if subprotocols:
+        headers["Sec-WebSocket-Protocol"] = ", ".join(subprotocols)
+    try:
+        conn.request("GET", parsed.path, headers=headers)
+        response = conn.getresponse()
+        if response.status == 101:
+            return 101, ""
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def expect_close(ws: websocket.WebSocket, timeout: float = 10.0) -> tuple[int, str]:
+    """
+    Read until the server's close frame; return its code and reason.
+    """
+    ws.settimeout(timeout)
+    while True:
+        opcode, frame = ws.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            data = frame.data
+            code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+            return code, data[2:].decode("utf-8", "replace")
+
+
+def raw_upgrade(port: int, path: str, extra: str = "", timeout: float = 10.0) -> socket.socket:
+    """
+    A hand-made upgrade on a plain socket, for frames no client library
+    will send.  Returns the socket after a 101.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError(f"closed during handshake: {head!r}")
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def read_close_frame(sock: socket.socket) -> int:
+    """
+    Read server frames from C{sock} until a close frame; return its code.
+    """
+    buf = io.BytesIO()
+
+    def need(n: int) -> bytes:
+        while len(buf.getvalue()) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before a close frame")
+            buf.seek(0, os.SEEK_END)
+            buf.write(chunk)
+        data = buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+        buf.write(data[n:])
+        return data[:n]
+
+    while True:
+        b0, b1 = need(2)
+        length = b1 & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", need(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", need(8))[0]
+        payload = need(length)
+        if b0 & 0x0F == 0x8:
+            return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005

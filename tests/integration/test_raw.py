@@ -1,0 +1,186 @@
+"""
+The raw tunnel over real sockets: every byte arrives, in order, both ways,
+while one side stalls; the gateway's buffers stay bounded meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+
+from tests.integration.harness import EchoServer, expect_close, ws_connect
+
+SIZE = 64 * 1024 * 1024
+MESSAGE = 64 * 1024
+HIGH_WATER = 64 * 1024
+
+CONFIG = """
+[gateway]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+
+[services.raw]
+path = "/raw"
+adapter = "raw"
+upstream = "tcp:127.0.0.1:%d"
+subprotocols = ["binary"]
+allow_no_subprotocol = true
+allow_missing_origin = true
+
+[services.raw.limits]
+high_water = %d
+"""
+
+
+def pump(ws, data: bytes, stall_after: int = 0, stall: float = 0.0) -> bytes:  # type: ignore[no-untyped-def]
+    """
+    Send C{data} in MESSAGE-sized binary messages from one thread while
+    another reads the echo, pausing C{stall} seconds after C{stall_after}
+    bytes.  Returns what was read.
+    """
+    received = bytearray()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        stalled = False
+        try:
+            while len(received) < len(data):
+                received.extend(ws.recv_data()[1])
+                if stall and not stalled and len(received) >= stall_after:
+                    stalled = True
+                    time.sleep(stall)  # a deliberately stalled reader, not a wait
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    view = memoryview(data)
+    for offset in range(0, len(data), MESSAGE):
+        ws.send_binary(view[offset : offset + MESSAGE].tobytes())
+    thread.join(120)
+    assert not thread.is_alive(), "reader did not finish within 120s"
+    assert not errors, errors
+    return bytes(received)
+
+
+def check_close_event(gateway, conn_subprotocol: str = "binary") -> dict:  # type: ignore[no-untyped-def]
+    event = gateway.wait_event(event="tunnel_close", service="raw")
+    assert event["bytes_up"] == SIZE and event["bytes_down"] == SIZE
+    assert event["subprotocol"] == conn_subprotocol
+    # The bound: the high-water mark, plus what one read (high_water bytes)
+    # and one message can add before the pause takes effect.
+    bound = HIGH_WATER + HIGH_WATER + MESSAGE + 64
+    assert 0 < event["peak_up"] <= bound, event
+    assert 0 < event["peak_down"] <= bound, event
+    return event
+
+
+@pytest.mark.parametrize("stalled", ["client", "backend"])
+def test_64mib_each_way_with_a_stalled_side(start_gateway, stalled: str) -> None:  # type: ignore[no-untyped-def]
+    if stalled == "backend":
+        backend = EchoServer(stall_after=8 * 1024 * 1024, stall=2.0)
+    else:
+        backend = EchoServer()
+    try:
+        gateway = start_gateway(CONFIG % (backend.port, HIGH_WATER))
+        ws = ws_connect(gateway.url("/raw"), subprotocols=["binary"])
+        assert ws.subprotocol == "binary"
+        data = os.urandom(SIZE)
+        if stalled == "client":
+            received = pump(ws, data, stall_after=8 * 1024 * 1024, stall=2.0)
+        else:
+            received = pump(ws, data)
+        assert len(received) == SIZE
+        assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+        ws.close()
+        check_close_event(gateway)
+    finally:
+        backend.close()
+
+
+def test_stock_novnc_style_client_offering_no_subprotocol(start_gateway, echo_server) -> None:  # type: ignore[no-untyped-def]
+    gateway = start_gateway(CONFIG % (echo_server.port, HIGH_WATER))
+    ws = ws_connect(gateway.url("/raw"))
+    assert ws.subprotocol is None
+    ws.send_binary(b"RFB 003.008\n")
+    assert ws.recv_data()[1] == b"RFB 003.008\n"
+    ws.close()
+
+
+def test_backend_eof_flushes_then_closes_1000(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    """
+    A server-speaks-first backend that sends a banner and 2 MiB, then closes:
+    the client gets all of it, then 1000.
+    """
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    payload = b"BANNER\n" + os.urandom(2 * 1024 * 1024)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.sendall(payload)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+        ws = ws_connect(gateway.url("/raw"))
+        time.sleep(0.5)  # let the backend finish first: the tunnel must flush anyway
+        received = bytearray()
+        ws.settimeout(10)
+        import websocket
+
+        while True:
+            opcode, frame = ws.recv_data_frame(True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(frame.data[:2], "big")
+                break
+            received.extend(frame.data)
+        assert bytes(received) == payload
+        assert code == 1000
+    finally:
+        server.close()
+
+
+def test_client_close_delivers_everything_then_half_closes_backend(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    """
+    The client sends 4 MiB and closes at once: the backend reads all of it,
+    then sees EOF (our write side shut down), and may still answer.
+    """
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    got = bytearray()
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            got.extend(data)
+        done.set()
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+        ws = ws_connect(gateway.url("/raw"))
+        data = os.urandom(4 * 1024 * 1024)
+        for offset in range(0, len(data), MESSAGE):
+            ws.send_binary(data[offset : offset + MESSAGE])
+        ws.send_close(1000, b"")
+        assert expect_close(ws)[0] == 1000
+        assert done.wait(10), "backend never saw EOF"
+        assert bytes(got) == data
+    finally:
+        server.close()
