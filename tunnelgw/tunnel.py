@@ -194,9 +194,6 @@ class Tunnel:
         self._adapter = self._adapter_factory.build(self)
         limits = self.service.limits
         client_transport = client.transport
-        # twisted.web's HTTP channel registered itself as the producer of
-        # this transport and never learnt of the upgrade.
-        client_transport.unregisterProducer()
         set_high_water(client_transport, limits.high_water)
         if self._backend is not None:
             backend_transport = self._backend.transport

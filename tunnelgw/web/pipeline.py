@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -157,9 +157,15 @@ class AdmissionPipeline:
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorCore, authenticator: IAuthenticator) -> None:
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        authenticator: IAuthenticator,
+        endpoint_for: Callable[[IReactorCore, str, float], IStreamClientEndpoint] = endpoint_for,
+    ) -> None:
         self._reactor = reactor
         self._authenticator = authenticator
+        self._endpoint_for = endpoint_for
 
     def admit(
         self,
@@ -203,7 +209,7 @@ class AdmissionPipeline:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
         # The endpoint's own timeout is a backstop; ours (addTimeout) decides.
-        endpoint = endpoint_for(self._reactor, service.upstream, timeout + 1)
+        endpoint = self._endpoint_for(self._reactor, service.upstream, timeout + 1)
         d: defer.Deferred[BackendProtocol] = connectProtocol(endpoint, BackendProtocol())
         assert IReactorTime.providedBy(self._reactor)
         d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]

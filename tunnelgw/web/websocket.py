@@ -30,6 +30,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
     One admitted WebSocket connection.
     """
 
+    transport: Any  # TCP or TLS transport, untyped in Twisted
     admission: Admission
     lease: Lease | None = None
     registry: TunnelRegistry
@@ -42,6 +43,10 @@ class TunnelWebSocket(WebSocketServerProtocol):
         return self.admission.subprotocol
 
     def onOpen(self) -> None:
+        # twisted.web's HTTP channel registered itself as the producer of
+        # this transport and never learnt of the upgrade: the tunnel wires
+        # its own producers.
+        self.transport.unregisterProducer()
         admission = self.admission
         self.tunnel = Tunnel(
             reactor=self.clock,

@@ -1,0 +1,70 @@
+"""
+The operator's command line: check-config, twistd start-up errors, and a
+wheel that carries the twistd plugin.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+from tests.integration.harness import BIN, REPO
+
+
+def run(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = run(str(BIN / "tunnelgw"), "check-config", "etc/tunnelgw.toml")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout and "vnc (/vnc)" in result.stdout
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[gateway]\nlisten = ["tcp:1"]\n[services.x]\npath = "/x"\nadapter = "echo"\n'
+        "allow_no_subprotocol = true\n[services.x.limits]\nmax_frame_sise = 5\n"
+    )
+    result = run(str(BIN / "python"), "-m", "tunnelgw", "check-config", str(bad))
+    assert result.returncode == 1
+    assert "services.x.limits.max_frame_sise: unknown key" in result.stderr
+
+
+def test_check_config_checks_listener_certificates(tmp_path: Path) -> None:
+    bad = tmp_path / "tls.toml"
+    bad.write_text('[gateway]\nlisten = ["ssl:8443:privateKey=/nonexistent.key:certKey=/nonexistent.pem"]\n')
+    result = run(str(BIN / "tunnelgw"), "check-config", str(bad))
+    assert result.returncode == 1
+    assert "gateway.listen[0]" in result.stderr
+
+
+def test_twistd_refuses_an_invalid_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway]\nlisten = []\n")
+    result = run(str(BIN / "twistd"), "-n", "--pidfile=", "tunnelgw", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "gateway.listen: at least one listener is needed" in result.stdout + result.stderr
+
+
+def test_wheel_ships_the_plugin_and_no_twisted_init(tmp_path: Path) -> None:
+    result = run(
+        str(BIN / "python"),
+        "-m",
+        "build",
+        "--wheel",
+        "--no-isolation",
+        "--outdir",
+        str(tmp_path),
+        ".",
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = tmp_path.glob("tunnelgw-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/tunnelgw_plugin.py" in names
+    assert "twisted/__init__.py" not in names
+    assert "twisted/plugins/__init__.py" not in names
+    assert "tunnelgw/web/site.py" in names

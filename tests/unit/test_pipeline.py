@@ -1,0 +1,220 @@
+"""
+The admission pipeline in memory: each step's refusal, the order of the
+steps, and the upstream connection before acceptance.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from tunnelgw.config import ServiceConfig
+from tunnelgw.interfaces import IAuthenticator
+from tunnelgw.limits import ConnectionLimiter
+from tunnelgw.security import PassThroughAuthenticator, Subject
+from tunnelgw.testing import FakeEndpoint
+from tunnelgw.tunnel import BackendProtocol
+from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal, choose_subprotocol
+from tunnelgw.web.site import check_websocket_upgrade
+
+ORIGIN = "https://app.example.com"
+UPGRADE = {
+    "upgrade": ["websocket"],
+    "connection": ["keep-alive, Upgrade"],
+    "sec-websocket-version": ["13"],
+    "sec-websocket-key": ["dGhlIHNhbXBsZSBub25jZQ=="],
+}
+
+
+def service(**overrides: object) -> ServiceConfig:
+    values: dict[str, object] = dict(
+        name="svc",
+        path="/svc",
+        adapter="raw",
+        upstream="tcp:127.0.0.1:5900",
+        subprotocols=("binary",),
+        origins=frozenset({ORIGIN}),
+    )
+    values.update(overrides)
+    return ServiceConfig(**values)  # type: ignore[arg-type]
+
+
+class PipelineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.endpoint = FakeEndpoint()
+        self.limiter = ConnectionLimiter(max_connections=100, max_per_address=100)
+        self.pipeline = AdmissionPipeline(self.reactor, PassThroughAuthenticator(), self.endpoint)
+
+    def request(self, host: str = "192.0.2.1", **headers: list[str]) -> AdmissionRequest:
+        merged = dict(UPGRADE)
+        merged.setdefault("origin", [ORIGIN])
+        merged.setdefault("sec-websocket-protocol", ["binary"])
+        merged.update({k.replace("_", "-"): v for k, v in headers.items()})
+        merged = {k: v for k, v in merged.items() if v}
+        return AdmissionRequest(
+            conn_id="c1",
+            peer_host=host,
+            path="/svc",
+            method="GET",
+            headers=merged,
+            lease=self.limiter.acquire(host),
+        )
+
+    def refusal(self, request: AdmissionRequest, svc: ServiceConfig | None = None) -> Refusal:
+        d = self.pipeline.admit(request, svc or service(), check_websocket_upgrade)
+        return self.failureResultOf(d, Refusal).value  # type: ignore[return-value]
+
+    def test_admitted_after_backend_connects(self) -> None:
+        d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.assertNoResult(d)
+        self.assertEqual(self.endpoint.descriptions, [("tcp:127.0.0.1:5900", 11.0)])
+        protocol, transport = self.endpoint.succeed()
+        admission = self.successResultOf(d)
+        self.assertIsInstance(admission, Admission)
+        self.assertEqual(admission.subprotocol, "binary")
+        self.assertIs(admission.backend, protocol)
+        self.assertIsInstance(protocol, BackendProtocol)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_echo_needs_no_backend(self) -> None:
+        admission = self.successResultOf(
+            self.pipeline.admit(
+                self.request(), service(adapter="echo", upstream=None), check_websocket_upgrade
+            )
+        )
+        self.assertIsNone(admission.backend)
+        self.assertEqual(self.endpoint.pending, [])
+
+    def test_global_cap_503_first(self) -> None:
+        self.limiter.max_connections = 0
+        refusal = self.refusal(self.request(origin=["https://evil.example"]))
+        self.assertEqual(refusal.status, 503)
+        self.assertIn("Retry-After", refusal.headers)
+
+    def test_per_address_cap_429(self) -> None:
+        self.limiter.max_per_address = 2
+        self.request()
+        self.request()
+        self.assertEqual(self.refusal(self.request()).status, 429)
+        self.assertEqual(self.refusal(self.request()).status, 429)
+        # another address is unaffected
+        self.endpoint_result = self.pipeline.admit(
+            self.request("192.0.2.99"), service(), check_websocket_upgrade
+        )
+        self.assertNoResult(self.endpoint_result)
+
+    def test_not_get_405(self) -> None:
+        request = self.request()
+        request.method = "POST"
+        self.assertEqual(self.refusal(request).status, 405)
+
+    def test_not_an_upgrade_426(self) -> None:
+        refusal = self.refusal(self.request(upgrade=[]))
+        self.assertEqual(refusal.status, 426)
+        self.assertEqual(refusal.headers["Upgrade"], "websocket")
+
+    def test_wrong_version_426(self) -> None:
+        refusal = self.refusal(self.request(sec_websocket_version=["8"]))
+        self.assertEqual((refusal.status, refusal.headers["Sec-WebSocket-Version"]), (426, "13"))
+
+    def test_bad_key_400(self) -> None:
+        self.assertEqual(self.refusal(self.request(sec_websocket_key=["short"])).status, 400)
+        self.assertEqual(self.refusal(self.request(sec_websocket_key=[])).status, 400)
+
+    def test_bad_origin_403(self) -> None:
+        self.assertEqual(self.refusal(self.request(origin=["https://evil.example"])).status, 403)
+        self.assertEqual(self.refusal(self.request(origin=["null"])).status, 403)
+        self.assertEqual(self.refusal(self.request(origin=["not a url"])).status, 403)
+
+    def test_origin_normalized(self) -> None:
+        d = self.pipeline.admit(
+            self.request(origin=["HTTPS://APP.example.com:443"]), service(), check_websocket_upgrade
+        )
+        self.assertNoResult(d)  # waiting for the backend: admitted so far
+
+    def test_two_origins_400(self) -> None:
+        self.assertEqual(self.refusal(self.request(origin=[ORIGIN, ORIGIN])).status, 400)
+
+    def test_missing_origin(self) -> None:
+        self.assertEqual(self.refusal(self.request(origin=[])).status, 403)
+        d = self.pipeline.admit(
+            self.request(origin=[]), service(allow_missing_origin=True), check_websocket_upgrade
+        )
+        self.assertNoResult(d)
+
+    def test_subprotocol_refusals_400(self) -> None:
+        refusal = self.refusal(self.request(sec_websocket_protocol=["mqtt"]))
+        self.assertEqual(refusal.status, 400)
+        self.assertIn("mqtt", refusal.reason)
+        self.assertEqual(self.refusal(self.request(sec_websocket_protocol=[])).status, 400)
+
+    def test_backend_refused_502(self) -> None:
+        d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.endpoint.fail(ConnectionRefusedError("nope"))
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 502)
+
+    def test_backend_timeout_504(self) -> None:
+        d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.reactor.advance(9.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.2)
+        refusal = self.failureResultOf(d, Refusal).value
+        self.assertEqual(refusal.status, 504)  # type: ignore[attr-defined]
+
+    def test_client_gone_cancels_backend_connect(self) -> None:
+        d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+
+    def test_authenticator_refusal_passes_through(self) -> None:
+        @implementer(IAuthenticator)
+        class Deny:
+            def authenticate(self, request: object, service: object) -> defer.Deferred[Subject]:
+                return defer.fail(Refusal(401, "who are you", {"WWW-Authenticate": 'Basic realm="x"'}))
+
+        pipeline = AdmissionPipeline(self.reactor, Deny(), self.endpoint)
+        d = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        refusal = self.failureResultOf(d, Refusal).value
+        self.assertEqual(refusal.status, 401)  # type: ignore[attr-defined]
+        self.assertEqual(self.endpoint.pending, [])  # never reached the backend
+
+    def test_unexpected_error_is_500_and_logged(self) -> None:
+        @implementer(IAuthenticator)
+        class Broken:
+            def authenticate(self, request: object, service: object) -> defer.Deferred[Subject]:
+                raise ZeroDivisionError()
+
+        pipeline = AdmissionPipeline(self.reactor, Broken(), self.endpoint)
+        refusal = self.failureResultOf(
+            pipeline.admit(self.request(), service(), check_websocket_upgrade), Refusal
+        )
+        self.assertEqual(refusal.value.status, 500)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+tokens = st.text(alphabet="abcdefghijklmnop.", min_size=1, max_size=6)
+
+
+@given(
+    offered=st.lists(tokens, unique=True, max_size=5),
+    ours=st.lists(tokens, unique=True, min_size=1, max_size=5),
+)
+def test_choose_subprotocol_prefers_our_order(offered: list[str], ours: list[str]) -> None:
+    svc = service(subprotocols=tuple(ours))
+    common = [name for name in ours if name in offered]
+    if common:
+        assert choose_subprotocol(offered, svc) == common[0]
+    else:
+        try:
+            choose_subprotocol(offered, svc)
+        except Refusal as e:
+            assert e.status == 400
+        else:
+            raise AssertionError("accepted without a common subprotocol")

@@ -1,0 +1,169 @@
+"""
+The HTTP front in memory: request deadline, routing, health, and a whole
+upgrade through autobahn to an echo and to a backend, over string
+transports with a fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import txaio
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnelgw.config import loads
+from tunnelgw.security import PassThroughAuthenticator
+from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
+from tunnelgw.web.pipeline import AdmissionPipeline
+from tunnelgw.web.site import GatewayChannel, GatewaySite
+
+CONFIG = """
+[gateway]
+listen = ["tcp:0"]
+handshake_timeout = 5
+max_connections_per_address = 3
+
+[services.echo]
+path = "/echo"
+adapter = "echo"
+allow_no_subprotocol = true
+allow_missing_origin = true
+
+[services.raw]
+path = "/raw"
+adapter = "raw"
+upstream = "tcp:127.0.0.1:5900"
+subprotocols = ["binary"]
+allow_missing_origin = true
+"""
+
+UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+)
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    mask = b"\x11\x22\x33\x44"
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    frames = []
+    while data:
+        opcode, n, offset = data[0] & 0x0F, data[1] & 0x7F, 2
+        if n == 126:
+            n, offset = struct.unpack("!H", data[2:4])[0], 4
+        elif n == 127:
+            n, offset = struct.unpack("!Q", data[2:10])[0], 10
+        frames.append((opcode, data[offset : offset + n]))
+        data = data[offset + n :]
+    return frames
+
+
+class SiteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        old_loop = txaio.config.loop
+        txaio.config.loop = self.reactor  # autobahn's timers run on our clock
+        self.addCleanup(setattr, txaio.config, "loop", old_loop)
+        self.endpoint = FakeEndpoint()
+        pipeline = AdmissionPipeline(self.reactor, PassThroughAuthenticator(), self.endpoint)
+        self.site = GatewaySite(loads(CONFIG), self.reactor, pipeline)
+
+    def connect(self) -> tuple[GatewayChannel, HalfCloseStringTransport]:
+        channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        transport = HalfCloseStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        transport.protocol = channel
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def upgrade(self, path: str, extra: str = "") -> tuple[GatewayChannel, HalfCloseStringTransport]:
+        channel, transport = self.connect()
+        channel.dataReceived(UPGRADE.format(path=path, extra=extra).encode())
+        return channel, transport
+
+    def test_incomplete_request_gets_408_at_the_deadline(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /echo HTTP/1.1\r\n")
+        for _ in range(4):  # trickling bytes does not extend the deadline
+            self.reactor.advance(1.2)
+            channel.dataReceived(b"X: y\r\n")
+        self.assertEqual(transport.value(), b"")
+        self.reactor.advance(0.3)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.aborted)
+
+    def test_health(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        head, body = transport.value().split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "))
+        self.assertIn(b"Server: tunnelgw", head)
+        self.assertEqual(json.loads(body)["connections"], 1)
+        # an idle keep-alive connection gets the same deadline for its next request
+        self.reactor.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_unknown_path_404(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
+
+    def test_refusal_has_status_reason_and_length(self) -> None:
+        _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: mqtt\r\n")
+        head, body = transport.value().split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 Bad Request"))
+        self.assertIn(f"Content-Length: {len(body)}".encode(), head)
+        self.assertIn(b"mqtt", body)
+
+    def test_echo_upgrade_and_messages(self) -> None:
+        channel, transport = self.upgrade("/echo")
+        head, rest = transport.value().split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
+        self.assertIn(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
+        self.assertNotIn(b"Sec-WebSocket-Protocol", head)
+        transport.clear()
+        ws = transport.protocol  # autobahn took the transport over
+        ws.dataReceived(client_frame(0x1, "héllo".encode()) + client_frame(0x2, b"\x00\xff"))
+        self.assertEqual(server_frames(transport.value()), [(0x1, "héllo".encode()), (0x2, b"\x00\xff")])
+        self.assertEqual(len(self.site.registry), 1)
+        self.assertEqual(self.site.limiter.total, 1)  # the lease went with the tunnel
+
+    def test_raw_upgrade_waits_for_backend_then_relays(self) -> None:
+        _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: foo, binary\r\n")
+        self.assertEqual(transport.value(), b"")  # no 101 before the backend is up
+        backend, backend_transport = self.endpoint.succeed()
+        head, _ = transport.value().split(b"\r\n\r\n", 1)
+        self.assertIn(b"Sec-WebSocket-Protocol: binary", head)
+        transport.clear()
+        ws = transport.protocol
+        ws.dataReceived(client_frame(0x2, b"to backend"))
+        self.assertEqual(backend_transport.value(), b"to backend")
+        backend.dataReceived(b"RFB 003.008\n")
+        self.assertEqual(server_frames(transport.value()), [(0x2, b"RFB 003.008\n")])
+
+    def test_client_gone_during_backend_connect_abandons_backend(self) -> None:
+        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        channel.connectionLost(Failure(ConnectionLost()))
+        ((connecting, _),) = self.endpoint.pending
+        self.assertTrue(connecting.called)  # cancelled
+        self.assertEqual(self.site.limiter.total, 0)

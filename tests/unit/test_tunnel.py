@@ -1,0 +1,232 @@
+"""
+The relay in memory: flow control wiring, the closing rules and the timers,
+with string transports and a Clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnelgw.adapters import adapter_factory
+from tunnelgw.config import Limits, ServiceConfig
+from tunnelgw.security import Subject
+from tunnelgw.testing import FakeClientLeg, HalfCloseStringTransport
+from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+
+
+def service(adapter: str = "raw", **limits: float) -> ServiceConfig:
+    return ServiceConfig(
+        name="svc",
+        path="/svc",
+        adapter=adapter,
+        upstream="tcp:127.0.0.1:1" if adapter == "raw" else None,
+        allow_no_subprotocol=True,
+        limits=Limits(**limits),  # type: ignore[arg-type]
+    )
+
+
+class TunnelTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.registry = TunnelRegistry()
+        self.client = FakeClientLeg()
+        self.backend = BackendProtocol()
+        self.backend_transport = HalfCloseStringTransport()
+        self.backend.makeConnection(self.backend_transport)
+
+    def make(self, svc: ServiceConfig | None = None, backend: bool = True) -> Tunnel:
+        svc = svc or service()
+        return Tunnel(
+            reactor=self.clock,
+            service=svc,
+            subprotocol="binary",
+            conn_id="c1",
+            peer="192.0.2.1",
+            subject=Subject(),
+            adapter_factory=adapter_factory(svc.adapter),
+            backend=self.backend if backend else None,
+            registry=self.registry,
+        )
+
+    def test_backend_paused_until_start(self) -> None:
+        """
+        Nothing is read from the backend before the WebSocket is open.
+        """
+        self.assertEqual(self.backend_transport.producerState, "paused")
+        tunnel = self.make()
+        tunnel.start(self.client)
+        self.assertEqual(self.backend_transport.producerState, "producing")
+        self.assertIn(tunnel, self.registry.tunnels)
+
+    def test_each_side_is_the_streaming_producer_of_the_other(self) -> None:
+        self.make().start(self.client)
+        self.assertIs(self.client.transport.producer, self.backend_transport)
+        self.assertTrue(self.client.transport.streaming)
+        self.assertIs(self.backend_transport.producer, self.client.transport)
+        self.assertTrue(self.backend_transport.streaming)
+
+    def test_echo_client_is_its_own_producer(self) -> None:
+        self.make(service("echo"), backend=False).start(self.client)
+        self.assertIs(self.client.transport.producer, self.client.transport)
+
+    def test_bytes_both_ways_in_order(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_message(b"one", True)
+        tunnel.client_message(b"two", True)
+        self.assertEqual(self.backend_transport.value(), b"onetwo")
+        self.backend.dataReceived(b"back")
+        self.assertEqual(self.client.messages, [(b"back", True)])
+        self.assertEqual((tunnel.bytes_up, tunnel.bytes_down), (6, 4))
+
+    def test_text_refused_with_1003(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_message(b"text", False)
+        assert self.client.closed is not None
+        self.assertEqual(self.client.closed[0], 1003)
+        self.assertEqual(self.backend_transport.value(), b"")
+        self.assertTrue(self.backend_transport.disconnecting)
+
+    def test_text_allowed_when_configured(self) -> None:
+        svc = ServiceConfig(
+            name="t", path="/t", adapter="raw", upstream="tcp:h:1", allow_text=True, allow_no_subprotocol=True
+        )
+        tunnel = self.make(svc)
+        tunnel.start(self.client)
+        tunnel.client_message("héllo".encode(), False)
+        self.assertEqual(self.backend_transport.value(), "héllo".encode())
+
+    def test_backend_eof_flushes_then_closes_1000(self) -> None:
+        """
+        On backend EOF the close frame waits until the client transport has
+        drained (a pull producer asked for more), then 1000 is sent.
+        """
+        tunnel = self.make()
+        tunnel.start(self.client)
+        self.backend.dataReceived(b"last words")
+        self.backend.readConnectionLost()
+        self.assertIsNone(self.client.closed)
+        self.assertTrue(self.backend_transport.disconnecting)
+        watcher = self.client.transport.producer
+        self.assertFalse(self.client.transport.streaming)
+        watcher.resumeProducing()  # the transport's buffer ran empty
+        self.assertEqual(self.client.closed, (1000, "backend closed the connection"))
+        self.assertEqual(self.client.messages, [(b"last words", True)])
+        self.assertIsNone(self.client.transport.producer)
+
+    def test_client_that_never_drains_is_aborted_after_flush_timeout(self) -> None:
+        tunnel = self.make(service(flush_timeout=7))
+        tunnel.start(self.client)
+        self.backend.readConnectionLost()
+        self.clock.advance(6.9)
+        self.assertFalse(self.client.aborted)
+        self.clock.advance(0.2)
+        self.assertTrue(self.client.aborted)
+
+    def test_backend_reset_closes_1011(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        self.backend.connectionLost(Failure(ConnectionLost("reset by peer")))
+        self.client.transport.producer.resumeProducing()
+        assert self.client.closed is not None
+        self.assertEqual(self.client.closed[0], 1011)
+        self.assertIn("reset by peer", self.client.closed[1])
+
+    def test_backend_lost_before_start_is_reported_at_start(self) -> None:
+        self.backend.connectionLost(Failure(ConnectionDone()))
+        tunnel = self.make()
+        tunnel.start(self.client)
+        self.client.transport.producer.resumeProducing()
+        self.assertEqual(self.client.closed, (1000, "backend closed the connection"))
+
+    def test_clean_client_close_half_closes_backend_then_lingers(self) -> None:
+        tunnel = self.make(service(flush_timeout=3))
+        tunnel.start(self.client)
+        tunnel.client_message(b"all of it", True)
+        tunnel.client_closed(True, 1000, "bye")
+        self.assertEqual(self.backend_transport.value(), b"all of it")
+        self.assertTrue(self.backend_transport.write_closed)
+        self.assertFalse(self.backend_transport.disconnecting)
+        # data after the client's close has nowhere to go
+        self.backend.dataReceived(b"late")
+        self.assertEqual(self.client.messages, [])
+        self.clock.advance(3)
+        self.assertTrue(self.backend_transport.aborted)
+        self.backend.connectionLost(Failure(ConnectionLost()))
+        self.assertNotIn(tunnel, self.registry.tunnels)
+        self.assertEqual(tunnel.close_code, 1000)
+
+    def test_backend_eof_after_client_close_closes_backend(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_closed(True, 1000, "bye")
+        self.backend.readConnectionLost()
+        self.assertTrue(self.backend_transport.disconnecting)
+
+    def test_unclean_client_close_closes_backend_after_flush(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_closed(False, 1006, "dropped")
+        self.assertTrue(self.backend_transport.disconnecting)
+        self.assertFalse(self.backend_transport.write_closed)
+
+    def test_idle_timeout_1001(self) -> None:
+        tunnel = self.make(service(idle_timeout=10))
+        tunnel.start(self.client)
+        self.clock.advance(6)
+        tunnel.client_message(b"x", True)
+        self.clock.advance(6)
+        self.assertIsNone(self.client.closed)
+        self.clock.advance(4.1)
+        assert self.client.closed is not None
+        self.assertEqual(self.client.closed[0], 1001)
+
+    def test_idle_timeout_zero_disables(self) -> None:
+        self.make(service(idle_timeout=0)).start(self.client)
+        self.clock.advance(10**6)
+        self.assertIsNone(self.client.closed)
+
+    def test_all_timers_cancelled_when_done(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_closed(True, 1000, "bye")
+        self.backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.registry), 0)
+
+    def test_peaks_measure_input_backlog(self) -> None:
+        tunnel = self.make()
+        tunnel.start(self.client)
+        self.client.input_buffered = 100
+        tunnel.client_message(b"x" * 10, True)
+        self.assertEqual(tunnel.peak_up, 100)  # StringTransport buffers nothing itself
+
+    def test_close_event_logged_with_counts(self) -> None:
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict] = []  # type: ignore[type-arg]
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_message(b"12345", True)
+        self.clock.advance(2)
+        tunnel.client_closed(True, 1000, "bye")
+        self.backend.connectionLost(Failure(ConnectionDone()))
+        (close,) = [e for e in events if e.get("event") == "tunnel_close"]
+        self.assertEqual(close["log_level"], LogLevel.info)
+        for key, value in {
+            "conn_id": "c1",
+            "peer": "192.0.2.1",
+            "service": "svc",
+            "subprotocol": "binary",
+            "code": 1000,
+            "bytes_up": 5,
+            "bytes_down": 0,
+            "duration": 2.0,
+        }.items():
+            self.assertEqual(close[key], value, key)

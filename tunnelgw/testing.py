@@ -1,0 +1,97 @@
+"""
+Fakes for testing tunnelgw and code built on it (adapters, login modules)
+without sockets: a client leg, a half-closeable string transport and a
+controllable backend endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+__all__ = ["FakeClientLeg", "FakeEndpoint", "HalfCloseStringTransport"]
+
+
+class HalfCloseStringTransport(StringTransport):
+    """
+    A L{StringTransport} that also records C{loseWriteConnection}.
+    """
+
+    write_closed = False
+    aborted = False
+    protocol: Any = None  # as on real transports; autobahn's resource swaps it
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+class FakeClientLeg:
+    """
+    A client leg recording what the tunnel sends to the WebSocket client.
+    """
+
+    def __init__(self) -> None:
+        self.transport = HalfCloseStringTransport()
+        self.messages: list[tuple[bytes, bool]] = []
+        self.closed: tuple[int, str] | None = None
+        self.aborted = False
+        self.input_buffered = 0
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        self.messages.append((payload, is_binary))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed is None:
+            self.closed = (code, reason)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def buffered_input(self) -> int:
+        return self.input_buffered
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """
+    A client endpoint whose outcome the test decides: C{connect} returns a
+    Deferred held in C{pending}; call L{succeed} or L{fail} to settle it.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[defer.Deferred[Any], IProtocolFactory]] = []
+        self.descriptions: list[tuple[str, float]] = []
+
+    def __call__(self, reactor: Any, description: str, timeout: float) -> FakeEndpoint:
+        """
+        Stand in for L{tunnelgw.upstream.endpoint_for}.
+        """
+        self.descriptions.append((description, timeout))
+        return self
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.pending.append((d, factory))
+        return d
+
+    def succeed(self) -> tuple[IProtocol, HalfCloseStringTransport]:
+        d, factory = self.pending.pop(0)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9))
+        assert protocol is not None
+        transport = HalfCloseStringTransport()
+        protocol.makeConnection(transport)
+        d.callback(protocol)
+        return protocol, transport
+
+    def fail(self, error: Exception) -> None:
+        d, _ = self.pending.pop(0)
+        d.errback(error)
