@@ -207,15 +207,6 @@ class Tunnel:
             client_transport.registerProducer(client_transport, True)
         if limits.idle_timeout > 0:
             self._schedule("idle", limits.idle_timeout, self._check_idle)
-        self.log.info(
-            "tunnel {conn_id} open: {peer} -> {service} ({subprotocol}) as {principal}",
-            event="tunnel_open",
-            conn_id=self.conn_id,
-            peer=self.peer,
-            service=self.service.name,
-            subprotocol=self.subprotocol,
-            principal=self.subject.principal,
-        )
         if self._backend is not None:
             self._backend.attach(self)
 

@@ -2,14 +2,22 @@
 Upstream (backend) endpoints from description strings.
 
 C{tcp:HOST:PORT} or C{tcp:host=HOST:port=PORT} becomes a
-L{HostnameEndpoint} (IPv4 and IPv6, with the connect timeout), not
-Twisted's IPv4-only C{TCP4ClientEndpoint}.  Every other description
+L{HostnameEndpoint} for a name (IPv4 and IPv6, with the connect timeout),
+or a TCP4/TCP6 endpoint for an address literal, never Twisted's IPv4-only
+parse of a name.  Every other description
 (C{unix:path=...}, C{tls:...}) goes to L{clientFromString} unchanged.
 """
 
 from __future__ import annotations
 
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+import ipaddress
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    clientFromString,
+)
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactor
 
@@ -80,5 +88,12 @@ def endpoint_for(reactor: IReactorCore, description: str, timeout: float) -> ISt
     """
     if description.startswith("tcp:"):
         host, port = _tcp(description)
-        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return HostnameEndpoint(reactor, host, port, timeout=timeout)
+        # An address needs no resolution (nor IDNA checks) on every connect.
+        if address.version == 4:
+            return TCP4ClientEndpoint(reactor, str(address), port, timeout=timeout)
+        return TCP6ClientEndpoint(reactor, str(address), port, timeout=timeout)
     return clientFromString(reactor, description)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet import defer, error
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,6 +35,14 @@ from tunnelgw.tunnel import BackendProtocol
 from tunnelgw.upstream import endpoint_for
 
 __all__ = ["Admission", "AdmissionPipeline", "AdmissionRequest", "Refusal", "choose_subprotocol"]
+
+
+class _BackendFactory(Factory):
+    noisy = False  # no "Starting/Stopping factory" line per backend connection
+    protocol = BackendProtocol
+
+
+_BACKEND_FACTORY = _BackendFactory()
 
 
 class Refusal(Exception):
@@ -210,7 +218,7 @@ class AdmissionPipeline:
         timeout = service.limits.connect_timeout
         # The endpoint's own timeout is a backstop; ours (addTimeout) decides.
         endpoint = self._endpoint_for(self._reactor, service.upstream, timeout + 1)
-        d: defer.Deferred[BackendProtocol] = connectProtocol(endpoint, BackendProtocol())
+        d = cast("defer.Deferred[BackendProtocol]", endpoint.connect(_BACKEND_FACTORY))
         assert IReactorTime.providedBy(self._reactor)
         d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
 

@@ -1,0 +1,186 @@
+// Load client for tunnelgw's benchmarks: Node `ws` with bufferutil (C
+// masking), or plain TCP for the direct baseline.  Prints one JSON line.
+//
+//   node load.js --mode throughput --url ws://127.0.0.1:P/raw --conns 8 --seconds 5 [--size 65536] [--window 8]
+//   node load.js --mode throughput --tcp 127.0.0.1:P ...
+//   node load.js --mode rtt --url ... | --tcp ... [--size 32] [--seconds 5]
+//   node load.js --mode handshakes --url ... [--conns 4] [--seconds 5]
+//   node load.js --mode idle --url ... --conns 10000   (holds them until stdin closes)
+"use strict";
+
+const net = require("net");
+const WebSocket = require("ws");
+
+function parseArgs() {
+  const args = { mode: "throughput", conns: 1, seconds: 5, size: 65536, window: 8, protocol: "binary", warmup: 1 };
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, "");
+    const value = argv[i + 1];
+    args[key] = /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
+  }
+  return args;
+}
+
+const args = parseArgs();
+const protocols = args.protocol === "none" ? [] : [args.protocol];
+
+// One connection: a uniform interface over WebSocket and TCP.
+function open(onData) {
+  return new Promise((resolve, reject) => {
+    if (args.tcp) {
+      const [host, port] = args.tcp.split(":");
+      const sock = net.connect({ host, port: Number(port) });
+      sock.setNoDelay(true);
+      sock.on("connect", () => resolve({ send: (b) => sock.write(b), close: () => sock.destroy(), raw: sock }));
+      sock.on("data", (d) => onData(d.length));
+      sock.on("error", reject);
+    } else {
+      const ws = new WebSocket(args.url, protocols, { perMessageDeflate: false, handshakeTimeout: 10000 });
+      ws.binaryType = "nodebuffer";
+      ws.on("open", () => resolve({ send: (b) => ws.send(b, { binary: true }), close: () => ws.terminate(), raw: ws }));
+      ws.on("message", (d) => onData(d.length));
+      ws.on("error", reject);
+      ws.on("unexpected-response", (req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+    }
+  });
+}
+
+function done(result) {
+  process.stdout.write(JSON.stringify(result) + "\n");
+  process.exit(0);
+}
+
+async function throughput() {
+  const payload = Buffer.alloc(args.size, 7);
+  let counting = false;
+  let bytes = 0;
+  const conns = [];
+  for (let i = 0; i < args.conns; i++) {
+    let received = 0;
+    let sent = 0;
+    const state = {};
+    const c = await open((n) => {
+      received += n;
+      if (counting) bytes += n;
+      // keep `window` messages in flight: send one more per message echoed
+      while (sent - received < args.window * args.size) {
+        state.c.send(payload);
+        sent += args.size;
+      }
+    });
+    state.c = c;
+    conns.push(c);
+    for (let k = 0; k < args.window; k++) {
+      c.send(payload);
+      sent += args.size;
+    }
+  }
+  await new Promise((r) => setTimeout(r, args.warmup * 1000));
+  counting = true;
+  const start = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, args.seconds * 1000));
+  const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+  counting = false;
+  conns.forEach((c) => c.close());
+  done({ mode: "throughput", conns: args.conns, size: args.size, bytes, seconds: elapsed, mib_per_s: bytes / elapsed / 1048576 });
+}
+
+async function rtt() {
+  const payload = Buffer.alloc(args.size, 7);
+  let pending = 0;
+  let resolveOne = null;
+  const c = await open((n) => {
+    pending -= n;
+    if (pending <= 0 && resolveOne) {
+      const r = resolveOne;
+      resolveOne = null;
+      r();
+    }
+  });
+  const once = () =>
+    new Promise((r) => {
+      resolveOne = r;
+      pending += args.size;
+      c.send(payload);
+    });
+  const warmEnd = Date.now() + args.warmup * 1000;
+  while (Date.now() < warmEnd) await once();
+  const samples = [];
+  const end = Date.now() + args.seconds * 1000;
+  const start = process.hrtime.bigint();
+  while (Date.now() < end) {
+    const t0 = process.hrtime.bigint();
+    await once();
+    samples.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+  c.close();
+  samples.sort((a, b) => a - b);
+  const pct = (p) => samples[Math.min(samples.length - 1, Math.floor((p / 100) * samples.length))];
+  done({ mode: "rtt", size: args.size, count: samples.length, p50_us: pct(50), p99_us: pct(99), msgs_per_s: samples.length / elapsed });
+}
+
+async function handshakes() {
+  let count = 0;
+  let failures = 0;
+  const end = Date.now() + args.seconds * 1000;
+  const start = process.hrtime.bigint();
+  async function worker() {
+    while (Date.now() < end) {
+      try {
+        const c = await open(() => {});
+        await new Promise((r) => {
+          c.raw.on("close", r);
+          c.raw.close(1000);
+        });
+        count++;
+      } catch (e) {
+        failures++;
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: args.conns }, worker));
+  const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+  done({ mode: "handshakes", concurrency: args.conns, count, failures, seconds: elapsed, per_s: count / elapsed });
+}
+
+async function idle() {
+  const payload = Buffer.from("ping");
+  let held = 0;
+  let failures = 0;
+  const conns = [];
+  let next = 0;
+  async function worker() {
+    while (next < args.conns) {
+      next++;
+      try {
+        let gotEcho;
+        const echoed = new Promise((r) => (gotEcho = r));
+        const c = await open(() => gotEcho());
+        c.send(payload);
+        await Promise.race([echoed, new Promise((_, rej) => setTimeout(() => rej(new Error("no echo")), 10000))]);
+        c.raw.on("close", () => held--);
+        conns.push(c);
+        held++;
+      } catch (e) {
+        failures++;
+      }
+    }
+  }
+  const start = Date.now();
+  await Promise.all(Array.from({ length: 100 }, worker));
+  process.stdout.write(JSON.stringify({ mode: "idle", held, failures, seconds: (Date.now() - start) / 1000 }) + "\n");
+  // hold until the orchestrator closes our stdin, then report who is still up
+  process.stdin.resume();
+  process.stdin.on("end", () => {
+    const still = held;
+    conns.forEach((c) => c.close());
+    done({ mode: "idle-end", still_held: still });
+  });
+}
+
+({ throughput, rtt, handshakes, idle })[args.mode]().catch((e) => {
+  process.stdout.write(JSON.stringify({ error: String(e) }) + "\n");
+  process.exit(1);
+});

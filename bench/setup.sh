@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs what the benchmarks need: Node ws + bufferutil (npm ci), and
+# websockify + psutil into the project's venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+npm ci --no-audit --no-fund --silent
+../.venv/bin/pip install -q -e '..[bench]' --config-settings editable_mode=compat
