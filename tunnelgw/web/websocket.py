@@ -56,7 +56,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
     """
 
     transport: Any  # TCP or TLS transport, untyped in Twisted
-    admission: Admission
+    admission: Admission | None
     lease: Lease | None = None
     registry: TunnelRegistry
     clock: IReactorTime
@@ -65,6 +65,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
     # -- autobahn hooks (mixedCase: they override autobahn) -------------------
 
     def onConnect(self, request: ConnectionRequest) -> Any:
+        assert self.admission is not None
         return self.admission.subprotocol
 
     def onOpen(self) -> None:
@@ -73,6 +74,10 @@ class TunnelWebSocket(WebSocketServerProtocol):
         # its own producers.
         self.transport.unregisterProducer()
         admission = self.admission
+        assert admission is not None
+        # The tunnel copies what it needs; the request (headers and all)
+        # need not live as long as the tunnel.
+        self.admission = None
         self.tunnel = Tunnel(
             reactor=self.clock,
             service=admission.service,
@@ -98,7 +103,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.tunnel is not None:
             self.tunnel.client_closed(wasClean, code, reason)
-        else:
+        elif self.admission is not None:
             # autobahn refused the handshake after our admission
             self.admission.abandon()
 
@@ -130,6 +135,17 @@ class TunnelWebSocket(WebSocketServerProtocol):
         return len(data) if isinstance(data, (bytes, bytearray)) else 0
 
 
+# autobahn runs its timers through txaio's batched timer, which truncates
+# each deadline to a whole second (int(now + delay)): a timer can fire up to
+# one second early, a 0.5 s one at once.  Adding that second makes each fire
+# between the configured time and one second after it, never before.
+_TIMER_GRANULARITY = 1.0
+
+
+def _autobahn_seconds(seconds: float) -> float:
+    return seconds + _TIMER_GRANULARITY if seconds > 0 else 0
+
+
 def make_factory(service: ServiceConfig, reactor: Any, registry: TunnelRegistry) -> WebSocketServerFactory:
     """
     A hardened autobahn factory for one service: masked client frames,
@@ -150,12 +166,12 @@ def make_factory(service: ServiceConfig, reactor: Any, registry: TunnelRegistry)
         maxMessagePayloadSize=limits.max_message_size,
         failByDrop=False,
         echoCloseCodeReason=False,
-        openHandshakeTimeout=limits.open_handshake_timeout,
-        closeHandshakeTimeout=limits.close_handshake_timeout,
+        openHandshakeTimeout=_autobahn_seconds(limits.open_handshake_timeout),
+        closeHandshakeTimeout=_autobahn_seconds(limits.close_handshake_timeout),
         tcpNoDelay=True,
         perMessageCompressionAccept=lambda offers: None,
-        autoPingInterval=limits.ping_interval,
-        autoPingTimeout=limits.ping_timeout,
+        autoPingInterval=_autobahn_seconds(limits.ping_interval),
+        autoPingTimeout=_autobahn_seconds(limits.ping_timeout),
         autoPingSize=12,
         serveFlashSocketPolicy=False,
         allowedOrigins=["*"],
