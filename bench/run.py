@@ -168,7 +168,7 @@ def run(seconds: float) -> dict[str, Any]:
         echo_port, wsecho_port, gw_port, wsfy_port = (free_port() for _ in range(4))
         procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port)
         procs.start(["node", str(HERE / "servers.js"), "ws-echo", str(wsecho_port)], wsecho_port)
-        gateway = start_gateway(procs, gw_port, echo_port)
+        start_gateway(procs, gw_port, echo_port)
         procs.start([str(BIN / "websockify"), f"127.0.0.1:{wsfy_port}", f"127.0.0.1:{echo_port}"], wsfy_port)
 
         targets = {
