@@ -161,7 +161,10 @@ allow_missing_origin = true
     )
 
 
-def run(seconds: float) -> dict[str, Any]:
+SECTIONS = ("speed", "idle")
+
+
+def run(seconds: float, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
     procs = Processes()
     results: dict[str, Any] = {}
     try:
@@ -178,7 +181,7 @@ def run(seconds: float) -> dict[str, Any]:
             "client_ceiling_ws_echo": ["--url", f"ws://127.0.0.1:{wsecho_port}/"],
         }
         s = str(seconds)
-        for name, target in targets.items():
+        for name, target in targets.items() if "speed" in only else ():
             r: dict[str, Any] = {}
             for conns in (1, 8):
                 r[f"throughput_{conns}"] = load(
@@ -192,7 +195,8 @@ def run(seconds: float) -> dict[str, Any]:
 
         # Each idle measurement on a fresh gateway: memory freed by one run
         # would otherwise be reused by the next and hide its cost.
-        for key, path, count in (("idle_echo_10000", "/echo", 10000), ("idle_raw_9900", "/raw", 9900)):
+        idle = (("idle_echo_10000", "/echo", 10000), ("idle_raw_9900", "/raw", 9900))
+        for key, path, count in idle if "idle" in only else ():
             port = free_port()
             fresh = start_gateway(procs, port, echo_port)
             results[key] = idle_tunnels(f"ws://127.0.0.1:{port}{path}", count, fresh)
@@ -278,7 +282,14 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--only", choices=SECTIONS, action="append", help="run only this section (repeatable); docs need all"
+    )
     options = parser.parse_args()
+    if options.only:
+        results = run(options.seconds, tuple(options.only))
+        print(json.dumps(results, indent=2))
+        return 0
     from autobahn.websocket import USES_NVX
 
     results = run(options.seconds)

@@ -112,6 +112,11 @@ class BackendProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
+        # Interactive protocols (VNC input, STOMP, XMPP) must not wait on
+        # Nagle; the client side is set the same way by autobahn.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
 
     def attach(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel

@@ -50,6 +50,19 @@ class _LazyFormat:
 _autobahn_protocol.pformat = _LazyFormat  # type: ignore[assignment]
 
 
+# What autobahn keeps of the opening handshake (request text, headers,
+# response) is read only by processHandshake/succeedHandshake; a tunnel does
+# not need it for its lifetime, and with a browser's cookies it is kilobytes.
+_HANDSHAKE_LEFTOVERS = (
+    "http_request_data",
+    "http_headers",
+    "http_response_data",
+    "http_status_line",
+    "http_request_params",
+    "_wskey",
+)
+
+
 class TunnelWebSocket(WebSocketServerProtocol):
     """
     One admitted WebSocket connection.
@@ -78,6 +91,8 @@ class TunnelWebSocket(WebSocketServerProtocol):
         # The tunnel copies what it needs; the request (headers and all)
         # need not live as long as the tunnel.
         self.admission = None
+        for name in _HANDSHAKE_LEFTOVERS:
+            setattr(self, name, None)
         self.tunnel = Tunnel(
             reactor=self.clock,
             service=admission.service,
