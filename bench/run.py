@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,22 @@ import psutil
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
+
+
+# With two or more cores, the gateway under test (tunnelgw, or websockify
+# and the children it forks) gets core 0 to itself, and the load client and
+# the echo server share the others: each gateway is measured on one core,
+# which is how it is deployed, and the noise of three processes scheduled
+# over two cores is gone.
+CORES = os.cpu_count() or 1
+GATEWAY_CPUS = {0} if CORES >= 2 else None
+PEER_CPUS = set(range(1, CORES)) if CORES >= 2 else None
+
+
+def pinned(cpus: set[int] | None) -> Any:
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def free_port() -> int:
@@ -53,8 +70,10 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str], port: int, **kw: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    def start(self, args: list[str], port: int, cpus: set[int] | None, **kw: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cpus), **kw
+        )
         self.procs.append(proc)
         wait_port(port)
         return proc
@@ -71,7 +90,12 @@ class Processes:
 
 def load(*args: str, timeout: float = 120) -> dict[str, Any]:
     out = subprocess.run(
-        ["node", str(HERE / "load.js"), *args], capture_output=True, text=True, timeout=timeout, cwd=HERE
+        ["node", str(HERE / "load.js"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=HERE,
+        preexec_fn=pinned(PEER_CPUS),
     )
     line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
     result: dict[str, Any] = json.loads(line)
@@ -109,6 +133,7 @@ def idle_tunnels(url: str, count: int, gateway: subprocess.Popen[bytes]) -> dict
         stdout=subprocess.PIPE,
         text=True,
         cwd=HERE,
+        preexec_fn=pinned(PEER_CPUS),
     )
     assert client.stdout is not None and client.stdin is not None
     first = json.loads(client.stdout.readline())
@@ -157,6 +182,7 @@ allow_missing_origin = true
     return procs.start(
         [str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", "tunnelgw", "--config", str(config)],
         port,
+        GATEWAY_CPUS,
         cwd=workdir,
     )
 
@@ -164,15 +190,34 @@ allow_missing_origin = true
 SECTIONS = ("speed", "idle")
 
 
-def run(seconds: float, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
+def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    The median of every numeric field over repeated runs.
+    """
+    merged = dict(results[0])
+    for key, value in results[0].items():
+        if isinstance(value, (int, float)):
+            merged[key] = statistics.median(r[key] for r in results)
+    merged["runs"] = len(results)
+    return merged
+
+
+def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> dict[str, Any]:
     procs = Processes()
     results: dict[str, Any] = {}
     try:
         echo_port, wsecho_port, gw_port, wsfy_port = (free_port() for _ in range(4))
-        procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port)
-        procs.start(["node", str(HERE / "servers.js"), "ws-echo", str(wsecho_port)], wsecho_port)
+        procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port, PEER_CPUS)
+        # the client's ceiling is measured against a server on the gateway's core
+        procs.start(
+            ["node", str(HERE / "servers.js"), "ws-echo", str(wsecho_port)], wsecho_port, GATEWAY_CPUS
+        )
         start_gateway(procs, gw_port, echo_port)
-        procs.start([str(BIN / "websockify"), f"127.0.0.1:{wsfy_port}", f"127.0.0.1:{echo_port}"], wsfy_port)
+        procs.start(
+            [str(BIN / "websockify"), f"127.0.0.1:{wsfy_port}", f"127.0.0.1:{echo_port}"],
+            wsfy_port,
+            GATEWAY_CPUS,
+        )
 
         targets = {
             "tunnelgw": ["--url", f"ws://127.0.0.1:{gw_port}/raw"],
@@ -181,17 +226,24 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
             "client_ceiling_ws_echo": ["--url", f"ws://127.0.0.1:{wsecho_port}/"],
         }
         s = str(seconds)
-        for name, target in targets.items() if "speed" in only else ():
-            r: dict[str, Any] = {}
-            for conns in (1, 8):
-                r[f"throughput_{conns}"] = load(
-                    "--mode", "throughput", "--conns", str(conns), "--seconds", s, *target
-                )
-            r["rtt_32"] = load("--mode", "rtt", "--size", "32", "--seconds", s, *target)
-            if name != "direct_tcp":
-                r["handshakes"] = load("--mode", "handshakes", "--conns", "4", "--seconds", s, *target)
-            results[name] = r
-            print(name, json.dumps(r), flush=True)
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in targets}
+        for _ in range(repeat) if "speed" in only else ():
+            # interleaved: every target sees the same conditions in each round
+            for name, target in targets.items():
+                measures = {
+                    "throughput_1": ("--mode", "throughput", "--conns", "1", "--seconds", s),
+                    "throughput_8": ("--mode", "throughput", "--conns", "8", "--seconds", s),
+                    "rtt_32": ("--mode", "rtt", "--size", "32", "--seconds", s),
+                }
+                if name != "direct_tcp":
+                    measures["handshakes"] = ("--mode", "handshakes", "--conns", "4", "--seconds", s)
+                for key, args in measures.items():
+                    runs[name].setdefault(key, []).append(load(*args, *target))
+            print("round done", flush=True)
+        for name, measured in runs.items():
+            if measured:
+                results[name] = {key: median_of(values) for key, values in measured.items()}
+                print(name, json.dumps(results[name]), flush=True)
 
         # Each idle measurement on a fresh gateway: memory freed by one run
         # would otherwise be reused by the next and hide its cost.
@@ -237,13 +289,15 @@ Latest figures, produced by:
 {meta["command"]}
 ```
 
-on {meta["date"]}, {meta["machine"]}. Each figure is one run of
-{meta["seconds"]:g} s after a 1 s warm-up, all targets in the same run, same
-backend (a Node TCP echo server, `bench/servers.js`), same load client
-(Node `ws` {meta["ws"]} with bufferutil; `bench/load.js`). Throughput counts
-echoed payload bytes (each byte also crossed the gateway the other way).
-The load client's ceiling is its result against a Node `ws` echo server:
-it is faster than every gateway measured, so it is not the bottleneck.
+on {meta["date"]}, {meta["machine"]}. Each figure is the median of
+{meta["repeat"]} rounds of {meta["seconds"]:g} s (after a 1 s warm-up); in each
+round every target is measured in turn, so all see the same conditions. The
+backend is the same for all (a Node TCP echo server, `bench/servers.js`), and
+so is the load client (Node `ws` {meta["ws"]} with bufferutil, `bench/load.js`).
+{meta["pinning"]} Throughput counts echoed payload bytes (each byte also
+crossed the gateway the other way). The load client's ceiling is its
+result against a Node `ws` echo server on the gateway's core: it is faster
+than every gateway measured, so it is not what limits them.
 
 | target | MiB/s, 64 KiB msgs, 1 conn | MiB/s, 64 KiB msgs, 8 conns | RTT p50 µs (32 B) | RTT p99 µs | msgs/s (1 conn, ping-pong) | handshakes/s (4 concurrent) |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -281,18 +335,19 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the speed section; medians are kept")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument(
         "--only", choices=SECTIONS, action="append", help="run only this section (repeatable); docs need all"
     )
     options = parser.parse_args()
     if options.only:
-        results = run(options.seconds, tuple(options.only))
+        results = run(options.seconds, tuple(options.only), options.repeat)
         print(json.dumps(results, indent=2))
         return 0
     from autobahn.websocket import USES_NVX
 
-    results = run(options.seconds)
+    results = run(options.seconds, SECTIONS, options.repeat)
     ws_version = json.loads((HERE / "node_modules" / "ws" / "package.json").read_text())["version"]
     meta = {
         "command": "make bench ARGS=--write-docs"
@@ -300,6 +355,13 @@ def main() -> int:
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, Node {subprocess.check_output(['node', '--version'], text=True).strip()}",
         "seconds": options.seconds,
+        "repeat": options.repeat,
+        "pinning": (
+            "The gateway under test (tunnelgw, or websockify and its children) runs alone on core 0;"
+            " the load client and the echo server share the other core(s)."
+            if GATEWAY_CPUS
+            else "One core: nothing is pinned."
+        ),
         "ws": ws_version,
         "nvx": USES_NVX,
     }

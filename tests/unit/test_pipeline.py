@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionRefusedError, TimeoutError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -74,7 +74,7 @@ class PipelineTests(SynchronousTestCase):
     def test_admitted_after_backend_connects(self) -> None:
         d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
         self.assertNoResult(d)
-        self.assertEqual(self.endpoint.descriptions, [("tcp:127.0.0.1:5900", 11.0)])
+        self.assertEqual(self.endpoint.descriptions, [("tcp:127.0.0.1:5900", 10.0)])
         protocol, transport = self.endpoint.succeed()
         admission = self.successResultOf(d)
         self.assertIsInstance(admission, Admission)
@@ -161,12 +161,24 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, Refusal).value.status, 502)
 
     def test_backend_timeout_504(self) -> None:
+        """
+        A TCP endpoint times out by itself (connect timeout given to it).
+        """
         d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.endpoint.fail(TimeoutError("connect timed out"))
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 504)
+
+    def test_backend_timeout_504_for_other_endpoints(self) -> None:
+        """
+        Endpoints that do not time out by themselves get our timer.
+        """
+        d = self.pipeline.admit(
+            self.request(), service(upstream="unix:path=/run/x.sock"), check_websocket_upgrade
+        )
         self.reactor.advance(9.9)
         self.assertNoResult(d)
         self.reactor.advance(0.2)
-        refusal = self.failureResultOf(d, Refusal).value
-        self.assertEqual(refusal.status, 504)  # type: ignore[attr-defined]
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 504)
 
     def test_client_gone_cancels_backend_connect(self) -> None:
         d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)

@@ -21,7 +21,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactor
 
-__all__ = ["check_description", "endpoint_for"]
+__all__ = ["check_description", "endpoint_for", "enforces_timeout"]
 
 
 def _split(description: str) -> list[str]:
@@ -82,9 +82,18 @@ def check_description(description: str) -> None:
         raise ValueError(f"invalid endpoint description {description!r}: {e}") from None
 
 
+def enforces_timeout(description: str) -> bool:
+    """
+    Whether L{endpoint_for} gives C{description} an endpoint that fails
+    by itself after the timeout (TCP); others need an outside timer.
+    """
+    return description.startswith("tcp:")
+
+
 def endpoint_for(reactor: IReactorCore, description: str, timeout: float) -> IStreamClientEndpoint:
     """
-    Build the client endpoint of an upstream description.
+    Build the client endpoint of an upstream description; TCP endpoints
+    fail with a timeout error after C{timeout} seconds.
     """
     if description.startswith("tcp:"):
         host, port = _tcp(description)

@@ -32,7 +32,7 @@ from tunnelgw.interfaces import IAdapterFactory, IAuthenticator
 from tunnelgw.limits import Lease
 from tunnelgw.security import Subject
 from tunnelgw.tunnel import BackendProtocol
-from tunnelgw.upstream import endpoint_for
+from tunnelgw.upstream import endpoint_for, enforces_timeout
 
 __all__ = ["Admission", "AdmissionPipeline", "AdmissionRequest", "Refusal", "choose_subprotocol"]
 
@@ -216,11 +216,11 @@ class AdmissionPipeline:
     def _connect(self, service: ServiceConfig) -> defer.Deferred[BackendProtocol]:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
-        # The endpoint's own timeout is a backstop; ours (addTimeout) decides.
-        endpoint = self._endpoint_for(self._reactor, service.upstream, timeout + 1)
+        endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
         d = cast("defer.Deferred[BackendProtocol]", endpoint.connect(_BACKEND_FACTORY))
-        assert IReactorTime.providedBy(self._reactor)
-        d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
+        if not enforces_timeout(service.upstream):
+            assert IReactorTime.providedBy(self._reactor)
+            d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
 
         def failed(f: Failure) -> Failure:
             if f.check(defer.CancelledError):

@@ -299,7 +299,9 @@ class GatewaySite(server.Site):
         }
         if config.health_path:
             routes[config.health_path.encode("utf-8")] = HealthResource(self)
-        super().__init__(_Router(routes), timeout=config.handshake_timeout, reactor=reactor)
+        # timeout=None: twisted.web's idle timer (reset on every read) is
+        # redundant with GatewayChannel's deadline, which is stricter.
+        super().__init__(_Router(routes), timeout=None, reactor=reactor)
         self.displayTracebacks = False
 
     def buildProtocol(self, addr: Any) -> GatewayChannel:  # type: ignore[override]
