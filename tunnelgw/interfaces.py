@@ -7,10 +7,15 @@ C{verifyObject} test.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 __all__ = [
     "IAdapter",
+    "IAuthorizationPolicy",
+    "ILoginModule",
+    "ILoginModuleFactory",
     "IAdapterFactory",
     "IAuthenticator",
     "ITunnel",
@@ -97,4 +102,95 @@ class IAuthenticator(Interface):
         @return: a L{Deferred} firing with the authenticated
             L{tunnelgw.security.Subject}, or failing with
             L{tunnelgw.web.pipeline.Refusal} (401 or 403).
+        """
+
+
+class ILoginModule(Interface):
+    """
+    One step of a login, after JAAS's C{LoginModule}: the login context
+    calls C{initialize}, then C{login}; then C{commit} on every module it
+    ran if the whole login succeeded, or C{abort} if it failed.
+    """
+
+    def initialize(subject: Any, callbacks: Any, shared_state: dict[str, Any], options: Any) -> None:
+        """
+        Prepare for one login.
+
+        @param subject: the L{tunnelgw.security.Subject} being built; add
+            principals to it in C{commit}, not in C{login}.
+        @param callbacks: the L{tunnelgw.security.callbacks.Callbacks} of the
+            request (credentials, cookies, certificate, address, origin).
+        @param shared_state: a dict shared by the modules of this login.
+        @param options: what this module's factory returned from
+            C{parse_config} for its configured options.
+        """
+
+    def login() -> Any:
+        """
+        Authenticate.
+
+        @return: a Deferred (or a value) of C{True} (this module
+            authenticated the request) or C{False} (this module does not
+            apply: it is ignored); fail with
+            L{tunnelgw.security.jaas.LoginFailed} to refuse.
+        """
+
+    def commit() -> Any:
+        """
+        The whole login succeeded: add this module's principals and
+        attributes to the subject if its own login succeeded.  May return a
+        Deferred.
+        """
+
+    def abort() -> Any:
+        """
+        The whole login failed: forget any state.  May return a Deferred.
+        """
+
+    def logout() -> Any:
+        """
+        The tunnel ended: release what this module holds for the subject.
+        """
+
+    def revalidate(subject: Any) -> Any:
+        """
+        Is the subject still authorized?  Return (a Deferred of) C{True} or
+        C{False}; modules without a notion of revocation return C{True}.
+        """
+
+
+class ILoginModuleFactory(Interface):
+    """
+    A named kind of login module (C{password_file}, C{jwt}, ...), chosen in
+    a realm's configuration by C{module = "name"}.
+    """
+
+    name = Attribute("The name used in the configuration (C{str}).")
+
+    def parse_config(options: dict[str, Any], key: str) -> Any:
+        """
+        Validate the module's configured C{options} at start-up.
+
+        @param key: the dotted configuration key of the options, for error
+            messages.
+        @return: the parsed options, passed to each module's C{initialize}.
+        @raise tunnelgw.config.ConfigError: naming the key and why.
+        """
+
+    def create() -> ILoginModule:
+        """
+        A fresh module for one login.
+        """
+
+
+class IAuthorizationPolicy(Interface):
+    """
+    Fine-grained authorization inside a protocol (STOMP destinations, XMPP
+    addresses, RFB input), asked by adapters for each operation.
+    """
+
+    def permits(subject: Any, service: str, action: str, resource: str) -> bool:
+        """
+        May C{subject} perform C{action} (C{send}, C{subscribe}, C{input}...)
+        on C{resource} (a destination, an address...) in C{service}?
         """

@@ -1,8 +1,9 @@
 """
-Who is on the other end of a tunnel.
+Who is on the other end of a tunnel: the L{Subject}, its principals, and
+the pass-through authenticator for code that needs none.
 
-This module holds the L{Subject} every tunnel carries and the pass-through
-authenticator used until a service configures login modules.
+Authentication proper (login modules with JAAS control flags, realms) is in
+L{tunnelgw.security.jaas} and L{tunnelgw.security.realm}.
 """
 
 from __future__ import annotations
@@ -15,33 +16,70 @@ from zope.interface import implementer
 
 from tunnelgw.interfaces import IAuthenticator
 
-__all__ = ["Subject", "PassThroughAuthenticator"]
+__all__ = ["Principal", "Subject", "PassThroughAuthenticator"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """
+    One identity of a subject: C{kind} is C{user}, C{role} or C{group}.
+    """
+
+    kind: str
+    name: str
 
 
 @dataclass
 class Subject:
     """
-    The authenticated party of a tunnel: principals (user, roles, groups)
-    and attributes (authentication method, client address, expiry...).
+    The authenticated party of a tunnel: principals (one user, roles,
+    groups) and attributes (authentication method, client address,
+    certificate subject, expiry, gateways traversed...).
     """
 
-    user: str | None = None
-    roles: frozenset[str] = frozenset()
+    principals: set[Principal] = field(default_factory=set)
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, user: str | None = None, roles: Any = (), **attributes: Any) -> Subject:
+        subject = cls(attributes=dict(attributes))
+        if user is not None:
+            subject.principals.add(Principal("user", user))
+        for role in roles:
+            subject.principals.add(Principal("role", role))
+        return subject
+
+    def names(self, kind: str) -> frozenset[str]:
+        return frozenset(p.name for p in self.principals if p.kind == kind)
+
+    @property
+    def user(self) -> str | None:
+        users = self.names("user")
+        return min(users) if users else None
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return self.names("role")
+
+    @property
+    def groups(self) -> frozenset[str]:
+        return self.names("group")
 
     @property
     def principal(self) -> str:
         """
         The name to log: the user, or C{anonymous}.
         """
-        return self.user if self.user is not None else "anonymous"
+        user = self.user
+        return user if user is not None else "anonymous"
 
 
 @implementer(IAuthenticator)
 class PassThroughAuthenticator:
     """
     Admits everyone as an anonymous subject carrying the client address.
+    For tests and embedding; configured gateways use realms.
     """
 
     def authenticate(self, request: Any, service: Any) -> defer.Deferred[Subject]:
-        return defer.succeed(Subject(attributes={"method": "none", "address": request.peer_host}))
+        return defer.succeed(Subject.of(method="none", address=request.peer_host))

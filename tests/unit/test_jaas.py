@@ -1,0 +1,199 @@
+"""
+The login context against JAAS's rules: every combination of flags and
+outcomes for one to three modules.
+
+The oracle below states JAAS's documented rules declaratively (which module
+ends the login, and when it succeeds); the implementation follows the
+reference algorithm step by step.  They must agree on every case.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
+from tunnelgw.security import Principal, Subject
+from tunnelgw.security.jaas import Flag, LoginContext, LoginFailed, ModuleEntry
+
+OUTCOMES = ("success", "failure", "ignored")
+
+
+@implementer(ILoginModule)
+class Scripted:
+    def __init__(self, name: str, outcome: str, log: list[str]) -> None:
+        self.name, self.outcome, self.log = name, outcome, log
+
+    def initialize(self, subject: Subject, callbacks: Any, shared_state: dict, options: Any) -> None:  # type: ignore[type-arg]
+        self.subject = subject
+        shared_state.setdefault("order", []).append(self.name)
+
+    def login(self) -> bool:
+        self.log.append(f"login {self.name}")
+        if self.outcome == "failure":
+            raise LoginFailed(f"{self.name} says no")
+        return self.outcome == "success"
+
+    def commit(self) -> None:
+        self.log.append(f"commit {self.name}")
+        if self.outcome == "success":
+            self.subject.principals.add(Principal("user", self.name))
+
+    def abort(self) -> None:
+        self.log.append(f"abort {self.name}")
+
+    def logout(self) -> None:
+        pass
+
+    def revalidate(self, subject: Subject) -> bool:
+        return True
+
+
+@implementer(ILoginModuleFactory)
+class ScriptedFactory:
+    def __init__(self, name: str, outcome: str, log: list[str]) -> None:
+        self.name, self.outcome, self.log = name, outcome, log
+
+    def parse_config(self, options: dict, key: str) -> dict:  # type: ignore[type-arg]
+        return options
+
+    def create(self) -> Scripted:
+        return Scripted(self.name, self.outcome, self.log)
+
+
+def oracle(case: list[tuple[Flag, str]]) -> tuple[bool, int]:
+    """
+    JAAS's rules, stated as rules: (does the login succeed, how many modules
+    run).
+    """
+    failed_required = [i for i, (f, o) in enumerate(case) if f is Flag.REQUIRED and o == "failure"]
+    for i, (flag, outcome) in enumerate(case):
+        # a requisite failure ends the login, failed
+        if flag is Flag.REQUISITE and outcome == "failure":
+            return False, i + 1
+        # a sufficient success ends it, successful, if no required module before it failed
+        if flag is Flag.SUFFICIENT and outcome == "success" and not [j for j in failed_required if j < i]:
+            return True, i + 1
+    # all ran: no required/requisite may fail, and something must have succeeded
+    succeeded = any(o == "success" for _, o in case)
+    return (not failed_required and succeeded), len(case)
+
+
+CASES = [
+    list(zip(flags, outcomes, strict=True))
+    for n in (1, 2, 3)
+    for flags in itertools.product(Flag, repeat=n)
+    for outcomes in itertools.product(OUTCOMES, repeat=n)
+]
+
+
+def run(case: list[tuple[Flag, str]]) -> tuple[defer.Deferred[Any], list[str]]:
+    log: list[str] = []
+    entries = [
+        ModuleEntry(f"m{i}", ScriptedFactory(f"m{i}", outcome, log), flag, {})
+        for i, (flag, outcome) in enumerate(case)
+    ]
+    return LoginContext("test", entries).login(object()), log
+
+
+def test_case_count() -> None:
+    assert len(CASES) == 12 + 12**2 + 12**3
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{f.value}:{o}" for f, o in c))
+def test_jaas_rules(case: list[tuple[Flag, str]]) -> None:
+    expected_success, expected_ran = oracle(case)
+    d, log = run(case)
+    results: list[Any] = []
+    d.addBoth(results.append)
+    (result,) = results
+    ran = [line.split()[1] for line in log if line.startswith("login ")]
+    assert ran == [f"m{i}" for i in range(expected_ran)]
+    if expected_success:
+        subject, modules = result
+        assert len(modules) == expected_ran
+        assert [line for line in log if line.startswith("commit")] == [
+            f"commit m{i}" for i in range(expected_ran)
+        ]
+        assert subject.names("user") == {f"m{i}" for i in range(expected_ran) if case[i][1] == "success"}
+    else:
+        assert isinstance(result.value, LoginFailed)
+        assert [line for line in log if line.startswith("abort")] == [
+            f"abort m{i}" for i in range(expected_ran)
+        ]
+        assert not any(line.startswith("commit") for line in log)
+
+
+def test_first_required_error_is_reported() -> None:
+    case = [(Flag.REQUIRED, "failure"), (Flag.REQUIRED, "failure")]
+    d, _ = run(case)
+    failure: list[Any] = []
+    d.addErrback(failure.append)
+    assert failure[0].value.reason == "m0 says no"
+
+
+def test_requisite_reports_earlier_required_error() -> None:
+    d, _ = run([(Flag.REQUIRED, "failure"), (Flag.REQUISITE, "failure")])
+    failure: list[Any] = []
+    d.addErrback(failure.append)
+    assert failure[0].value.reason == "m0 says no"
+
+
+def test_all_ignored_fails() -> None:
+    d, _ = run([(Flag.REQUIRED, "ignored"), (Flag.OPTIONAL, "ignored")])
+    failure: list[Any] = []
+    d.addErrback(failure.append)
+    assert failure[0].value.reason == "no login module applied"
+
+
+def test_asynchronous_modules_run_in_order() -> None:
+    pending: list[defer.Deferred[bool]] = []
+
+    @implementer(ILoginModule)
+    class Slow(Scripted):
+        def login(self) -> defer.Deferred[bool]:  # type: ignore[override]
+            self.log.append(f"login {self.name}")
+            d: defer.Deferred[bool] = defer.Deferred()
+            pending.append(d)
+            return d
+
+    log: list[str] = []
+
+    class SlowFactory(ScriptedFactory):
+        def create(self) -> Slow:
+            return Slow(self.name, self.outcome, self.log)
+
+    entries = [ModuleEntry(n, SlowFactory(n, "success", log), Flag.REQUIRED, {}) for n in ("a", "b")]
+    d = LoginContext("r", entries).login(object())
+    assert log == ["login a"]
+    pending[0].callback(True)
+    assert log == ["login a", "login b"]
+    pending[1].callback(True)
+    results: list[Any] = []
+    d.addCallback(results.append)
+    subject, _ = results[0]
+    assert subject.names("user") == {"a", "b"}
+
+
+def test_a_crashing_module_is_a_failure_not_a_success() -> None:
+    @implementer(ILoginModule)
+    class Crash(Scripted):
+        def login(self) -> bool:
+            raise ZeroDivisionError()
+
+    class CrashFactory(ScriptedFactory):
+        def create(self) -> Crash:
+            return Crash(self.name, self.outcome, self.log)
+
+    log: list[str] = []
+    d = LoginContext("r", [ModuleEntry("c", CrashFactory("c", "success", log), Flag.SUFFICIENT, {})]).login(
+        object()
+    )
+    failure: list[Any] = []
+    d.addErrback(failure.append)
+    assert isinstance(failure[0].value, LoginFailed)

@@ -1,0 +1,184 @@
+"""
+A JAAS login context on Twisted: login modules run in order, each with a
+control flag, and the outcome follows JAAS's rules exactly
+(C{javax.security.auth.login.LoginContext}):
+
+  - required:   must succeed; the login goes on either way.
+  - requisite:  must succeed; a failure ends the login at once.
+  - sufficient: need not succeed; a success ends the login at once with
+                success, unless an earlier required module failed.
+  - optional:   need not succeed; the login goes on either way.
+
+The login succeeds only if no required or requisite module failed and at
+least one module succeeded (a module may also be ignored: its C{login}
+returns C{False}).  Then C{commit} runs on every module that ran; otherwise
+C{abort} does.  Modules share a dict for the duration of one login.
+
+Unlike twisted.cred's Portal there is no "one checker per credential type":
+any number of modules of any kind stack in one context.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
+from tunnelgw.security import Subject
+
+__all__ = ["Flag", "LoginFailed", "ModuleEntry", "LoginContext", "LoginResult"]
+
+
+class Flag(enum.Enum):
+    REQUIRED = "required"
+    REQUISITE = "requisite"
+    SUFFICIENT = "sufficient"
+    OPTIONAL = "optional"
+
+
+class LoginFailed(Exception):
+    """
+    A module refuses the credentials.  C{reason} is for the audit log and
+    must never contain a secret.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """
+    One configured module of a realm.
+    """
+
+    name: str
+    factory: ILoginModuleFactory
+    flag: Flag
+    options: Any
+
+
+@dataclass
+class LoginResult:
+    """
+    The outcome of one module's C{login}: C{outcome} is C{success},
+    C{failure} or C{ignored}.
+    """
+
+    entry: ModuleEntry
+    outcome: str
+    reason: str = ""
+
+
+class LoginContext:
+    """
+    Runs the modules of a realm for one request.
+    """
+
+    log = Logger()
+
+    def __init__(self, realm: str, entries: Sequence[ModuleEntry]) -> None:
+        self.realm = realm
+        self.entries = tuple(entries)
+
+    @defer.inlineCallbacks
+    def login(self, callbacks: Any, conn_id: str = ""):  # type: ignore[no-untyped-def]
+        """
+        Authenticate C{callbacks}.
+
+        @return: a Deferred firing with (the committed L{Subject}, the list of
+            L{LoginModule}s that ran, for logout and revalidation), or failing
+            with L{LoginFailed} (the first error, as JAAS reports it).
+        """
+        subject = Subject.of()
+        shared: dict[str, Any] = {}
+        ran: list[tuple[ModuleEntry, ILoginModule]] = []
+        results: list[LoginResult] = []
+        first_required_error: LoginFailed | None = None
+        first_error: LoginFailed | None = None
+        success = False
+        decided: LoginFailed | None = None
+        done = False
+        for entry in self.entries:
+            module = entry.factory.create()
+            module.initialize(subject, callbacks, shared, entry.options)
+            ran.append((entry, module))
+            try:
+                status = yield defer.maybeDeferred(module.login)
+            except Exception as e:
+                if isinstance(e, LoginFailed):
+                    error = e
+                else:
+                    # A broken module is a failure of that module, never a success.
+                    self.log.failure(
+                        "login module {module} of realm {realm} raised", module=entry.name, realm=self.realm
+                    )
+                    error = LoginFailed(f"module {entry.name} failed")
+                results.append(LoginResult(entry, "failure", error.reason))
+                if entry.flag is Flag.REQUISITE:
+                    decided = first_required_error or error
+                    break
+                if entry.flag is Flag.REQUIRED:
+                    first_required_error = first_required_error or error
+                else:
+                    first_error = first_error or error
+                continue
+            if status:
+                results.append(LoginResult(entry, "success"))
+                if entry.flag is Flag.SUFFICIENT and first_required_error is None:
+                    success, done = True, True
+                    break
+                success = True
+            else:
+                results.append(LoginResult(entry, "ignored"))
+        if decided is None and not done:
+            if first_required_error is not None:
+                decided = first_required_error
+            elif not success:
+                decided = first_error or LoginFailed("no login module applied")
+        self._audit(results, decided, conn_id)
+        if decided is not None:
+            for _, module in ran:
+                yield self._quietly(module.abort, "abort")
+            raise decided
+        try:
+            for _, module in ran:
+                yield defer.maybeDeferred(module.commit)
+        except Exception:
+            self.log.failure("commit failed in realm {realm}", realm=self.realm)
+            for _, module in ran:
+                yield self._quietly(module.abort, "abort")
+            raise LoginFailed("commit failed") from None
+        return subject, [module for _, module in ran]
+
+    def _quietly(self, f: Any, what: str) -> defer.Deferred[None]:
+        d = defer.maybeDeferred(f)
+
+        def logged(failure: Failure) -> None:
+            self.log.failure("{what} failed in realm {realm}", failure, what=what, realm=self.realm)
+
+        return d.addErrback(logged)
+
+    def _audit(self, results: list[LoginResult], decided: LoginFailed | None, conn_id: str) -> None:
+        """
+        One audit event per module decision; never a credential.
+        """
+        for result in results:
+            self.log.info(
+                "login {conn_id} realm {realm}: module {module} ({flag}) {outcome}{why}",
+                event="login_module",
+                conn_id=conn_id,
+                realm=self.realm,
+                module=result.entry.name,
+                flag=result.entry.flag.value,
+                outcome=result.outcome,
+                reason=result.reason,
+                why=f": {result.reason}" if result.reason else "",
+            )
