@@ -164,9 +164,15 @@ listen = ["tcp:{port}:interface=127.0.0.1:backlog=4096"]
 max_connections = 20000
 max_connections_per_address = 20000
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.raw]
 path = "/raw"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:{echo_port}"
 subprotocols = ["binary"]
 allow_no_subprotocol = true
@@ -175,6 +181,7 @@ allow_missing_origin = true
 [services.echo]
 path = "/echo"
 adapter = "echo"
+realm = "public"
 allow_no_subprotocol = true
 allow_missing_origin = true
 """

@@ -22,7 +22,15 @@ __all__ = [
     "ConfigError",
     "GatewayConfig",
     "Limits",
+    "RealmConfig",
     "ServiceConfig",
+    "Table",
+    "bool_value",
+    "positive_int_value",
+    "positive_seconds_value",
+    "seconds_value",
+    "string_value",
+    "strings_value",
     "DEFAULT_CONFIG",
     "load",
     "loads",
@@ -47,9 +55,16 @@ DEFAULT_CONFIG = """\
 listen = ["tcp:8080:interface=127.0.0.1"]
 health_path = "/healthz"
 
+# Public: everyone is admitted, explicitly.
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.echo]
 path = "/echo"
 adapter = "echo"
+realm = "public"
 allow_no_subprotocol = true
 allow_missing_origin = true
 origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
@@ -76,6 +91,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RealmConfig:
+    """
+    A realm: how clients are challenged and which login modules run, in
+    order, with their JAAS flags (L{tunnelgw.security.jaas.ModuleEntry}).
+    """
+
+    name: str
+    challenge: str
+    modules: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """
     One service: a URL path, what it offers and where it leads.
@@ -84,6 +111,8 @@ class ServiceConfig:
     name: str
     path: str
     adapter: str
+    realm: str = "public"
+    require_roles: frozenset[str] = frozenset()
     upstream: str | None = None
     subprotocols: tuple[str, ...] = ()
     allow_no_subprotocol: bool = False
@@ -101,10 +130,17 @@ class GatewayConfig:
 
     listen: tuple[str, ...]
     services: tuple[ServiceConfig, ...]
+    realms: tuple[RealmConfig, ...] = ()
     handshake_timeout: float = 10.0
     max_connections: int = 10000
     max_connections_per_address: int = 256
     health_path: str | None = "/healthz"
+
+    def realm(self, name: str) -> RealmConfig:
+        for realm in self.realms:
+            if realm.name == name:
+                return realm
+        raise KeyError(name)
 
     def service_at(self, path: str) -> ServiceConfig | None:
         for service in self.services:
@@ -117,10 +153,11 @@ ADAPTERS_NEEDING_UPSTREAM = frozenset({"raw"})
 KNOWN_ADAPTERS = frozenset({"raw", "echo"})
 
 
-class _Table:
+class Table:
     """
     A TOML table being read: each key is taken once, with a type check, and
-    whatever is left at the end is an unknown key.
+    whatever is left at the end is an unknown key.  Login modules use it in
+    their C{parse_config} so that their errors read like the rest.
     """
 
     def __init__(self, data: Any, path: str) -> None:
@@ -142,8 +179,8 @@ class _Table:
             raise ConfigError(f"{self.key(name)}: required key is missing")
         return check(self.key(name), self._data.pop(name))
 
-    def table(self, name: str) -> _Table:
-        return _Table(self._data.pop(name, {}), self.key(name))
+    def table(self, name: str) -> Table:
+        return Table(self._data.pop(name, {}), self.key(name))
 
     def done(self) -> None:
         if self._data:
@@ -162,25 +199,25 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _string(key: str, value: Any) -> str:
+def string_value(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: expected a non-empty string, got {_kind(value)}")
     return value
 
 
-def _bool(key: str, value: Any) -> bool:
+def bool_value(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {_kind(value)}")
     return value
 
 
-def _positive_int(key: str, value: Any) -> int:
+def positive_int_value(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
     return value
 
 
-def _seconds(key: str, value: Any) -> float:
+def seconds_value(key: str, value: Any) -> float:
     """
     A duration in seconds; 0 means "off" where the key allows it.
     """
@@ -189,24 +226,24 @@ def _seconds(key: str, value: Any) -> float:
     return float(value)
 
 
-def _positive_seconds(key: str, value: Any) -> float:
-    seconds = _seconds(key, value)
+def positive_seconds_value(key: str, value: Any) -> float:
+    seconds = seconds_value(key, value)
     if seconds == 0:
         raise ConfigError(f"{key}: must be greater than 0")
     return seconds
 
 
-def _strings(key: str, value: Any) -> tuple[str, ...]:
+def strings_value(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{key}: expected an array of strings, got {_kind(value)}")
-    items = tuple(_string(f"{key}[{i}]", v) for i, v in enumerate(value))
+    items = tuple(string_value(f"{key}[{i}]", v) for i, v in enumerate(value))
     if len(set(items)) != len(items):
         raise ConfigError(f"{key}: duplicate entries")
     return items
 
 
 def _path(key: str, value: Any) -> str:
-    path = _string(key, value)
+    path = string_value(key, value)
     if not path.startswith("/") or "?" in path or "#" in path:
         raise ConfigError(f"{key}: expected an absolute URL path like /echo, got {path!r}")
     return path
@@ -216,7 +253,7 @@ _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABC
 
 
 def _subprotocols(key: str, value: Any) -> tuple[str, ...]:
-    names = _strings(key, value)
+    names = strings_value(key, value)
     for name in names:
         if not set(name) <= _TOKEN_CHARS:
             raise ConfigError(f"{key}: {name!r} is not a valid subprotocol token (RFC 6455 4.1)")
@@ -251,7 +288,7 @@ def normalize_origin(origin: str) -> str:
 
 def _origins(key: str, value: Any) -> frozenset[str]:
     result = set()
-    for i, origin in enumerate(_strings(key, value)):
+    for i, origin in enumerate(strings_value(key, value)):
         try:
             result.add(normalize_origin(origin))
         except ValueError as e:
@@ -259,17 +296,17 @@ def _origins(key: str, value: Any) -> frozenset[str]:
     return frozenset(result)
 
 
-def _limits(table: _Table) -> Limits:
+def _limits(table: Table) -> Limits:
     defaults = Limits()
     values: dict[str, Any] = {}
     for f in fields(Limits):
         default = getattr(defaults, f.name)
         if isinstance(default, int):
-            values[f.name] = table.take(f.name, _positive_int, default)
+            values[f.name] = table.take(f.name, positive_int_value, default)
         elif f.name in ("open_handshake_timeout", "connect_timeout", "flush_timeout"):
-            values[f.name] = table.take(f.name, _positive_seconds, default)
+            values[f.name] = table.take(f.name, positive_seconds_value, default)
         else:
-            values[f.name] = table.take(f.name, _seconds, default)
+            values[f.name] = table.take(f.name, seconds_value, default)
     table.done()
     limits = Limits(**values)
     if limits.max_frame_size > limits.max_message_size:
@@ -277,12 +314,12 @@ def _limits(table: _Table) -> Limits:
     return limits
 
 
-def _service(name: str, table: _Table) -> ServiceConfig:
-    adapter = table.require("adapter", _string)
+def _service(name: str, table: Table) -> ServiceConfig:
+    adapter = table.require("adapter", string_value)
     if adapter not in KNOWN_ADAPTERS:
         known = ", ".join(sorted(KNOWN_ADAPTERS))
         raise ConfigError(f"{table.key('adapter')}: unknown adapter {adapter!r} (known: {known})")
-    upstream = table.take("upstream", _string, None)
+    upstream = table.take("upstream", string_value, None)
     if adapter in ADAPTERS_NEEDING_UPSTREAM and upstream is None:
         raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} needs an upstream endpoint")
     if adapter not in ADAPTERS_NEEDING_UPSTREAM and upstream is not None:
@@ -298,12 +335,14 @@ def _service(name: str, table: _Table) -> ServiceConfig:
         name=name,
         path=table.require("path", _path),
         adapter=adapter,
+        realm=table.require("realm", string_value),
+        require_roles=frozenset(table.take("require_roles", strings_value, tuple[str, ...]())),
         upstream=upstream,
         subprotocols=table.take("subprotocols", _subprotocols, ()),
-        allow_no_subprotocol=table.take("allow_no_subprotocol", _bool, False),
+        allow_no_subprotocol=table.take("allow_no_subprotocol", bool_value, False),
         origins=table.take("origins", _origins, frozenset()),
-        allow_missing_origin=table.take("allow_missing_origin", _bool, False),
-        allow_text=table.take("allow_text", _bool, False),
+        allow_missing_origin=table.take("allow_missing_origin", bool_value, False),
+        allow_text=table.take("allow_text", bool_value, False),
         limits=_limits(table.table("limits")),
     )
     table.done()
@@ -315,17 +354,60 @@ def _service(name: str, table: _Table) -> ServiceConfig:
     return service
 
 
+CHALLENGES = ("Basic", "Bearer")
+
+
+def _realm(name: str, table: Table) -> RealmConfig:
+    from tunnelgw.security.jaas import Flag, ModuleEntry
+    from tunnelgw.security.modules import LOGIN_MODULES
+
+    challenge = table.take("challenge", string_value, "Basic")
+    if challenge not in CHALLENGES:
+        raise ConfigError(
+            f"{table.key('challenge')}: expected one of {', '.join(CHALLENGES)}, got {challenge!r}"
+        )
+    items = table.take("modules", lambda key, value: value, None)
+    if not isinstance(items, list) or not items:
+        raise ConfigError(
+            f"{table.key('modules')}: a realm needs at least one [[{table.path}.modules]] entry"
+        )
+    entries = []
+    for i, item in enumerate(items):
+        entry = Table(item, f"{table.key('modules')}[{i}]")
+        module = entry.require("module", string_value)
+        factory = LOGIN_MODULES.get(module)
+        if factory is None:
+            known = ", ".join(sorted(LOGIN_MODULES))
+            raise ConfigError(f"{entry.key('module')}: unknown login module {module!r} (known: {known})")
+        flag_name = entry.require("flag", string_value)
+        try:
+            flag = Flag(flag_name)
+        except ValueError:
+            flags = ", ".join(f.value for f in Flag)
+            raise ConfigError(f"{entry.key('flag')}: expected one of {flags}, got {flag_name!r}") from None
+        raw_options: dict[str, Any] = entry.take("options", lambda key, value: value, {})
+        entry.done()
+        options = factory.parse_config(raw_options, entry.key("options"))
+        entries.append(ModuleEntry(module, factory, flag, options))
+    table.done()
+    return RealmConfig(name, challenge, tuple(entries))
+
+
 def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
-    top = _Table(data, "")
+    top = Table(data, "")
     gateway = top.table("gateway")
-    listen = gateway.require("listen", _strings)
+    listen = gateway.require("listen", strings_value)
     if not listen:
         raise ConfigError("gateway.listen: at least one listener is needed")
     health_path = gateway.take("health_path", _path, "/healthz")
-    handshake_timeout = gateway.take("handshake_timeout", _positive_seconds, 10.0)
-    max_connections = gateway.take("max_connections", _positive_int, 10000)
-    per_address = gateway.take("max_connections_per_address", _positive_int, 256)
+    handshake_timeout = gateway.take("handshake_timeout", positive_seconds_value, 10.0)
+    max_connections = gateway.take("max_connections", positive_int_value, 10000)
+    per_address = gateway.take("max_connections_per_address", positive_int_value, 256)
     gateway.done()
+
+    realms_table = top.table("realms")
+    realms = [_realm(name, realms_table.table(name)) for name in list(realms_table._data)]
+    realm_names = {realm.name for realm in realms}
 
     services_table = top.table("services")
     services = []
@@ -335,6 +417,10 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
 
     seen: dict[str, str] = {}
     for service in services:
+        if service.realm not in realm_names:
+            raise ConfigError(
+                f"services.{service.name}.realm: no realm {service.realm!r} is defined in [realms]"
+            )
         if service.path == health_path:
             raise ConfigError(f"services.{service.name}.path: {service.path} is the health_path")
         if service.path in seen:
@@ -345,6 +431,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     return GatewayConfig(
         listen=listen,
         services=tuple(services),
+        realms=tuple(realms),
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         max_connections_per_address=per_address,

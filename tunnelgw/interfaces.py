@@ -94,7 +94,7 @@ class IAuthenticator(Interface):
     upgrade request carries into a subject, or refuse.
     """
 
-    def authenticate(request: object, service: object) -> object:
+    def authenticate(request: Any, service: Any) -> Any:
         """
         Authenticate an L{tunnelgw.web.pipeline.AdmissionRequest} for a
         L{tunnelgw.config.ServiceConfig}.

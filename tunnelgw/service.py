@@ -10,7 +10,7 @@ from twisted.application import strports
 from twisted.application.service import MultiService
 
 from tunnelgw.config import GatewayConfig
-from tunnelgw.security import PassThroughAuthenticator
+from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewaySite
 
@@ -21,7 +21,7 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     """
     The HTTP front of C{config}, on C{reactor}.
     """
-    pipeline = AdmissionPipeline(reactor, PassThroughAuthenticator())
+    pipeline = AdmissionPipeline(reactor, RealmAuthenticator(config))
     return GatewaySite(config, reactor, pipeline)
 
 

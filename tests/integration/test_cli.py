@@ -25,7 +25,8 @@ def test_check_config_accepts_the_example() -> None:
 def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        '[gateway]\nlisten = ["tcp:1"]\n[services.x]\npath = "/x"\nadapter = "echo"\n'
+        '[gateway]\nlisten = ["tcp:1"]\n[realms.r]\n[[realms.r.modules]]\nmodule = "anonymous"\nflag = "required"\n'
+        '[services.x]\npath = "/x"\nadapter = "echo"\nrealm = "r"\n'
         "allow_no_subprotocol = true\n[services.x.limits]\nmax_frame_sise = 5\n"
     )
     result = run(str(BIN / "python"), "-m", "tunnelgw", "check-config", str(bad))

@@ -15,9 +15,15 @@ CONFIG = """
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.echo]
 path = "/echo"
 adapter = "echo"
+realm = "public"
 allow_no_subprotocol = true
 allow_missing_origin = true
 

@@ -22,9 +22,15 @@ CONFIG = """
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.raw]
 path = "/raw"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:%d"
 subprotocols = ["binary"]
 allow_no_subprotocol = true

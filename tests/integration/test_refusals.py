@@ -51,9 +51,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, silent_backend: int) -> It
 listen = ["tcp:{port}:interface=127.0.0.1"]
 handshake_timeout = 1.5
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.strict]
 path = "/strict"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:{echo.port}"
 subprotocols = ["binary"]
 origins = ["{ORIGIN}"]
@@ -65,12 +71,14 @@ max_message_size = 4096
 [services.echo]
 path = "/echo"
 adapter = "echo"
+realm = "public"
 allow_no_subprotocol = true
 origins = ["{ORIGIN}"]
 
 [services.refused]
 path = "/refused"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:{closed_port}"
 allow_no_subprotocol = true
 allow_missing_origin = true
@@ -78,6 +86,7 @@ allow_missing_origin = true
 [services.slow]
 path = "/slow"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:{silent_backend}"
 allow_no_subprotocol = true
 allow_missing_origin = true
@@ -234,9 +243,15 @@ def test_connection_caps(start_gateway, echo_server: EchoServer, cap: str) -> No
 listen = ["tcp:{{port}}:interface=127.0.0.1"]
 {key} = 2
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.raw]
 path = "/raw"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:{echo_server.port}"
 allow_no_subprotocol = true
 allow_missing_origin = true

@@ -25,15 +25,22 @@ def tls_gateway(start_gateway, echo_server, tmp_path):  # type: ignore[no-untype
 [gateway]
 listen = ["ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.echo]
 path = "/echo"
 adapter = "echo"
+realm = "public"
 allow_no_subprotocol = true
 allow_missing_origin = true
 
 [services.raw]
 path = "/raw"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:{echo_server.port}"
 subprotocols = ["binary"]
 allow_missing_origin = true

@@ -14,15 +14,28 @@ from tunnelgw.config import DEFAULT_CONFIG, ConfigError, Limits, load, loads, no
 
 REPO = Path(__file__).resolve().parents[2]
 
-BASE = """
+REALM = """
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+"""
+
+BASE = (
+    """
 [gateway]
 listen = ["tcp:8080"]
+"""
+    + REALM
+    + """
 [services.s]
 path = "/s"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:5900"
 allow_no_subprotocol = true
 """
+)
 
 
 def error(text: str) -> str:
@@ -106,7 +119,9 @@ def test_gateway_errors() -> None:
         BASE.replace('listen = ["tcp:8080"]', 'listen = ["tcp:8080"]\nmax_connections = 0')
     )
     assert "TOML syntax" in error("[gateway\n")
-    duplicate = BASE + '[services.t]\npath = "/s"\nadapter = "echo"\nallow_no_subprotocol = true\n'
+    duplicate = (
+        BASE + '[services.t]\npath = "/s"\nadapter = "echo"\nrealm = "public"\nallow_no_subprotocol = true\n'
+    )
     assert "services.t.path: /s is already used by services.s" in error(duplicate)
     health = BASE.replace('path = "/s"', 'path = "/healthz"')
     assert "is the health_path" in error(health)

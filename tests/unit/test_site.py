@@ -26,15 +26,22 @@ listen = ["tcp:0"]
 handshake_timeout = 5
 max_connections_per_address = 3
 
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
 [services.echo]
 path = "/echo"
 adapter = "echo"
+realm = "public"
 allow_no_subprotocol = true
 allow_missing_origin = true
 
 [services.raw]
 path = "/raw"
 adapter = "raw"
+realm = "public"
 upstream = "tcp:127.0.0.1:5900"
 subprotocols = ["binary"]
 allow_missing_origin = true

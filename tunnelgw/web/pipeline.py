@@ -71,6 +71,8 @@ class AdmissionRequest:
     headers: Mapping[str, list[str]]
     lease: Lease
     secure: bool = False
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    peer_certificate: Any = None
 
     def values(self, name: str) -> list[str]:
         """

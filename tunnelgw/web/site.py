@@ -189,6 +189,7 @@ class ServiceResource(Resource):
             headers=_headers_of(request),
             lease=channel.lease,
             secure=request.isSecure(),
+            query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in request.args.items()},
         )
         d = self._site.pipeline.admit(areq, self.service, check_websocket_upgrade)
         gone: list[bool] = []

@@ -1,0 +1,70 @@
+"""
+What login modules may read from a request (JAAS's callbacks): the
+credentials of an C{Authorization} header, cookies, an opt-in query token,
+the TLS client certificate, the client address and the Origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+
+__all__ = ["Callbacks"]
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    address: str
+    origin: str | None = None
+    basic: tuple[str, str] | None = None
+    bearer: str | None = None
+    cookies: dict[str, str] = field(default_factory=dict)
+    query: dict[str, list[str]] = field(default_factory=dict)
+    peer_certificate: Any = None
+
+    @classmethod
+    def from_request(cls, request: Any) -> Callbacks:
+        """
+        Build the callbacks of an L{tunnelgw.web.pipeline.AdmissionRequest}.
+        Malformed credentials are treated as absent: the modules then refuse.
+        """
+        basic = bearer = None
+        authorization = request.headers.get("authorization", [])
+        if len(authorization) == 1:
+            scheme, _, value = authorization[0].strip().partition(" ")
+            value = value.strip()
+            if scheme.lower() == "basic" and value:
+                basic = _basic(value)
+            elif scheme.lower() == "bearer" and value:
+                bearer = value
+        cookies: dict[str, str] = {}
+        for header in request.headers.get("cookie", []):
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(header)
+            except CookieError:
+                continue
+            cookies.update({name: morsel.value for name, morsel in jar.items()})
+        return cls(
+            address=request.peer_host,
+            origin=(request.headers.get("origin") or [None])[0],
+            basic=basic,
+            bearer=bearer,
+            cookies=cookies,
+            query=dict(getattr(request, "query", {}) or {}),
+            peer_certificate=getattr(request, "peer_certificate", None),
+        )
+
+
+def _basic(value: str) -> tuple[str, str] | None:
+    try:
+        decoded = base64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        return None
+    return user, password

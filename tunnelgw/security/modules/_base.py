@@ -1,0 +1,65 @@
+"""
+What most login modules share: keep the subject and callbacks, succeed or
+fail in login, add principals in commit only if login succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunnelgw.security import Principal, Subject
+
+
+class BaseModule:
+    """
+    Subclasses implement C{authenticate()} returning (a Deferred of) what
+    C{commit} needs, or raising L{LoginFailed}; and C{principals(result)}.
+    """
+
+    def initialize(
+        self, subject: Subject, callbacks: Any, shared_state: dict[str, Any], options: Any
+    ) -> None:
+        self.subject = subject
+        self.callbacks = callbacks
+        self.shared = shared_state
+        self.options = options
+        self._result: Any = None
+
+    def login(self) -> Any:
+        from twisted.internet import defer
+
+        d = defer.maybeDeferred(self.authenticate)
+
+        def succeeded(result: Any) -> bool:
+            self._result = result
+            return True
+
+        return d.addCallback(succeeded)
+
+    def authenticate(self) -> Any:
+        raise NotImplementedError
+
+    def principals(self, result: Any) -> tuple[set[Principal], dict[str, Any]]:
+        raise NotImplementedError
+
+    def commit(self) -> bool:
+        if self._result is None:
+            return False
+        principals, attributes = self.principals(self._result)
+        self.subject.principals.update(principals)
+        for key, value in attributes.items():
+            self.subject.attributes.setdefault(key, value)
+        return True
+
+    def abort(self) -> None:
+        self._result = None
+
+    def logout(self) -> None:
+        self._result = None
+
+    def revalidate(self, subject: Subject) -> bool:
+        return True
+
+
+def roles_of(names: Any) -> set[Principal]:
+    return {Principal("role", name) for name in names}

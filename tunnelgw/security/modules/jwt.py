@@ -1,0 +1,161 @@
+"""
+C{jwt}: signed JSON Web Tokens (pyjwt), from the C{Authorization: Bearer}
+header, a named cookie (the session cookie of an existing web app), or an
+opt-in query parameter.
+
+Options: C{source} (C{bearer}, C{cookie} or C{query}; default C{bearer}),
+C{cookie} / C{query_param} (the name, for those sources), C{algorithms}
+(required; e.g. C{["RS256"]}, C{["ES256"]}, C{["HS256"]}), exactly one of
+C{key_file} (a PEM public key, or the shared secret for HS*) and
+C{jwks_file} (a JSON Web Key Set; the token's C{kid} picks the key),
+C{audience} (required), C{issuer}, C{leeway} (seconds of clock skew,
+default 30), C{user_claim} (default C{sub}) and C{roles_claim} (default
+C{roles}: a list, or a space-separated string, of role names).
+
+C{exp} is required in every token; C{nbf}, C{iss} and C{aud} are checked.
+The subject's C{expires} attribute is the token's C{exp}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jwt as pyjwt
+
+from zope.interface import implementer
+
+from tunnelgw.config import ConfigError, Table, seconds_value, string_value, strings_value
+from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
+from tunnelgw.security import Principal
+from tunnelgw.security.jaas import LoginFailed
+from tunnelgw.security.modules._base import BaseModule, roles_of
+
+SOURCES = ("bearer", "cookie", "query")
+
+
+@dataclass(frozen=True)
+class JWTOptions:
+    source: str
+    name: str | None
+    algorithms: tuple[str, ...]
+    key: Any
+    jwks: pyjwt.PyJWKSet | None
+    audience: str
+    issuer: str | None
+    leeway: float
+    user_claim: str
+    roles_claim: str
+
+
+def _read(key: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
+
+
+@implementer(ILoginModule)
+class JWTModule(BaseModule):
+    def _token(self) -> str:
+        o, cb = self.options, self.callbacks
+        if o.source == "bearer":
+            token = cb.bearer
+        elif o.source == "cookie":
+            token = cb.cookies.get(o.name)
+        else:
+            token = (cb.query.get(o.name) or [None])[0]
+        if not token:
+            raise LoginFailed(f"no token in {o.source}" + (f" {o.name}" if o.name else ""))
+        return str(token)
+
+    def authenticate(self) -> dict[str, Any]:
+        o = self.options
+        token = self._token()
+        try:
+            key = o.key
+            if o.jwks is not None:
+                kid = pyjwt.get_unverified_header(token).get("kid")
+                keys = [k for k in o.jwks.keys if kid is None or k.key_id == kid]
+                if len(keys) != 1:
+                    raise LoginFailed("no key in the key set matches the token's kid")
+                key = keys[0]
+            claims: dict[str, Any] = pyjwt.decode(
+                token,
+                key,
+                algorithms=list(o.algorithms),
+                audience=o.audience,
+                issuer=o.issuer,
+                leeway=o.leeway,
+                options={"require": ["exp", o.user_claim]},
+            )
+        except pyjwt.ExpiredSignatureError:
+            raise LoginFailed("token expired") from None
+        except pyjwt.InvalidTokenError as e:
+            # pyjwt's messages name the check, never the token
+            raise LoginFailed(f"invalid token: {e}") from None
+        if not isinstance(claims.get(o.user_claim), str):
+            raise LoginFailed(f"claim {o.user_claim} is not a string")
+        return claims
+
+    def principals(self, claims: dict[str, Any]) -> tuple[set[Principal], dict[str, Any]]:
+        o = self.options
+        roles = claims.get(o.roles_claim, [])
+        if isinstance(roles, str):
+            roles = roles.split()
+        found = roles_of(r for r in roles if isinstance(r, str))
+        found.add(Principal("user", claims[o.user_claim]))
+        return found, {"method": f"jwt-{o.source}", "expires": float(claims["exp"])}
+
+
+@implementer(ILoginModuleFactory)
+class JWTFactory:
+    name = "jwt"
+
+    def parse_config(self, options: dict[str, Any], key: str) -> JWTOptions:
+        t = Table(options, key)
+        source = t.take("source", string_value, "bearer")
+        if source not in SOURCES:
+            raise ConfigError(f"{t.key('source')}: expected one of {', '.join(SOURCES)}, got {source!r}")
+        name = None
+        if source == "cookie":
+            name = t.require("cookie", string_value)
+        elif source == "query":
+            name = t.require("query_param", string_value)
+        algorithms = t.require("algorithms", strings_value)
+        for algorithm in algorithms:
+            if algorithm.lower() == "none" or algorithm not in pyjwt.algorithms.get_default_algorithms():
+                raise ConfigError(f"{t.key('algorithms')}: unsupported algorithm {algorithm!r}")
+        key_file = t.take("key_file", string_value, None)
+        jwks_file = t.take("jwks_file", string_value, None)
+        if (key_file is None) == (jwks_file is None):
+            raise ConfigError(f"{key}: give exactly one of key_file and jwks_file")
+        jwks = None
+        secret: Any = None
+        if key_file is not None:
+            secret = _read(t.key("key_file"), key_file).strip()
+        else:
+            assert jwks_file is not None
+            try:
+                jwks = pyjwt.PyJWKSet.from_json(_read(t.key("jwks_file"), jwks_file))
+            except (pyjwt.PyJWKSetError, json.JSONDecodeError, ValueError) as e:
+                raise ConfigError(f"{t.key('jwks_file')}: {e}") from None
+        parsed = JWTOptions(
+            source=source,
+            name=name,
+            algorithms=algorithms,
+            key=secret,
+            jwks=jwks,
+            audience=t.require("audience", string_value),
+            issuer=t.take("issuer", string_value, None),
+            leeway=t.take("leeway", seconds_value, 30.0),
+            user_claim=t.take("user_claim", string_value, "sub"),
+            roles_claim=t.take("roles_claim", string_value, "roles"),
+        )
+        t.done()
+        return parsed
+
+    def create(self) -> JWTModule:
+        return JWTModule()
