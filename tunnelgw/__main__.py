@@ -15,9 +15,13 @@ from tunnelgw.config import ConfigError, GatewayConfig, load
 
 USAGE = """\
 usage: tunnelgw check-config FILE
+       tunnelgw hash-password < password
 
   check-config FILE   validate a configuration file; exit 0 if valid,
                       1 with the offending key and why otherwise.
+  hash-password       read a password (first line of standard input, or a
+                      prompt on a terminal) and print its argon2 hash for
+                      a password_file line: name:HASH[:role,role]
 
 Run the gateway with: twistd -n tunnelgw [--config FILE]
 """
@@ -39,8 +43,26 @@ def check_config(path: str) -> GatewayConfig:
     return config
 
 
+def hash_password() -> int:
+    from argon2 import PasswordHasher
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        sys.stderr.write("hash-password: empty password\n")
+        return 1
+    sys.stdout.write(PasswordHasher().hash(password) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["hash-password"]:
+        return hash_password()
     if len(args) != 2 or args[0] != "check-config":
         sys.stderr.write(USAGE)
         return 2

@@ -187,14 +187,20 @@ def ws_connect(url: str, **options: Any) -> websocket.WebSocket:
 
 
 def handshake_status(
-    url: str, origin: str | None = None, subprotocols: list[str] | None = None, timeout: float = 10.0
+    url: str,
+    origin: str | None = None,
+    subprotocols: list[str] | None = None,
+    timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """
     Send an upgrade request with http.client; return the status and body
     (a refusal), or 101 and "" (accepted; the connection is dropped).
+    The last response's headers are kept in C{handshake_status.headers}.
     """
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    extra = headers or {}
     headers = {
         "Upgrade": "websocket",
         "Connection": "Upgrade",
@@ -205,9 +211,11 @@ def handshake_status(
         headers["Origin"] = origin
     if subprotocols:
         headers["Sec-WebSocket-Protocol"] = ", ".join(subprotocols)
+    headers.update(extra)
     try:
         conn.request("GET", parsed.path, headers=headers)
         response = conn.getresponse()
+        handshake_status.headers = response.headers  # type: ignore[attr-defined]
         if response.status == 101:
             return 101, ""
         return response.status, response.read().decode("utf-8", "replace")

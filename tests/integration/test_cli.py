@@ -69,3 +69,14 @@ def test_wheel_ships_the_plugin_and_no_twisted_init(tmp_path: Path) -> None:
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert "tunnelgw/web/site.py" in names
+
+
+def test_hash_password() -> None:
+    from argon2 import PasswordHasher
+
+    result = subprocess.run(
+        [str(BIN / "tunnelgw"), "hash-password"], input="s3cret\n", capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    digest = result.stdout.strip()
+    assert digest.startswith("$argon2id$") and PasswordHasher().verify(digest, "s3cret")
