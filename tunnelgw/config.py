@@ -100,6 +100,7 @@ class RealmConfig:
     name: str
     challenge: str
     modules: tuple[Any, ...]
+    revalidate_interval: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class GatewayConfig:
     max_connections: int = 10000
     max_connections_per_address: int = 256
     health_path: str | None = "/healthz"
+    refresh_path: str = "/tunnelgw/refresh"
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:
@@ -362,6 +364,7 @@ def _realm(name: str, table: Table) -> RealmConfig:
     from tunnelgw.security.modules import LOGIN_MODULES
 
     challenge = table.take("challenge", string_value, "Basic")
+    revalidate_interval = table.take("revalidate_interval", seconds_value, 0.0)
     if challenge not in CHALLENGES:
         raise ConfigError(
             f"{table.key('challenge')}: expected one of {', '.join(CHALLENGES)}, got {challenge!r}"
@@ -390,7 +393,7 @@ def _realm(name: str, table: Table) -> RealmConfig:
         options = factory.parse_config(raw_options, entry.key("options"))
         entries.append(ModuleEntry(module, factory, flag, options))
     table.done()
-    return RealmConfig(name, challenge, tuple(entries))
+    return RealmConfig(name, challenge, tuple(entries), revalidate_interval)
 
 
 def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
@@ -400,6 +403,9 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     if not listen:
         raise ConfigError("gateway.listen: at least one listener is needed")
     health_path = gateway.take("health_path", _path, "/healthz")
+    refresh_path = gateway.take("refresh_path", _path, "/tunnelgw/refresh")
+    if refresh_path == health_path:
+        raise ConfigError("gateway.refresh_path: must differ from gateway.health_path")
     handshake_timeout = gateway.take("handshake_timeout", positive_seconds_value, 10.0)
     max_connections = gateway.take("max_connections", positive_int_value, 10000)
     per_address = gateway.take("max_connections_per_address", positive_int_value, 256)
@@ -421,8 +427,10 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
             raise ConfigError(
                 f"services.{service.name}.realm: no realm {service.realm!r} is defined in [realms]"
             )
-        if service.path == health_path:
-            raise ConfigError(f"services.{service.name}.path: {service.path} is the health_path")
+        if service.path in (health_path, refresh_path):
+            raise ConfigError(
+                f"services.{service.name}.path: {service.path} is the health_path or refresh_path"
+            )
         if service.path in seen:
             raise ConfigError(
                 f"services.{service.name}.path: {service.path} is already used by services.{seen[service.path]}"
@@ -436,6 +444,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         max_connections=max_connections,
         max_connections_per_address=per_address,
         health_path=health_path,
+        refresh_path=refresh_path,
     )
 
 

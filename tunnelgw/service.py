@@ -21,8 +21,9 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     """
     The HTTP front of C{config}, on C{reactor}.
     """
-    pipeline = AdmissionPipeline(reactor, RealmAuthenticator(config))
-    return GatewaySite(config, reactor, pipeline)
+    authenticator = RealmAuthenticator(config)
+    pipeline = AdmissionPipeline(reactor, authenticator)
+    return GatewaySite(config, reactor, pipeline, authenticator)
 
 
 class GatewayService(MultiService):

@@ -84,14 +84,25 @@ class _State(enum.Enum):
 
 class TunnelRegistry:
     """
-    The open tunnels of one gateway, for counts, drain and revalidation.
+    The open tunnels of one gateway, for counts, drain and refresh (by the
+    session id given to the client in the upgrade response).
     """
 
     def __init__(self) -> None:
         self.tunnels: set[Tunnel] = set()
+        self.by_session: dict[str, Tunnel] = {}
 
     def __len__(self) -> int:
         return len(self.tunnels)
+
+    def add(self, tunnel: Tunnel) -> None:
+        self.tunnels.add(tunnel)
+        if tunnel.session_id:
+            self.by_session[tunnel.session_id] = tunnel
+
+    def discard(self, tunnel: Tunnel) -> None:
+        self.tunnels.discard(tunnel)
+        self.by_session.pop(tunnel.session_id, None)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -163,6 +174,7 @@ class Tunnel:
         adapter_factory: IAdapterFactory,
         backend: BackendProtocol | None,
         registry: TunnelRegistry,
+        session_id: str = "",
     ) -> None:
         self.reactor = reactor
         self.service = service
@@ -173,6 +185,7 @@ class Tunnel:
         self._adapter_factory = adapter_factory
         self._backend = backend
         self._registry = registry
+        self.session_id = session_id
         self._client: ClientLeg | None = None
         self._adapter: IAdapter | None = None
         self._state = _State.OPEN
@@ -195,7 +208,7 @@ class Tunnel:
         The WebSocket is open: wire flow control and start relaying.
         """
         self._client = client
-        self._registry.tunnels.add(self)
+        self._registry.add(self)
         self._adapter = self._adapter_factory.build(self)
         limits = self.service.limits
         client_transport = client.transport
@@ -212,6 +225,10 @@ class Tunnel:
             client_transport.registerProducer(client_transport, True)
         if limits.idle_timeout > 0:
             self._schedule("idle", limits.idle_timeout, self._check_idle)
+        self._schedule_expiry()
+        session = self.subject.session
+        if session is not None and session.revalidate_interval > 0:
+            self._schedule("revalidate", session.revalidate_interval, self._revalidate)
         if self._backend is not None:
             self._backend.attach(self)
 
@@ -377,7 +394,9 @@ class Tunnel:
         self._state = _State.CLOSED
         for name in list(self._timers):
             self._cancel(name)
-        self._registry.tunnels.discard(self)
+        self._registry.discard(self)
+        if self.subject.session is not None:
+            self.subject.session.logout()
         self.log.info(
             "tunnel {conn_id} closed: {peer} -> {service} code={code} ({reason});"
             " up={bytes_up} down={bytes_down} bytes in {duration:.3f}s",
@@ -395,6 +414,59 @@ class Tunnel:
             peak_down=self.peak_down,
             duration=self.reactor.seconds() - self.started,
         )
+
+    # -- credentials ----------------------------------------------------------
+
+    def refresh(self, subject: Subject) -> None:
+        """
+        The client proved its credentials again (same user): the tunnel
+        now lives by the new subject's expiry and login session.
+        """
+        if self._state is not _State.OPEN:
+            return
+        old = self.subject.session
+        self.subject = subject
+        if old is not None and old is not subject.session:
+            old.logout()
+        self._schedule_expiry()
+        self.log.info(
+            "tunnel {conn_id} refreshed by {principal}; expires {expires}",
+            event="tunnel_refresh",
+            conn_id=self.conn_id,
+            principal=subject.principal,
+            expires=subject.expires,
+        )
+
+    def _schedule_expiry(self) -> None:
+        expires = self.subject.expires
+        if expires is None:
+            self._cancel("expiry")
+        else:
+            self._schedule("expiry", max(0.0, expires - self.reactor.seconds()), self._expired)
+
+    def _expired(self) -> None:
+        self.fail(CloseCode.POLICY_VIOLATION, "credentials expired")
+
+    def _revalidate(self) -> None:
+        session = self.subject.session
+        assert session is not None
+        d = session.revalidate(self.subject)
+
+        def checked(valid: bool) -> None:
+            if self._state is not _State.OPEN:
+                return
+            if valid:
+                self._schedule("revalidate", session.revalidate_interval, self._revalidate)
+            else:
+                self.log.info(
+                    "tunnel {conn_id}: credentials of {principal} revoked",
+                    event="tunnel_revoked",
+                    conn_id=self.conn_id,
+                    principal=self.subject.principal,
+                )
+                self.fail(CloseCode.POLICY_VIOLATION, "credentials revoked")
+
+        d.addCallback(checked)
 
     # -- timers ---------------------------------------------------------------
 

@@ -124,7 +124,7 @@ def test_gateway_errors() -> None:
     )
     assert "services.t.path: /s is already used by services.s" in error(duplicate)
     health = BASE.replace('path = "/s"', 'path = "/healthz"')
-    assert "is the health_path" in error(health)
+    assert "is the health_path or refresh_path" in error(health)
 
 
 def test_missing_file() -> None:

@@ -230,3 +230,89 @@ class TunnelTests(SynchronousTestCase):
             "duration": 2.0,
         }.items():
             self.assertEqual(close[key], value, key)
+
+
+class CredentialTests(SynchronousTestCase):
+    """
+    A tunnel lives only as long as its credentials: expiry, revalidation,
+    refresh, logout.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.client = FakeClientLeg()
+        self.registry = TunnelRegistry()
+        self.verdicts: list[bool] = []
+        self.logged_out = 0
+
+    def session(self, interval: float = 0.0) -> object:
+        from tunnelgw.security.jaas import LoginSession
+
+        test = self
+
+        class Module:
+            def revalidate(self, subject: Subject) -> bool:
+                return test.verdicts.pop(0)
+
+            def logout(self) -> None:
+                test.logged_out += 1
+
+        return LoginSession("r", [Module()], interval)  # type: ignore[list-item]
+
+    def make(self, subject: Subject) -> Tunnel:
+        svc = service("echo")
+        tunnel = Tunnel(
+            reactor=self.clock,
+            service=svc,
+            subprotocol=None,
+            conn_id="c",
+            peer="p",
+            subject=subject,
+            adapter_factory=adapter_factory("echo"),
+            backend=None,
+            registry=self.registry,
+            session_id="s1",
+        )
+        tunnel.start(self.client)
+        return tunnel
+
+    def test_closed_1008_at_expiry(self) -> None:
+        self.make(Subject.of("alice", expires=30.0))
+        self.assertIn("s1", self.registry.by_session)
+        self.clock.advance(29.9)
+        self.assertIsNone(self.client.closed)
+        self.clock.advance(0.1)
+        self.assertEqual(self.client.closed, (1008, "credentials expired"))
+
+    def test_refresh_moves_expiry(self) -> None:
+        tunnel = self.make(Subject.of("alice", expires=30.0))
+        self.clock.advance(20)
+        tunnel.refresh(Subject.of("alice", expires=90.0))
+        self.clock.advance(60)
+        self.assertIsNone(self.client.closed)
+        tunnel.client_message(b"still flowing", True)
+        self.assertEqual(self.client.messages[-1], (b"still flowing", True))
+        self.clock.advance(10)
+        self.assertEqual(self.client.closed, (1008, "credentials expired"))
+
+    def test_revalidation_closes_revoked_tunnels(self) -> None:
+        subject = Subject.of("alice")
+        subject.session = self.session(interval=5)
+        self.verdicts = [True, True, False]
+        self.make(subject)
+        self.clock.pump([5, 5])  # one interval at a time: two checks pass
+        self.assertIsNone(self.client.closed)
+        self.clock.advance(5)
+        self.assertEqual(self.client.closed, (1008, "credentials revoked"))
+
+    def test_logout_when_done_and_on_refresh(self) -> None:
+        subject = Subject.of("alice")
+        subject.session = self.session()
+        tunnel = self.make(subject)
+        fresh = Subject.of("alice")
+        fresh.session = self.session()
+        tunnel.refresh(fresh)
+        self.assertEqual(self.logged_out, 1)  # the replaced login session
+        tunnel.client_closed(True, 1000, "bye")
+        self.assertEqual(self.logged_out, 2)
+        self.assertNotIn("s1", self.registry.by_session)

@@ -39,6 +39,8 @@ class Subject:
 
     principals: set[Principal] = field(default_factory=set)
     attributes: dict[str, Any] = field(default_factory=dict)
+    session: Any = field(default=None, repr=False, compare=False)
+    """The L{tunnelgw.security.jaas.LoginSession} that produced this subject, if any."""
 
     @classmethod
     def of(cls, user: str | None = None, roles: Any = (), **attributes: Any) -> Subject:
@@ -64,6 +66,15 @@ class Subject:
     @property
     def groups(self) -> frozenset[str]:
         return self.names("group")
+
+    @property
+    def expires(self) -> float | None:
+        """
+        When the credentials stop being valid (seconds since the epoch), if
+        they say so.
+        """
+        value = self.attributes.get("expires")
+        return float(value) if value is not None else None
 
     @property
     def principal(self) -> str:

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Subject
 
-__all__ = ["Flag", "LoginFailed", "ModuleEntry", "LoginContext", "LoginResult"]
+__all__ = ["Flag", "LoginFailed", "ModuleEntry", "LoginContext", "LoginResult", "LoginSession"]
 
 
 class Flag(enum.Enum):
@@ -77,6 +77,47 @@ class LoginResult:
     reason: str = ""
 
 
+class LoginSession:
+    """
+    The modules of one successful login, kept with the subject for as long
+    as its tunnel lives: they revalidate it and log it out.
+    """
+
+    log = Logger()
+
+    def __init__(self, realm: str, modules: Sequence[ILoginModule], revalidate_interval: float = 0.0) -> None:
+        self.realm = realm
+        self.modules = tuple(modules)
+        self.revalidate_interval = revalidate_interval
+
+    def revalidate(self, subject: Subject) -> defer.Deferred[bool]:
+        """
+        C{True} while every module still vouches for C{subject}; a module
+        that fails to answer counts as C{False}.
+        """
+
+        @defer.inlineCallbacks
+        def check():  # type: ignore[no-untyped-def]
+            for module in self.modules:
+                try:
+                    ok = yield defer.maybeDeferred(module.revalidate, subject)
+                except Exception:
+                    self.log.failure("revalidation failed in realm {realm}", realm=self.realm)
+                    ok = False
+                if not ok:
+                    return False
+            return True
+
+        return check()  # type: ignore[no-any-return]
+
+    def logout(self) -> None:
+        for module in self.modules:
+            try:
+                module.logout()
+            except Exception:
+                self.log.failure("logout failed in realm {realm}", realm=self.realm)
+
+
 class LoginContext:
     """
     Runs the modules of a realm for one request.
@@ -84,9 +125,10 @@ class LoginContext:
 
     log = Logger()
 
-    def __init__(self, realm: str, entries: Sequence[ModuleEntry]) -> None:
+    def __init__(self, realm: str, entries: Sequence[ModuleEntry], revalidate_interval: float = 0.0) -> None:
         self.realm = realm
         self.entries = tuple(entries)
+        self.revalidate_interval = revalidate_interval
 
     @defer.inlineCallbacks
     def login(self, callbacks: Any, conn_id: str = ""):  # type: ignore[no-untyped-def]
@@ -156,7 +198,9 @@ class LoginContext:
             for _, module in ran:
                 yield self._quietly(module.abort, "abort")
             raise LoginFailed("commit failed") from None
-        return subject, [module for _, module in ran]
+        modules = [module for _, module in ran]
+        subject.session = LoginSession(self.realm, modules, self.revalidate_interval)
+        return subject, modules
 
     def _quietly(self, f: Any, what: str) -> defer.Deferred[None]:
         d = defer.maybeDeferred(f)

@@ -34,13 +34,21 @@ class RealmAuthenticator:
     log = Logger()
 
     def __init__(self, config: GatewayConfig) -> None:
-        self._contexts = {realm.name: LoginContext(realm.name, realm.modules) for realm in config.realms}
+        self._contexts = {
+            realm.name: LoginContext(realm.name, realm.modules, realm.revalidate_interval)
+            for realm in config.realms
+        }
         self._challenges = {realm.name: realm.challenge for realm in config.realms}
 
-    def authenticate(self, request: Any, service: ServiceConfig) -> defer.Deferred[Subject]:
+    def login(self, request: Any, realm: str) -> defer.Deferred[Subject]:
+        """
+        Run C{realm}'s login on C{request}.
+
+        @return: the subject, or a failure with L{Refusal} 401 carrying the
+            realm's challenge.
+        """
         from tunnelgw.web.pipeline import Refusal
 
-        realm = service.realm
         d = self._contexts[realm].login(Callbacks.from_request(request), request.conn_id)
 
         def failed(f: Failure) -> Subject:
@@ -52,6 +60,14 @@ class RealmAuthenticator:
             subject, _modules = result
             subject.attributes.setdefault("address", request.peer_host)
             subject.attributes["realm"] = realm
+            return subject
+
+        return d.addCallbacks(logged_in, failed)
+
+    def authenticate(self, request: Any, service: ServiceConfig) -> defer.Deferred[Subject]:
+        from tunnelgw.web.pipeline import Refusal
+
+        def authorized(subject: Subject) -> Subject:
             if service.require_roles and not (service.require_roles & subject.roles):
                 self.log.info(
                     "authorization {conn_id}: {principal} lacks the roles of {service}",
@@ -66,4 +82,4 @@ class RealmAuthenticator:
                 raise Refusal(403, "not allowed to use this service")
             return subject
 
-        return d.addCallbacks(logged_in, failed)
+        return self.login(request, service.realm).addCallback(authorized)

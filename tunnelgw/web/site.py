@@ -28,8 +28,9 @@ from twisted.web.resource import Resource
 
 from tunnelgw.config import GatewayConfig, ServiceConfig
 from tunnelgw.limits import ConnectionLimiter, Lease
+from tunnelgw.security import Subject
 from tunnelgw.tunnel import TunnelRegistry
-from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal
+from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal, check_origin
 from tunnelgw.web.websocket import AdmittedFactory, make_factory
 
 __all__ = ["GatewayChannel", "GatewaySite", "ServiceResource", "check_websocket_upgrade"]
@@ -146,6 +147,24 @@ def _headers_of(request: server.Request) -> dict[str, list[str]]:
     }
 
 
+def admission_request(request: server.Request) -> AdmissionRequest:
+    """
+    What the pipeline and the login modules see of a twisted.web request.
+    """
+    channel = cast(GatewayChannel, request.channel)
+    assert channel.lease is not None, "a request outlived its connection's lease"
+    return AdmissionRequest(
+        conn_id=getattr(channel, "conn_id", "") or _new_conn_id(),
+        peer_host=getattr(channel, "peer_host", "unknown"),
+        path=request.path.decode("latin-1"),
+        method=request.method.decode("latin-1"),
+        headers=_headers_of(request),
+        lease=channel.lease,
+        secure=request.isSecure(),
+        query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in request.args.items()},
+    )
+
+
 def _refuse(request: server.Request, refusal: Refusal) -> None:
     try:
         phrase = HTTPStatus(refusal.status).phrase
@@ -180,17 +199,7 @@ class ServiceResource(Resource):
 
     def render(self, request: server.Request) -> Any:
         channel = cast(GatewayChannel, request.channel)
-        assert channel.lease is not None, "a request outlived its connection's lease"
-        areq = AdmissionRequest(
-            conn_id=getattr(channel, "conn_id", "") or _new_conn_id(),
-            peer_host=getattr(channel, "peer_host", "unknown"),
-            path=request.path.decode("latin-1"),
-            method=request.method.decode("latin-1"),
-            headers=_headers_of(request),
-            lease=channel.lease,
-            secure=request.isSecure(),
-            query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in request.args.items()},
-        )
+        areq = admission_request(request)
         d = self._site.pipeline.admit(areq, self.service, check_websocket_upgrade)
         gone: list[bool] = []
 
@@ -226,6 +235,88 @@ class ServiceResource(Resource):
         d.addCallbacks(admitted, refused)
         d.addErrback(lambda f: self.log.failure("upgrade of {conn_id} failed", f, conn_id=areq.conn_id))
         return server.NOT_DONE_YET
+
+
+class RefreshResource(Resource):
+    """
+    C{POST} with C{X-Tunnel-Session} (from the upgrade response) and fresh
+    credentials: the realm of the tunnel's service logs the client in
+    again; if it is the same user, still allowed, the tunnel's expiry and
+    login session are replaced (200).  Otherwise nothing changes: 401 (bad
+    credentials, with the challenge), 403 (another user, a missing role, or
+    a foreign Origin), 404 (no such tunnel).
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, site: GatewaySite) -> None:
+        super().__init__()
+        self._site = site
+
+    def render_POST(self, request: server.Request) -> Any:
+        areq = admission_request(request)
+        tunnel = self._site.registry.by_session.get(areq.single("X-Tunnel-Session") or "")
+        if tunnel is None:
+            self._refused(request, areq, None, Refusal(404, "no such tunnel session"))
+            return server.NOT_DONE_YET
+        try:
+            check_origin(areq, tunnel.service)
+        except Refusal as refusal:
+            self._refused(request, areq, tunnel, refusal)
+            return server.NOT_DONE_YET
+        assert self._site.authenticator is not None
+        d = self._site.authenticator.authenticate(areq, tunnel.service)
+
+        def logged_in(subject: Subject) -> None:
+            if subject.user != tunnel.subject.user:
+                if subject.session is not None:
+                    subject.session.logout()
+                raise Refusal(403, "these credentials are for another user")
+            tunnel.refresh(subject)
+            body = json.dumps({"expires": subject.expires}).encode("ascii") + b"\n"
+            request.setHeader("Content-Type", "application/json")
+            request.setHeader("Cache-Control", "no-store")
+            request.setHeader("Content-Length", str(len(body)))
+            self._decision(areq, tunnel, "accept", 200, "refreshed", subject.principal)
+            request.write(body)
+            request.finish()
+
+        def refused(f: Failure) -> None:
+            f.trap(Refusal)
+            self._refused(request, areq, tunnel, cast(Refusal, f.value))
+
+        d.addCallback(logged_in).addErrback(refused)
+        d.addErrback(lambda f: self.log.failure("refresh of {conn_id} failed", f, conn_id=areq.conn_id))
+        return server.NOT_DONE_YET
+
+    def _decision(
+        self,
+        areq: AdmissionRequest,
+        tunnel: Any,
+        decision: str,
+        status: int,
+        reason: str,
+        principal: str | None,
+    ) -> None:
+        self.log.info(
+            "refresh {decision} {conn_id} from {peer}: {status} {reason}",
+            event="refresh",
+            decision=decision,
+            conn_id=areq.conn_id,
+            peer=areq.peer_host,
+            tunnel=tunnel.conn_id if tunnel is not None else None,
+            principal=principal,
+            status=status,
+            reason=reason,
+        )
+
+    def _refused(
+        self, request: server.Request, areq: AdmissionRequest, tunnel: Any, refusal: Refusal
+    ) -> None:
+        self._decision(areq, tunnel, "refuse", refusal.status, refusal.reason, None)
+        if not request.finished and not request._disconnected:
+            _refuse(request, refusal)
 
 
 class HealthResource(Resource):
@@ -289,8 +380,11 @@ class GatewaySite(server.Site):
     protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only: upgrades need it
     noisy = False
 
-    def __init__(self, config: GatewayConfig, reactor: Any, pipeline: AdmissionPipeline) -> None:
+    def __init__(
+        self, config: GatewayConfig, reactor: Any, pipeline: AdmissionPipeline, authenticator: Any = None
+    ) -> None:
         self.config = config
+        self.authenticator = authenticator
         self.clock: IReactorTime = reactor
         self.pipeline = pipeline
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
@@ -300,6 +394,8 @@ class GatewaySite(server.Site):
         }
         if config.health_path:
             routes[config.health_path.encode("utf-8")] = HealthResource(self)
+        if authenticator is not None:
+            routes[config.refresh_path.encode("utf-8")] = RefreshResource(self)
         # timeout=None: twisted.web's idle timer (reset on every read) is
         # redundant with GatewayChannel's deadline, which is stricter.
         super().__init__(_Router(routes), timeout=None, reactor=reactor)

@@ -9,6 +9,7 @@ subprotocol the pipeline chose, and C{onOpen} starts the tunnel.
 
 from __future__ import annotations
 
+import secrets
 from pprint import pformat
 from typing import Any
 
@@ -77,9 +78,14 @@ class TunnelWebSocket(WebSocketServerProtocol):
 
     # -- autobahn hooks (mixedCase: they override autobahn) -------------------
 
+    session_id: str = ""
+
     def onConnect(self, request: ConnectionRequest) -> Any:
         assert self.admission is not None
-        return self.admission.subprotocol
+        # The client presents this id (with fresh credentials) to the
+        # refresh endpoint to keep the tunnel past its credentials' expiry.
+        self.session_id = secrets.token_urlsafe(24)
+        return self.admission.subprotocol, {"X-Tunnel-Session": self.session_id}
 
     def onOpen(self) -> None:
         # twisted.web's HTTP channel registered itself as the producer of
@@ -103,6 +109,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
             adapter_factory=admission.adapter_factory,
             backend=admission.backend,
             registry=self.registry,
+            session_id=self.session_id,
         )
         self.tunnel.start(self)
 

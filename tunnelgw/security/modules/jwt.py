@@ -13,7 +13,8 @@ default 30), C{user_claim} (default C{sub}) and C{roles_claim} (default
 C{roles}: a list, or a space-separated string, of role names).
 
 C{exp} is required in every token; C{nbf}, C{iss} and C{aud} are checked.
-The subject's C{expires} attribute is the token's C{exp}.
+The subject's C{expires} attribute is the token's C{exp} plus the leeway:
+the moment the gateway would stop accepting the token, and its tunnels end.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class JWTModule(BaseModule):
             roles = roles.split()
         found = roles_of(r for r in roles if isinstance(r, str))
         found.add(Principal("user", claims[o.user_claim]))
-        return found, {"method": f"jwt-{o.source}", "expires": float(claims["exp"])}
+        # The tunnel ends when the gateway itself would stop accepting the token.
+        return found, {"method": f"jwt-{o.source}", "expires": float(claims["exp"]) + o.leeway}
 
 
 @implementer(ILoginModuleFactory)
