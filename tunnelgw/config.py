@@ -360,8 +360,12 @@ CHALLENGES = ("Basic", "Bearer")
 
 
 def _realm(name: str, table: Table) -> RealmConfig:
+    from tunnelgw._plugins import discover
+    from tunnelgw.interfaces import ILoginModuleFactory
     from tunnelgw.security.jaas import Flag, ModuleEntry
     from tunnelgw.security.modules import LOGIN_MODULES
+
+    login_modules = discover(ILoginModuleFactory, LOGIN_MODULES)
 
     challenge = table.take("challenge", string_value, "Basic")
     revalidate_interval = table.take("revalidate_interval", seconds_value, 0.0)
@@ -378,9 +382,9 @@ def _realm(name: str, table: Table) -> RealmConfig:
     for i, item in enumerate(items):
         entry = Table(item, f"{table.key('modules')}[{i}]")
         module = entry.require("module", string_value)
-        factory = LOGIN_MODULES.get(module)
+        factory = login_modules.get(module)
         if factory is None:
-            known = ", ".join(sorted(LOGIN_MODULES))
+            known = ", ".join(sorted(login_modules))
             raise ConfigError(f"{entry.key('module')}: unknown login module {module!r} (known: {known})")
         flag_name = entry.require("flag", string_value)
         try:

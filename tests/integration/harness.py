@@ -67,12 +67,13 @@ class Gateway:
         self.config_path.write_text(config)
         self.log_path = workdir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.twistd = [str(BIN / "twistd")]
 
     def start(self, timeout: float = 20.0) -> Gateway:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [
-                str(BIN / "twistd"),
+                *self.twistd,
                 "-n",
                 "--pidfile=",
                 "--logger",

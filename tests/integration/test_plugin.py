@@ -1,0 +1,95 @@
+"""
+A login module from another package: examples/tunnelgw-example-plugin is
+built into a wheel, installed into a fresh virtual environment, found
+through twisted.plugin, validated by check-config, and used by a gateway
+run from that environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+from tests.integration.harness import REPO, Gateway, free_port, handshake_status
+
+TOKEN = "monitoring-service-token-0123456789"
+
+
+def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_example_plugin_from_its_own_installed_package(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), "."],
+        REPO / "examples" / "tunnelgw-example-plugin",
+    )
+    (wheel,) = dist.glob("tunnelgw_example_plugin-*.whl")
+
+    env = tmp_path / "env"
+    venv.EnvBuilder(with_pip=True).create(env)
+    python = env / "bin" / "python"
+    site = Path(
+        run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path
+        ).stdout.strip()
+    )
+    # tunnelgw and its dependencies come from the project's environment
+    # (as if installed already); the plugin is installed here, on its own.
+    (site / "borrowed.pth").write_text(f"import site; site.addsitedir({sysconfig.get_path('purelib')!r})\n")
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], tmp_path)
+    assert (site / "tunnelgw" / "plugins" / "example_static_token.py").exists()
+    assert not (site / "tunnelgw" / "plugins" / "__init__.py").exists()
+
+    port = free_port()
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    config = f"""
+[gateway]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+
+[realms.services]
+challenge = "Bearer"
+[[realms.services.modules]]
+module = "static_token"
+flag = "required"
+options = {{ token_sha256 = "{digest}", user = "monitoring", roles = ["health"] }}
+
+[services.echo]
+path = "/echo"
+adapter = "echo"
+realm = "services"
+require_roles = ["health"]
+allow_no_subprotocol = true
+allow_missing_origin = true
+"""
+    work = tmp_path / "gw"
+    work.mkdir()
+    (work / "check.toml").write_text(config)
+    checked = run([str(python), "-m", "tunnelgw", "check-config", str(work / "check.toml")], work)
+    assert "valid" in checked.stdout
+
+    # the same package is invisible to the project's own environment
+    plain = subprocess.run(
+        [sys.executable, "-m", "tunnelgw", "check-config", str(work / "check.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode == 1 and "unknown login module 'static_token'" in plain.stderr
+
+    gateway = Gateway(work, config, port)
+    gateway.twistd = [str(python), "-c", "from twisted.scripts.twistd import run; run()"]
+    gateway.start()
+    try:
+        assert handshake_status(gateway.url("/echo"), headers={"Authorization": f"Bearer {TOKEN}"})[0] == 101
+        assert handshake_status(gateway.url("/echo"), headers={"Authorization": "Bearer wrong"})[0] == 401
+        event = gateway.wait_event(event="admission", decision="accept", path="/echo")
+        assert event["principal"] == "monitoring"
+    finally:
+        gateway.stop()
