@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "GatewayConfig",
     "Limits",
+    "PolicyConfig",
     "RealmConfig",
     "ServiceConfig",
     "Table",
@@ -104,6 +105,17 @@ class RealmConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """
+    A named authorization policy (an L{IAuthorizationPolicy}).
+    """
+
+    name: str
+    kind: str
+    policy: Any
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """
     One service: a URL path, what it offers and where it leads.
@@ -114,6 +126,7 @@ class ServiceConfig:
     adapter: str
     realm: str = "public"
     require_roles: frozenset[str] = frozenset()
+    policy: str | None = None
     upstream: str | None = None
     subprotocols: tuple[str, ...] = ()
     allow_no_subprotocol: bool = False
@@ -132,6 +145,7 @@ class GatewayConfig:
     listen: tuple[str, ...]
     services: tuple[ServiceConfig, ...]
     realms: tuple[RealmConfig, ...] = ()
+    policies: tuple[PolicyConfig, ...] = ()
     handshake_timeout: float = 10.0
     max_connections: int = 10000
     max_connections_per_address: int = 256
@@ -143,6 +157,15 @@ class GatewayConfig:
             if realm.name == name:
                 return realm
         raise KeyError(name)
+
+    def policy(self, name: str | None) -> Any:
+        """
+        The L{IAuthorizationPolicy} called C{name}, or C{None} for no name.
+        """
+        for policy in self.policies:
+            if policy.name == name:
+                return policy.policy
+        return None
 
     def service_at(self, path: str) -> ServiceConfig | None:
         for service in self.services:
@@ -339,6 +362,7 @@ def _service(name: str, table: Table) -> ServiceConfig:
         adapter=adapter,
         realm=table.require("realm", string_value),
         require_roles=frozenset(table.take("require_roles", strings_value, tuple[str, ...]())),
+        policy=table.take("policy", string_value, None),
         upstream=upstream,
         subprotocols=table.take("subprotocols", _subprotocols, ()),
         allow_no_subprotocol=table.take("allow_no_subprotocol", bool_value, False),
@@ -400,6 +424,23 @@ def _realm(name: str, table: Table) -> RealmConfig:
     return RealmConfig(name, challenge, tuple(entries), revalidate_interval)
 
 
+def _policy(name: str, table: Table) -> PolicyConfig:
+    from tunnelgw._plugins import discover
+    from tunnelgw.interfaces import IPolicyFactory
+    from tunnelgw.security.policy import POLICIES
+
+    factories = discover(IPolicyFactory, POLICIES)
+    kind = table.take("policy", string_value, "rules")
+    factory = factories.get(kind)
+    if factory is None:
+        raise ConfigError(
+            f"{table.key('policy')}: unknown policy {kind!r} (known: {', '.join(sorted(factories))})"
+        )
+    options = dict(table._data)
+    table._data.clear()
+    return PolicyConfig(name, kind, factory.parse_config(options, table.path))
+
+
 def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     top = Table(data, "")
     gateway = top.table("gateway")
@@ -419,6 +460,10 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     realms = [_realm(name, realms_table.table(name)) for name in list(realms_table._data)]
     realm_names = {realm.name for realm in realms}
 
+    policies_table = top.table("policies")
+    policies = [_policy(name, policies_table.table(name)) for name in list(policies_table._data)]
+    policy_names = {policy.name for policy in policies}
+
     services_table = top.table("services")
     services = []
     for name in list(services_table._data):
@@ -430,6 +475,10 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         if service.realm not in realm_names:
             raise ConfigError(
                 f"services.{service.name}.realm: no realm {service.realm!r} is defined in [realms]"
+            )
+        if service.policy is not None and service.policy not in policy_names:
+            raise ConfigError(
+                f"services.{service.name}.policy: no policy {service.policy!r} is defined in [policies]"
             )
         if service.path in (health_path, refresh_path):
             raise ConfigError(
@@ -444,6 +493,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         listen=listen,
         services=tuple(services),
         realms=tuple(realms),
+        policies=tuple(policies),
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         max_connections_per_address=per_address,

@@ -14,6 +14,7 @@ from zope.interface import Attribute, Interface
 __all__ = [
     "IAdapter",
     "IAuthorizationPolicy",
+    "IPolicyFactory",
     "ILoginModule",
     "ILoginModuleFactory",
     "IAdapterFactory",
@@ -30,6 +31,7 @@ class ITunnel(Interface):
     """
 
     service = Attribute("The L{tunnelgw.config.ServiceConfig} of this tunnel.")
+    subject = Attribute("The authenticated L{tunnelgw.security.Subject}.")
     subprotocol = Attribute("The negotiated subprotocol, or C{None}.")
     conn_id = Attribute("The connection id used in every log event of this tunnel.")
 
@@ -48,6 +50,13 @@ class ITunnel(Interface):
         End the tunnel: close the WebSocket with C{code} (a RFC 6455 close
         code such as 1003 or 1008) and C{reason}, log why, and close the
         backend after what it was already sent.
+        """
+
+    def permits(action: str, resource: str) -> bool:
+        """
+        May this tunnel's subject perform C{action} on C{resource}?  Asks
+        the service's policy; without one, nothing is permitted (deny by
+        default).  A denial is logged as an authorization event.
         """
 
 
@@ -193,4 +202,21 @@ class IAuthorizationPolicy(Interface):
         """
         May C{subject} perform C{action} (C{send}, C{subscribe}, C{input}...)
         on C{resource} (a destination, an address...) in C{service}?
+        """
+
+
+class IPolicyFactory(Interface):
+    """
+    A named kind of authorization policy (C{rules}, or a plugin's), chosen
+    in configuration by C{[policies.NAME] policy = "kind"}.
+    """
+
+    name = Attribute("The name used in the configuration (C{str}).")
+
+    def parse_config(options: dict[str, Any], key: str) -> IAuthorizationPolicy:
+        """
+        Build the policy from the keys of its configuration table (all but
+        C{policy}).
+
+        @raise tunnelgw.config.ConfigError: naming the key and why.
         """

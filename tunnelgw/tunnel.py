@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from tunnelgw._flow import FlushWatcher, pending_bytes, set_high_water
 from tunnelgw.config import ServiceConfig
-from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.security import Subject
 
 __all__ = ["BackendProtocol", "ClientLeg", "Tunnel", "TunnelRegistry", "CloseCode"]
@@ -175,6 +175,7 @@ class Tunnel:
         backend: BackendProtocol | None,
         registry: TunnelRegistry,
         session_id: str = "",
+        policy: IAuthorizationPolicy | None = None,
     ) -> None:
         self.reactor = reactor
         self.service = service
@@ -186,6 +187,7 @@ class Tunnel:
         self._backend = backend
         self._registry = registry
         self.session_id = session_id
+        self.policy = policy
         self._client: ClientLeg | None = None
         self._adapter: IAdapter | None = None
         self._state = _State.OPEN
@@ -414,6 +416,25 @@ class Tunnel:
             peak_down=self.peak_down,
             duration=self.reactor.seconds() - self.started,
         )
+
+    # -- authorization ---------------------------------------------------------
+
+    def permits(self, action: str, resource: str) -> bool:
+        allowed = self.policy is not None and self.policy.permits(
+            self.subject, self.service.name, action, resource
+        )
+        if not allowed:
+            self.log.info(
+                "tunnel {conn_id}: {principal} may not {action} {resource}",
+                event="authorization",
+                decision="deny",
+                conn_id=self.conn_id,
+                principal=self.subject.principal,
+                service=self.service.name,
+                action=action,
+                resource=resource,
+            )
+        return allowed
 
     # -- credentials ----------------------------------------------------------
 

@@ -195,7 +195,7 @@ class ServiceResource(Resource):
         super().__init__()
         self._site = site
         self.service = service
-        self._factory = make_factory(service, site.clock, site.registry)
+        self._factory = make_factory(service, site.clock, site.registry, site.config.policy(service.policy))
 
     def render(self, request: server.Request) -> Any:
         channel = cast(GatewayChannel, request.channel)

@@ -110,6 +110,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
             backend=admission.backend,
             registry=self.registry,
             session_id=self.session_id,
+            policy=self.factory.tunnelgw_policy,
         )
         self.tunnel.start(self)
 
@@ -168,7 +169,9 @@ def _autobahn_seconds(seconds: float) -> float:
     return seconds + _TIMER_GRANULARITY if seconds > 0 else 0
 
 
-def make_factory(service: ServiceConfig, reactor: Any, registry: TunnelRegistry) -> WebSocketServerFactory:
+def make_factory(
+    service: ServiceConfig, reactor: Any, registry: TunnelRegistry, policy: Any = None
+) -> WebSocketServerFactory:
     """
     A hardened autobahn factory for one service: masked client frames,
     UTF-8 validation, the service's size limits and timeouts, keepalive,
@@ -208,6 +211,7 @@ def make_factory(service: ServiceConfig, reactor: Any, registry: TunnelRegistry)
     protocol: type[TunnelWebSocket] = type(f"TunnelWebSocket_{service.name}", (TunnelWebSocket,), options)
     factory.protocol = protocol
     factory.tunnelgw_registry = registry  # type: ignore[attr-defined]
+    factory.tunnelgw_policy = policy  # type: ignore[attr-defined]
     return factory
 
 

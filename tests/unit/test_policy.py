@@ -1,0 +1,101 @@
+"""
+The rules policy: deny by default, roles, actions and resource patterns;
+its configuration errors name the key; the tunnel asks it and logs denials.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from tunnelgw.adapters import adapter_factory
+from tunnelgw.config import ConfigError, ServiceConfig, loads
+from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
+from tunnelgw.security import Subject
+from tunnelgw.security.policy import RulesPolicyFactory
+from tunnelgw.tunnel import Tunnel, TunnelRegistry
+
+RULES = {
+    "rules": [
+        {"roles": ["traders"], "actions": ["subscribe", "send"], "resources": ["/topic/public.*"]},
+        {"roles": ["ops"], "actions": ["*"], "resources": ["/queue/*"]},
+        {"roles": ["*"], "actions": ["subscribe"], "resources": ["/topic/news"]},
+    ]
+}
+
+
+def policy():  # type: ignore[no-untyped-def]
+    return RulesPolicyFactory().parse_config(RULES, "policies.p")
+
+
+@pytest.mark.parametrize(
+    ("roles", "action", "resource", "allowed"),
+    [
+        (["traders"], "subscribe", "/topic/public.prices", True),
+        (["traders"], "send", "/topic/public.prices", True),
+        (["traders"], "subscribe", "/queue/secret", False),
+        (["traders"], "ack", "/topic/public.prices", False),
+        (["traders"], "subscribe", "/topic/PUBLIC.prices", False),
+        (["ops"], "ack", "/queue/secret", True),
+        ([], "subscribe", "/topic/news", True),
+        ([], "send", "/topic/news", False),
+        ([], "subscribe", "/topic/public.prices", False),
+    ],
+)
+def test_rules(roles: list[str], action: str, resource: str, allowed: bool) -> None:
+    assert policy().permits(Subject.of("u", roles), "svc", action, resource) is allowed
+
+
+def test_interfaces() -> None:
+    assert verifyObject(IPolicyFactory, RulesPolicyFactory())
+    assert verifyObject(IAuthorizationPolicy, policy())
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"policies.p.rules: a rules policy needs"):
+        RulesPolicyFactory().parse_config({}, "policies.p")
+    with pytest.raises(ConfigError, match=r"policies.p.rules\[0\].resources: required"):
+        RulesPolicyFactory().parse_config({"rules": [{"roles": ["a"], "actions": ["b"]}]}, "policies.p")
+    with pytest.raises(ConfigError, match=r"policies.p.rules\[0\].colour: unknown key"):
+        RulesPolicyFactory().parse_config(
+            {"rules": [{"roles": ["a"], "actions": ["b"], "resources": ["c"], "colour": 1}]}, "policies.p"
+        )
+    base = """
+[gateway]
+listen = ["tcp:1"]
+[realms.r]
+[[realms.r.modules]]
+module = "anonymous"
+flag = "required"
+[services.s]
+path = "/s"
+adapter = "echo"
+realm = "r"
+allow_no_subprotocol = true
+"""
+    with pytest.raises(ConfigError, match="services.s.policy: no policy 'nope'"):
+        loads(base + 'policy = "nope"\n')
+    with pytest.raises(ConfigError, match="policies.p.policy: unknown policy 'magic'"):
+        loads(base + '[policies.p]\npolicy = "magic"\n')
+
+
+def test_tunnel_asks_the_policy_and_denies_without_one() -> None:
+    def tunnel(p: object) -> Tunnel:
+        return Tunnel(
+            reactor=Clock(),
+            service=ServiceConfig(name="s", path="/s", adapter="echo", allow_no_subprotocol=True),
+            subprotocol=None,
+            conn_id="c",
+            peer="p",
+            subject=Subject.of("alice", ["traders"]),
+            adapter_factory=adapter_factory("echo"),
+            backend=None,
+            registry=TunnelRegistry(),
+            policy=p,  # type: ignore[arg-type]
+        )
+
+    assert tunnel(policy()).permits("subscribe", "/topic/public.x")
+    assert not tunnel(policy()).permits("subscribe", "/queue/secret")
+    assert not tunnel(None).permits("subscribe", "/topic/public.x")

@@ -1,0 +1,81 @@
+"""
+Fine-grained authorization: the C{rules} policy.
+
+A policy answers "may this subject perform this action on this resource in
+this service?" for adapters that inspect a protocol (STOMP SEND/SUBSCRIBE
+destinations, XMPP addresses, RFB input).  Deny by default: an operation is
+allowed only if a rule allows it.
+
+    [policies.brokers]
+    policy = "rules"
+    [[policies.brokers.rules]]
+    roles = ["traders"]          # any of these roles; "*" matches every subject
+    actions = ["subscribe", "send"]   # "*" matches every action
+    resources = ["/topic/public.*"]   # shell-style patterns, case-sensitive
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from zope.interface import implementer
+
+from tunnelgw.config import ConfigError, Table, strings_value
+from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
+from tunnelgw.security import Subject
+
+__all__ = ["Rule", "RulesPolicy", "RulesPolicyFactory", "POLICIES"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[str]
+    actions: frozenset[str]
+    resources: tuple[str, ...]
+
+    def allows(self, subject: Subject, action: str, resource: str) -> bool:
+        if "*" not in self.roles and not (self.roles & subject.roles):
+            return False
+        if "*" not in self.actions and action not in self.actions:
+            return False
+        return any(fnmatchcase(resource, pattern) for pattern in self.resources)
+
+
+@implementer(IAuthorizationPolicy)
+class RulesPolicy:
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+
+    def permits(self, subject: Subject, service: str, action: str, resource: str) -> bool:
+        return any(rule.allows(subject, action, resource) for rule in self.rules)
+
+
+@implementer(IPolicyFactory)
+class RulesPolicyFactory:
+    name = "rules"
+
+    def parse_config(self, options: dict[str, Any], key: str) -> RulesPolicy:
+        table = Table(options, key)
+        items = table.take("rules", lambda k, v: v, None)
+        table.done()
+        if not isinstance(items, list) or not items:
+            raise ConfigError(
+                f"{table.key('rules')}: a rules policy needs at least one [[{key}.rules]] entry"
+            )
+        rules = []
+        for i, item in enumerate(items):
+            rule = Table(item, f"{table.key('rules')}[{i}]")
+            rules.append(
+                Rule(
+                    roles=frozenset(rule.require("roles", strings_value)),
+                    actions=frozenset(rule.require("actions", strings_value)),
+                    resources=rule.require("resources", strings_value),
+                )
+            )
+            rule.done()
+        return RulesPolicy(tuple(rules))
+
+
+POLICIES: dict[str, IPolicyFactory] = {"rules": RulesPolicyFactory()}
