@@ -12,6 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
 from tunnelgw.config import ConfigError, GatewayConfig, load
+from tunnelgw.tls import context_factory
 
 USAGE = """\
 usage: tunnelgw check-config FILE
@@ -40,6 +41,13 @@ def check_config(path: str) -> GatewayConfig:
             serverFromString(MemoryReactor(), description)
         except Exception as e:
             raise ConfigError(f"gateway.listen[{i}]: invalid endpoint {description!r}: {e}") from None
+    for i, listener in enumerate(config.tls_listeners):
+        key = f"gateway.tls_listeners[{i}]"
+        context_factory(listener, key)  # loads and checks the files
+        try:
+            serverFromString(MemoryReactor(), listener.endpoint)
+        except Exception as e:
+            raise ConfigError(f"{key}.endpoint: invalid endpoint {listener.endpoint!r}: {e}") from None
     return config
 
 

@@ -144,6 +144,7 @@ class GatewayConfig:
 
     listen: tuple[str, ...]
     services: tuple[ServiceConfig, ...]
+    tls_listeners: tuple[Any, ...] = ()
     realms: tuple[RealmConfig, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     handshake_timeout: float = 10.0
@@ -424,6 +425,29 @@ def _realm(name: str, table: Table) -> RealmConfig:
     return RealmConfig(name, challenge, tuple(entries), revalidate_interval)
 
 
+def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
+    from tunnelgw.tls import TLSListener
+
+    items: Any = gateway.take("tls_listeners", lambda key, value: value, [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{gateway.key('tls_listeners')}: expected [[gateway.tls_listeners]] tables")
+    listeners = []
+    for i, item in enumerate(items):
+        t = Table(item, f"{gateway.key('tls_listeners')}[{i}]")
+        listener = TLSListener(
+            endpoint=t.require("endpoint", string_value),
+            certificate=t.require("certificate", string_value),
+            private_key=t.require("private_key", string_value),
+            client_ca=t.take("client_ca", string_value, None),
+            require_client_certificate=t.take("require_client_certificate", bool_value, False),
+        )
+        t.done()
+        if listener.require_client_certificate and listener.client_ca is None:
+            raise ConfigError(f"{t.key('require_client_certificate')}: needs client_ca")
+        listeners.append(listener)
+    return tuple(listeners)
+
+
 def _policy(name: str, table: Table) -> PolicyConfig:
     from tunnelgw._plugins import discover
     from tunnelgw.interfaces import IPolicyFactory
@@ -444,9 +468,10 @@ def _policy(name: str, table: Table) -> PolicyConfig:
 def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     top = Table(data, "")
     gateway = top.table("gateway")
-    listen = gateway.require("listen", strings_value)
-    if not listen:
-        raise ConfigError("gateway.listen: at least one listener is needed")
+    listen = gateway.take("listen", strings_value, tuple[str, ...]())
+    tls_listeners = _tls_listeners(gateway)
+    if not listen and not tls_listeners:
+        raise ConfigError("gateway.listen: at least one listener is needed (or gateway.tls_listeners)")
     health_path = gateway.take("health_path", _path, "/healthz")
     refresh_path = gateway.take("refresh_path", _path, "/tunnelgw/refresh")
     if refresh_path == health_path:
@@ -494,6 +519,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         services=tuple(services),
         realms=tuple(realms),
         policies=tuple(policies),
+        tls_listeners=tls_listeners,
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         max_connections_per_address=per_address,

@@ -8,9 +8,11 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.config import GatewayConfig
 from tunnelgw.security.realm import RealmAuthenticator
+from tunnelgw.tls import context_factory
 from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewaySite
 
@@ -39,3 +41,7 @@ class GatewayService(MultiService):
         self.site = build_site(config, reactor)
         for description in config.listen:
             strports.service(description, self.site, reactor=reactor).setServiceParent(self)
+        for i, listener in enumerate(config.tls_listeners):
+            options = context_factory(listener, f"gateway.tls_listeners[{i}]")
+            tls = TLSMemoryBIOFactory(options, False, self.site)
+            strports.service(listener.endpoint, tls, reactor=reactor).setServiceParent(self)

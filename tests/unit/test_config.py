@@ -113,7 +113,7 @@ def test_service_key_errors() -> None:
 
 
 def test_gateway_errors() -> None:
-    assert "gateway.listen: required key is missing" in error("[gateway]\n")
+    assert "gateway.listen: at least one listener is needed" in error("[gateway]\n")
     assert "gateway.listen: at least one listener" in error("[gateway]\nlisten = []\n")
     assert "gateway.max_connections: expected a positive integer" in error(
         BASE.replace('listen = ["tcp:8080"]', 'listen = ["tcp:8080"]\nmax_connections = 0')

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -162,7 +162,20 @@ def admission_request(request: server.Request) -> AdmissionRequest:
         lease=channel.lease,
         secure=request.isSecure(),
         query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in request.args.items()},
+        peer_certificate=_peer_certificate(channel.transport),
     )
+
+
+def _peer_certificate(transport: Any) -> Any:
+    """
+    The client's certificate on a TLS connection that asked for one (and
+    verified it against the listener's client_ca), as a cryptography
+    certificate; otherwise C{None}.
+    """
+    if not ISSLTransport.providedBy(transport):
+        return None
+    certificate: Any = transport.getPeerCertificate()
+    return certificate.to_cryptography() if certificate is not None else None
 
 
 def _refuse(request: server.Request, refusal: Refusal) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from tunnelgw.interfaces import ILoginModuleFactory
 from tunnelgw.security.modules.address import AddressFilterFactory
 from tunnelgw.security.modules.anonymous import AnonymousFactory
+from tunnelgw.security.modules.client_cert import ClientCertFactory
 from tunnelgw.security.modules.jwt import JWTFactory
 from tunnelgw.security.modules.password_file import PasswordFileFactory
 
@@ -14,5 +15,11 @@ __all__ = ["LOGIN_MODULES"]
 
 LOGIN_MODULES: dict[str, ILoginModuleFactory] = {
     factory.name: factory
-    for factory in (AnonymousFactory(), AddressFilterFactory(), PasswordFileFactory(), JWTFactory())
+    for factory in (
+        AnonymousFactory(),
+        AddressFilterFactory(),
+        PasswordFileFactory(),
+        JWTFactory(),
+        ClientCertFactory(),
+    )
 }

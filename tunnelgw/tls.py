@@ -1,0 +1,76 @@
+"""
+TLS listeners that endpoint strings cannot describe: client certificates
+(mTLS).  Each C{[[gateway.tls_listeners]]} entry wraps a server endpoint
+(C{endpoint = "tcp:8443:interface=0.0.0.0"}) in TLS with its certificate
+chain and key, and, with C{client_ca}, asks clients for a certificate that
+must chain to one of those CAs (verified by OpenSSL during the handshake;
+a certificate from another CA fails the handshake).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import crypto
+
+from twisted.internet import ssl
+
+from tunnelgw.config import ConfigError
+
+__all__ = ["TLSListener", "context_factory"]
+
+
+@dataclass(frozen=True)
+class TLSListener:
+    endpoint: str
+    certificate: str
+    private_key: str
+    client_ca: str | None = None
+    require_client_certificate: bool = False
+
+
+def _read(key: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
+
+
+def _certificates(key: str, path: str) -> list[x509.Certificate]:
+    try:
+        certificates = x509.load_pem_x509_certificates(_read(key, path))
+    except ValueError as e:
+        raise ConfigError(f"{key}: {path}: {e}") from None
+    return certificates
+
+
+def context_factory(listener: TLSListener, key: str) -> ssl.CertificateOptions:
+    """
+    @raise ConfigError: a file is missing or not PEM; C{key} names the entry.
+    """
+    chain = _certificates(f"{key}.certificate", listener.certificate)
+    try:
+        private_key = crypto.load_privatekey(
+            crypto.FILETYPE_PEM, _read(f"{key}.private_key", listener.private_key)
+        )
+    except crypto.Error as e:
+        raise ConfigError(f"{key}.private_key: {listener.private_key}: not a PEM private key ({e})") from None
+    verification: dict[str, Any] = {}
+    if listener.client_ca is not None:
+        # verify + caCerts, not trustRoot: with trustRoot Twisted always
+        # requires a certificate, and here it may be optional.
+        authorities = _certificates(f"{key}.client_ca", listener.client_ca)
+        verification = {
+            "verify": True,
+            "caCerts": [crypto.X509.from_cryptography(c) for c in authorities],
+            "requireCertificate": listener.require_client_certificate,
+        }
+    return ssl.CertificateOptions(
+        privateKey=private_key,
+        certificate=crypto.X509.from_cryptography(chain[0]),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+        **verification,
+    )
