@@ -8,6 +8,7 @@ from tunnelgw.interfaces import ILoginModuleFactory
 from tunnelgw.security.modules.address import AddressFilterFactory
 from tunnelgw.security.modules.anonymous import AnonymousFactory
 from tunnelgw.security.modules.client_cert import ClientCertFactory
+from tunnelgw.security.modules.introspection import IntrospectionFactory
 from tunnelgw.security.modules.jwt import JWTFactory
 from tunnelgw.security.modules.password_file import PasswordFileFactory
 
@@ -21,5 +22,6 @@ LOGIN_MODULES: dict[str, ILoginModuleFactory] = {
         PasswordFileFactory(),
         JWTFactory(),
         ClientCertFactory(),
+        IntrospectionFactory(),
     )
 }

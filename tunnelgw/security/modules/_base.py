@@ -57,7 +57,10 @@ class BaseModule:
     def logout(self) -> None:
         self._result = None
 
-    def revalidate(self, subject: Subject) -> bool:
+    def revalidate(self, subject: Subject) -> Any:
+        """
+        C{True} (or a Deferred of it) while the subject is still valid.
+        """
         return True
 
 

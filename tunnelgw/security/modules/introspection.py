@@ -1,0 +1,201 @@
+"""
+C{introspection}: an opaque session cookie (or bearer token) of an existing
+web app, checked by asking the app (or its identity provider) over HTTP,
+asynchronously, in the manner of OAuth 2.0 token introspection (RFC 7662):
+C{POST} of C{token=<value>} as a form, answered with JSON whose C{active}
+is C{true} for a valid session.
+
+Options: C{url} (required; https is verified with service-identity),
+C{source} (C{cookie}, default, or C{bearer}), C{cookie} (the cookie's name,
+for that source), C{timeout} (seconds, default 5), C{user_field} (default
+C{sub}; C{username} is tried next), C{roles_field} (default C{roles}: a
+list or a space-separated string), C{authorization_file} (a file holding
+the value of the C{Authorization} header the gateway sends to the
+introspection endpoint, for its own client authentication).
+
+An C{exp} in the answer becomes the subject's expiry; revalidation asks
+again, so a session ended in the web app ends its tunnels.  Answers over
+64 KiB, non-JSON answers, errors and timeouts refuse the login.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import hyperlink
+
+from twisted.internet import defer, protocol
+from twisted.web.client import Agent, FileBodyProducer
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from tunnelgw.config import ConfigError, Table, positive_seconds_value, string_value
+from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
+from tunnelgw.security import Principal, Subject
+from tunnelgw.security.jaas import LoginFailed
+from tunnelgw.security.modules._base import BaseModule, roles_of
+
+MAX_ANSWER = 64 * 1024
+
+
+class _BoundedBody(protocol.Protocol):
+    def __init__(self, finished: defer.Deferred[bytes]) -> None:
+        self.finished = finished
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > MAX_ANSWER:
+            self.transport.stopProducing()  # type: ignore[union-attr]
+            if not self.finished.called:
+                self.finished.errback(LoginFailed("introspection answer too large"))
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.finished.called:
+            self.finished.callback(b"".join(self.chunks))
+
+
+@dataclass(frozen=True)
+class IntrospectionOptions:
+    url: str
+    source: str
+    cookie: str | None
+    timeout: float
+    user_field: str
+    roles_field: str
+    authorization: str | None
+    factory: IntrospectionFactory
+
+
+@implementer(ILoginModule)
+class IntrospectionModule(BaseModule):
+    def _token(self) -> str:
+        o = self.options
+        token = self.callbacks.bearer if o.source == "bearer" else self.callbacks.cookies.get(o.cookie)
+        if not token:
+            raise LoginFailed(f"no {o.source}" + (f" {o.cookie}" if o.cookie else ""))
+        return str(token)
+
+    def authenticate(self) -> defer.Deferred[dict[str, Any]]:
+        token = self._token()
+        self.shared.setdefault("introspected_token", token)
+        self._token_value = token
+        return self.options.factory.introspect(self.options, token)
+
+    def principals(self, answer: dict[str, Any]) -> tuple[set[Principal], dict[str, Any]]:
+        o = self.options
+        user = answer.get(o.user_field) or answer.get("username")
+        roles = answer.get(o.roles_field, [])
+        if isinstance(roles, str):
+            roles = roles.split()
+        found = roles_of(r for r in roles if isinstance(r, str))
+        found.add(Principal("user", str(user)))
+        attributes: dict[str, Any] = {"method": f"introspection-{o.source}"}
+        if isinstance(answer.get("exp"), (int, float)):
+            attributes["expires"] = float(answer["exp"])
+        return found, attributes
+
+    def revalidate(self, subject: Subject) -> defer.Deferred[bool]:
+        d = self.options.factory.introspect(self.options, self._token_value)
+        return d.addCallbacks(lambda answer: True, lambda failure: False)
+
+
+@implementer(ILoginModuleFactory)
+class IntrospectionFactory:
+    name = "introspection"
+
+    def __init__(self, agent: Any = None, clock: Any = None) -> None:
+        self._agent = agent
+        self._clock = clock
+
+    def _reactor_parts(self) -> tuple[Any, Any]:
+        if self._agent is None:
+            # Late: configuration is loaded before twistd installs a reactor.
+            from twisted.internet import reactor
+
+            self._agent = Agent(reactor)
+            self._clock = reactor
+        return self._agent, self._clock
+
+    def introspect(self, options: IntrospectionOptions, token: str) -> defer.Deferred[dict[str, Any]]:
+        agent, clock = self._reactor_parts()
+        headers = Headers(
+            {b"Content-Type": [b"application/x-www-form-urlencoded"], b"Accept": [b"application/json"]}
+        )
+        if options.authorization:
+            headers.addRawHeader(b"Authorization", options.authorization.encode("latin-1"))
+        body = FileBodyProducer(io.BytesIO(urlencode({"token": token}).encode("ascii")))
+        d = agent.request(b"POST", options.url.encode("ascii"), headers, body)
+
+        def got_response(response: Any) -> defer.Deferred[bytes]:
+            if response.code != 200:
+                response.deliverBody(protocol.Protocol())
+                raise LoginFailed(f"introspection answered HTTP {response.code}")
+            finished: defer.Deferred[bytes] = defer.Deferred()
+            response.deliverBody(_BoundedBody(finished))
+            return finished
+
+        def parse(data: bytes) -> dict[str, Any]:
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                raise LoginFailed("introspection answer is not JSON") from None
+            if not isinstance(answer, dict) or answer.get("active") is not True:
+                raise LoginFailed("session is not active")
+            if not (answer.get(options.user_field) or answer.get("username")):
+                raise LoginFailed(f"introspection answer has no {options.user_field}")
+            return answer
+
+        def failed(f: Any) -> Any:
+            if f.check(LoginFailed):
+                return f
+            if f.check(defer.TimeoutError):
+                raise LoginFailed(f"introspection did not answer within {options.timeout:g}s")
+            raise LoginFailed(f"introspection failed: {f.getErrorMessage()}")
+
+        d.addCallback(got_response).addCallback(parse)
+        d.addTimeout(options.timeout, clock)
+        return d.addErrback(failed)
+
+    def parse_config(self, options: dict[str, Any], key: str) -> IntrospectionOptions:
+        t = Table(options, key)
+        url = t.require("url", string_value)
+        parsed_url = hyperlink.URL.from_text(url)
+        if parsed_url.scheme not in ("http", "https") or not parsed_url.host:
+            raise ConfigError(f"{t.key('url')}: expected an http or https URL, got {url!r}")
+        source = t.take("source", string_value, "cookie")
+        if source not in ("cookie", "bearer"):
+            raise ConfigError(f"{t.key('source')}: expected cookie or bearer, got {source!r}")
+        cookie = t.require("cookie", string_value) if source == "cookie" else None
+        authorization = None
+        authorization_file = t.take("authorization_file", string_value, None)
+        if authorization_file is not None:
+            try:
+                with open(authorization_file, encoding="utf-8") as f:
+                    authorization = f.read().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"{t.key('authorization_file')}: {authorization_file}: {e.strerror}"
+                ) from None
+        parsed = IntrospectionOptions(
+            url=url,
+            source=source,
+            cookie=cookie,
+            timeout=t.take("timeout", positive_seconds_value, 5.0),
+            user_field=t.take("user_field", string_value, "sub"),
+            roles_field=t.take("roles_field", string_value, "roles"),
+            authorization=authorization,
+            factory=self,
+        )
+        t.done()
+        return parsed
+
+    def create(self) -> IntrospectionModule:
+        return IntrospectionModule()
