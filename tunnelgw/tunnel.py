@@ -74,6 +74,7 @@ class ClientLeg(TypingProtocol):
 
 
 _DONE = Failure(ConnectionDone())
+_TIMERS = ("idle", "flush", "linger", "expiry", "revalidate")
 
 
 class _State(enum.Enum):
@@ -160,6 +161,39 @@ class Tunnel:
     One tunnel: a client leg, an optional backend leg and an adapter.
     """
 
+    # ten thousand idle tunnels: a slot each instead of a dict each
+    __slots__ = (
+        "reactor",
+        "service",
+        "subprotocol",
+        "conn_id",
+        "peer",
+        "subject",
+        "session_id",
+        "policy",
+        "bytes_up",
+        "bytes_down",
+        "peak_up",
+        "peak_down",
+        "started",
+        "close_code",
+        "close_reason",
+        "_adapter_factory",
+        "_backend",
+        "_registry",
+        "_client",
+        "_adapter",
+        "_state",
+        "_client_gone",
+        "_backend_gone",
+        "_t_idle",
+        "_t_flush",
+        "_t_linger",
+        "_t_expiry",
+        "_t_revalidate",
+        "_last_activity",
+        "__weakref__",
+    )
     log = Logger()
 
     def __init__(
@@ -193,7 +227,11 @@ class Tunnel:
         self._state = _State.OPEN
         self._client_gone = False
         self._backend_gone = backend is None
-        self._timers: dict[str, IDelayedCall] = {}
+        self._t_idle: IDelayedCall | None = None
+        self._t_flush: IDelayedCall | None = None
+        self._t_linger: IDelayedCall | None = None
+        self._t_expiry: IDelayedCall | None = None
+        self._t_revalidate: IDelayedCall | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self.peak_up = 0
@@ -394,7 +432,7 @@ class Tunnel:
         if self._state is _State.CLOSED or not (self._client_gone and self._backend_gone):
             return
         self._state = _State.CLOSED
-        for name in list(self._timers):
+        for name in _TIMERS:
             self._cancel(name)
         self._registry.discard(self)
         if self.subject.session is not None:
@@ -501,14 +539,14 @@ class Tunnel:
 
     def _schedule(self, name: str, delay: float, f: Any) -> None:
         self._cancel(name)
+        setattr(self, f"_t_{name}", self.reactor.callLater(delay, self._fire, name, f))
 
-        def fire() -> None:
-            del self._timers[name]
-            f()
-
-        self._timers[name] = self.reactor.callLater(delay, fire)
+    def _fire(self, name: str, f: Any) -> None:
+        setattr(self, f"_t_{name}", None)
+        f()
 
     def _cancel(self, name: str) -> None:
-        call = self._timers.pop(name, None)
+        call = getattr(self, f"_t_{name}")
+        setattr(self, f"_t_{name}", None)
         if call is not None and call.active():
             call.cancel()

@@ -19,7 +19,7 @@ from tunnelgw.interfaces import IAuthenticator
 __all__ = ["Principal", "Subject", "PassThroughAuthenticator"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     """
     One identity of a subject: C{kind} is C{user}, C{role} or C{group}.
@@ -29,7 +29,7 @@ class Principal:
     name: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Subject:
     """
     The authenticated party of a tunnel: principals (one user, roles,

@@ -83,6 +83,7 @@ class LoginSession:
     as its tunnel lives: they revalidate it and log it out.
     """
 
+    __slots__ = ("realm", "modules", "revalidate_interval")
     log = Logger()
 
     def __init__(self, realm: str, modules: Sequence[ILoginModule], revalidate_interval: float = 0.0) -> None:

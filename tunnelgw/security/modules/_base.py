@@ -43,16 +43,28 @@ class BaseModule:
         raise NotImplementedError
 
     def commit(self) -> bool:
-        if self._result is None:
-            return False
-        principals, attributes = self.principals(self._result)
-        self.subject.principals.update(principals)
-        for key, value in attributes.items():
-            self.subject.attributes.setdefault(key, value)
-        return True
+        try:
+            if self._result is None:
+                return False
+            principals, attributes = self.principals(self._result)
+            self.subject.principals.update(principals)
+            for key, value in attributes.items():
+                self.subject.attributes.setdefault(key, value)
+            return True
+        finally:
+            self._release()
 
     def abort(self) -> None:
         self._result = None
+        self._release()
+
+    def _release(self) -> None:
+        """
+        The module lives as long as its tunnel: the request's callbacks and
+        the login's shared state need not.
+        """
+        self.callbacks = None
+        self.shared = {}
 
     def logout(self) -> None:
         self._result = None
