@@ -310,6 +310,10 @@ than every gateway measured, so it is not what limits them.
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
+Single figures vary by about ±20% from one run to the next on this shared
+two-core machine; compare the ratios within one run, and raise `--repeat`
+for more confidence.
+
 Ratios, tunnelgw vs websockify (same run):
 
 | measure | ratio | target |

@@ -68,6 +68,24 @@ options = {{ allow = ["10.0.0.0/8"] }}
 module = "anonymous"
 flag = "required"
 
+[realms.loopback]
+[[realms.loopback.modules]]
+module = "address"
+flag = "requisite"
+options = {{ allow = ["127.0.0.0/8"], deny = ["127.0.0.2/32"] }}
+[[realms.loopback.modules]]
+module = "anonymous"
+flag = "required"
+options = {{ roles = ["local"] }}
+
+[services.loopback]
+path = "/loopback"
+adapter = "echo"
+realm = "loopback"
+require_roles = ["local"]
+allow_no_subprotocol = true
+allow_missing_origin = true
+
 [services.staff]
 path = "/staff"
 adapter = "echo"
@@ -170,6 +188,14 @@ def test_browser_with_only_a_cookie_gets_in(setup: Any) -> None:
     status, _ = handshake_status(gateway.url("/web"), origin="https://app.example.com")
     assert status == 401
     assert handshake_status.headers["WWW-Authenticate"] == 'Bearer realm="web"'  # type: ignore[attr-defined]
+
+
+def test_address_inside_the_allowed_network_gets_in(setup: Any) -> None:
+    gateway, _ = setup
+    ws = ws_connect(gateway.url("/loopback"))
+    ws.send("local")
+    assert ws.recv() == "local"
+    ws.close()
 
 
 def test_address_outside_the_allowed_network_is_refused(setup: Any) -> None:
