@@ -12,7 +12,7 @@ example.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -208,6 +208,36 @@ class Table:
     def table(self, name: str) -> Table:
         return Table(self._data.pop(name, {}), self.key(name))
 
+    def tables(self, name: str, required: bool = False) -> list[Table]:
+        """
+        The array of tables C{[[path.name]]}, one L{Table} per entry; with
+        C{required}, at least one.
+        """
+        key = self.key(name)
+        items = self._data.pop(name, [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ConfigError(f"{key}: expected [[{key}]] tables")
+        if required and not items:
+            raise ConfigError(f"{key}: at least one [[{key}]] entry is needed")
+        return [Table(item, f"{key}[{i}]") for i, item in enumerate(items)]
+
+    def choice(self, name: str, choices: Sequence[str], default: str | None = None) -> str:
+        """
+        A string among C{choices}; without a C{default} the key is required.
+        """
+        value = (
+            self.require(name, string_value) if default is None else self.take(name, string_value, default)
+        )
+        if value not in choices:
+            raise ConfigError(f"{self.key(name)}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def value(self, name: str, default: Any) -> Any:
+        """
+        A value of any type (a module's own options table, checked by it).
+        """
+        return self._data.pop(name, default)
+
     def done(self) -> None:
         if self._data:
             unknown = ", ".join(sorted(self.key(k) for k in self._data))
@@ -392,32 +422,17 @@ def _realm(name: str, table: Table) -> RealmConfig:
 
     login_modules = discover(ILoginModuleFactory, LOGIN_MODULES)
 
-    challenge = table.take("challenge", string_value, "Basic")
+    challenge = table.choice("challenge", CHALLENGES, "Basic")
     revalidate_interval = table.take("revalidate_interval", seconds_value, 0.0)
-    if challenge not in CHALLENGES:
-        raise ConfigError(
-            f"{table.key('challenge')}: expected one of {', '.join(CHALLENGES)}, got {challenge!r}"
-        )
-    items = table.take("modules", lambda key, value: value, None)
-    if not isinstance(items, list) or not items:
-        raise ConfigError(
-            f"{table.key('modules')}: a realm needs at least one [[{table.path}.modules]] entry"
-        )
     entries = []
-    for i, item in enumerate(items):
-        entry = Table(item, f"{table.key('modules')}[{i}]")
+    for entry in table.tables("modules", required=True):
         module = entry.require("module", string_value)
         factory = login_modules.get(module)
         if factory is None:
             known = ", ".join(sorted(login_modules))
             raise ConfigError(f"{entry.key('module')}: unknown login module {module!r} (known: {known})")
-        flag_name = entry.require("flag", string_value)
-        try:
-            flag = Flag(flag_name)
-        except ValueError:
-            flags = ", ".join(f.value for f in Flag)
-            raise ConfigError(f"{entry.key('flag')}: expected one of {flags}, got {flag_name!r}") from None
-        raw_options: dict[str, Any] = entry.take("options", lambda key, value: value, {})
+        flag = Flag(entry.choice("flag", [f.value for f in Flag]))
+        raw_options = entry.value("options", {})
         entry.done()
         options = factory.parse_config(raw_options, entry.key("options"))
         entries.append(ModuleEntry(module, factory, flag, options))
@@ -428,12 +443,8 @@ def _realm(name: str, table: Table) -> RealmConfig:
 def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
     from tunnelgw.tls import TLSListener
 
-    items: Any = gateway.take("tls_listeners", lambda key, value: value, [])
-    if not isinstance(items, list):
-        raise ConfigError(f"{gateway.key('tls_listeners')}: expected [[gateway.tls_listeners]] tables")
     listeners = []
-    for i, item in enumerate(items):
-        t = Table(item, f"{gateway.key('tls_listeners')}[{i}]")
+    for t in gateway.tables("tls_listeners"):
         listener = TLSListener(
             endpoint=t.require("endpoint", string_value),
             certificate=t.require("certificate", string_value),

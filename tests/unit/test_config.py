@@ -156,3 +156,26 @@ def test_normalize_origin_idempotent(scheme: str, host: str, port: int) -> None:
     once = normalize_origin(f"{scheme}://{host.upper()}:{port}")
     assert normalize_origin(once) == once
     assert once.startswith(f"{scheme}://{host}")
+
+
+def test_realm_and_listener_errors() -> None:
+    no_modules = BASE.replace(REALM, "[realms.public]\n")
+    assert "realms.public.modules: at least one [[realms.public.modules]] entry is needed" in error(no_modules)
+    bad_flag = BASE.replace('flag = "required"', 'flag = "mandatory"')
+    assert "realms.public.modules[0].flag: expected one of required, requisite, sufficient, optional" in error(
+        bad_flag
+    )
+    bad_module = BASE.replace('module = "anonymous"', 'module = "kerberos"')
+    assert "realms.public.modules[0].module: unknown login module 'kerberos'" in error(bad_module)
+    bad_challenge = BASE.replace("[realms.public]\n", '[realms.public]\nchallenge = "Digest"\n')
+    assert "realms.public.challenge: expected one of Basic, Bearer, got 'Digest'" in error(bad_challenge)
+    no_realm = BASE.replace('realm = "public"', 'realm = "staff"')
+    assert "services.s.realm: no realm 'staff' is defined in [realms]" in error(no_realm)
+    tls = BASE.replace('listen = ["tcp:8080"]', 'listen = ["tcp:8080"]\ntls_listeners = "ssl:443"')
+    assert "gateway.tls_listeners: expected [[gateway.tls_listeners]] tables" in error(tls)
+    tls = BASE.replace(
+        'listen = ["tcp:8080"]',
+        'listen = ["tcp:8080"]\n[[gateway.tls_listeners]]\nendpoint = "tcp:1"\ncertificate = "c"\n'
+        'private_key = "k"\nrequire_client_certificate = true\n',
+    )
+    assert "gateway.tls_listeners[0].require_client_certificate: needs client_ca" in error(tls)

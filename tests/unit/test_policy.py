@@ -54,7 +54,7 @@ def test_interfaces() -> None:
 
 
 def test_config_errors() -> None:
-    with pytest.raises(ConfigError, match=r"policies.p.rules: a rules policy needs"):
+    with pytest.raises(ConfigError, match=r"policies.p.rules: at least one \[\[policies.p.rules\]\] entry"):
         RulesPolicyFactory().parse_config({}, "policies.p")
     with pytest.raises(ConfigError, match=r"policies.p.rules\[0\].resources: required"):
         RulesPolicyFactory().parse_config({"rules": [{"roles": ["a"], "actions": ["b"]}]}, "policies.p")

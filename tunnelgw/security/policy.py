@@ -22,7 +22,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, strings_value
+from tunnelgw.config import Table, strings_value
 from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
 from tunnelgw.security import Subject
 
@@ -58,15 +58,10 @@ class RulesPolicyFactory:
 
     def parse_config(self, options: dict[str, Any], key: str) -> RulesPolicy:
         table = Table(options, key)
-        items = table.take("rules", lambda k, v: v, None)
+        entries = table.tables("rules", required=True)
         table.done()
-        if not isinstance(items, list) or not items:
-            raise ConfigError(
-                f"{table.key('rules')}: a rules policy needs at least one [[{key}.rules]] entry"
-            )
         rules = []
-        for i, item in enumerate(items):
-            rule = Table(item, f"{table.key('rules')}[{i}]")
+        for rule in entries:
             rules.append(
                 Rule(
                     roles=frozenset(rule.require("roles", strings_value)),

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, string_value, strings_value
+from tunnelgw.config import Table, strings_value
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.jaas import LoginFailed
@@ -77,11 +77,7 @@ class ClientCertFactory:
 
     def parse_config(self, options: dict[str, Any], key: str) -> ClientCertOptions:
         t = Table(options, key)
-        user_from = t.take("user_from", string_value, "cn")
-        if user_from not in USER_FROM:
-            raise ConfigError(
-                f"{t.key('user_from')}: expected one of {', '.join(USER_FROM)}, got {user_from!r}"
-            )
+        user_from = t.choice("user_from", USER_FROM, "cn")
         roles_table = t.table("roles")
         roles = {user: roles_table.require(user, strings_value) for user in list(roles_table._data)}
         parsed = ClientCertOptions(user_from, roles, t.take("default_roles", strings_value, ()))

@@ -170,9 +170,7 @@ class IntrospectionFactory:
         parsed_url = hyperlink.URL.from_text(url)
         if parsed_url.scheme not in ("http", "https") or not parsed_url.host:
             raise ConfigError(f"{t.key('url')}: expected an http or https URL, got {url!r}")
-        source = t.take("source", string_value, "cookie")
-        if source not in ("cookie", "bearer"):
-            raise ConfigError(f"{t.key('source')}: expected cookie or bearer, got {source!r}")
+        source = t.choice("source", ("cookie", "bearer"), "cookie")
         cookie = t.require("cookie", string_value) if source == "cookie" else None
         authorization = None
         authorization_file = t.take("authorization_file", string_value, None)

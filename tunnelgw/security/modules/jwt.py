@@ -118,9 +118,7 @@ class JWTFactory:
 
     def parse_config(self, options: dict[str, Any], key: str) -> JWTOptions:
         t = Table(options, key)
-        source = t.take("source", string_value, "bearer")
-        if source not in SOURCES:
-            raise ConfigError(f"{t.key('source')}: expected one of {', '.join(SOURCES)}, got {source!r}")
+        source = t.choice("source", SOURCES, "bearer")
         name = None
         if source == "cookie":
             name = t.require("cookie", string_value)
