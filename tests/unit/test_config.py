@@ -160,10 +160,13 @@ def test_normalize_origin_idempotent(scheme: str, host: str, port: int) -> None:
 
 def test_realm_and_listener_errors() -> None:
     no_modules = BASE.replace(REALM, "[realms.public]\n")
-    assert "realms.public.modules: at least one [[realms.public.modules]] entry is needed" in error(no_modules)
+    assert "realms.public.modules: at least one [[realms.public.modules]] entry is needed" in error(
+        no_modules
+    )
     bad_flag = BASE.replace('flag = "required"', 'flag = "mandatory"')
-    assert "realms.public.modules[0].flag: expected one of required, requisite, sufficient, optional" in error(
-        bad_flag
+    assert (
+        "realms.public.modules[0].flag: expected one of required, requisite, sufficient, optional"
+        in error(bad_flag)
     )
     bad_module = BASE.replace('module = "anonymous"', 'module = "kerberos"')
     assert "realms.public.modules[0].module: unknown login module 'kerberos'" in error(bad_module)
