@@ -212,6 +212,8 @@ def test_audit_per_module_and_no_secret_in_any_log_line(setup: Any) -> None:
     handshake_status(gateway.url("/staff"), headers=bearer(key, aud="elsewhere"))
     events = [e for e in gateway.events() if e.get("event") == "login_module" and e.get("realm") == "staff"]
     assert {e["module"] for e in events} >= {"password_file", "jwt"}
+    assert "alice" in {e["principal"] for e in events if e["outcome"] == "success"}
+    assert "mallory" in {e["principal"] for e in events if e["outcome"] == "failure"}  # the claimed name
     assert {e["flag"] for e in events} == {"sufficient"}
     log = Path(gateway.log_path).read_text()
     secrets = list(PASSWORDS.values()) + ISSUED

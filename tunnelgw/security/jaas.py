@@ -77,6 +77,17 @@ class LoginResult:
     reason: str = ""
 
 
+def _claimed(callbacks: Any, shared: dict[str, Any]) -> str | None:
+    """
+    Who a refused request said it was: a module's finding, or the user name
+    of Basic credentials (a name, not a secret).
+    """
+    if isinstance(shared.get("user"), str):
+        return str(shared["user"])
+    basic = getattr(callbacks, "basic", None)
+    return basic[0] if basic else None
+
+
 class LoginSession:
     """
     The modules of one successful login, kept with the subject for as long
@@ -186,8 +197,8 @@ class LoginContext:
                 decided = first_required_error
             elif not success:
                 decided = first_error or LoginFailed("no login module applied")
-        self._audit(results, decided, conn_id)
         if decided is not None:
+            self._audit(results, _claimed(callbacks, shared), conn_id)
             for _, module in ran:
                 yield self._quietly(module.abort, "abort")
             raise decided
@@ -199,6 +210,7 @@ class LoginContext:
             for _, module in ran:
                 yield self._quietly(module.abort, "abort")
             raise LoginFailed("commit failed") from None
+        self._audit(results, subject.principal, conn_id)
         modules = [module for _, module in ran]
         subject.session = LoginSession(self.realm, modules, self.revalidate_interval)
         return subject, modules
@@ -211,15 +223,18 @@ class LoginContext:
 
         return d.addErrback(logged)
 
-    def _audit(self, results: list[LoginResult], decided: LoginFailed | None, conn_id: str) -> None:
+    def _audit(self, results: list[LoginResult], principal: str | None, conn_id: str) -> None:
         """
-        One audit event per module decision; never a credential.
+        One audit event per module decision, with the principal (the
+        subject's on success, the claimed user name on failure); never a
+        credential.
         """
         for result in results:
             self.log.info(
-                "login {conn_id} realm {realm}: module {module} ({flag}) {outcome}{why}",
+                "login {conn_id} realm {realm}: module {module} ({flag}) {outcome} for {principal}{why}",
                 event="login_module",
                 conn_id=conn_id,
+                principal=principal,
                 realm=self.realm,
                 module=result.entry.name,
                 flag=result.entry.flag.value,
