@@ -165,7 +165,10 @@ class LoginContext:
             module.initialize(subject, callbacks, shared, entry.options)
             ran.append((entry, module))
             try:
-                status = yield defer.maybeDeferred(module.login)
+                # Synchronous modules (most) answer without a Deferred.
+                status = module.login()
+                if isinstance(status, defer.Deferred):
+                    status = yield status
             except Exception as e:
                 if isinstance(e, LoginFailed):
                     error = e
@@ -204,7 +207,9 @@ class LoginContext:
             raise decided
         try:
             for _, module in ran:
-                yield defer.maybeDeferred(module.commit)
+                committed = module.commit()
+                if isinstance(committed, defer.Deferred):
+                    yield committed
         except Exception:
             self.log.failure("commit failed in realm {realm}", realm=self.realm)
             for _, module in ran:

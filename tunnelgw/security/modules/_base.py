@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
+
 from tunnelgw.security import Principal, Subject
 
 
@@ -26,15 +28,18 @@ class BaseModule:
         self._result: Any = None
 
     def login(self) -> Any:
-        from twisted.internet import defer
+        """
+        C{True} once C{authenticate} has answered (or a Deferred of it when
+        C{authenticate} returns one); its exceptions propagate.
+        """
+        result = self.authenticate()
+        if isinstance(result, defer.Deferred):
+            return result.addCallback(self._succeeded)
+        return self._succeeded(result)
 
-        d = defer.maybeDeferred(self.authenticate)
-
-        def succeeded(result: Any) -> bool:
-            self._result = result
-            return True
-
-        return d.addCallback(succeeded)
+    def _succeeded(self, result: Any) -> bool:
+        self._result = result
+        return True
 
     def authenticate(self) -> Any:
         raise NotImplementedError
