@@ -10,11 +10,14 @@ STAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=69' wheel
-	# compat mode puts the checkout on sys.path, so twistd sees twisted/plugins/
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[test]'
+	# twistd finds plugins by scanning sys.path for twisted/plugins/; an
+	# editable install's import hook does not put the checkout there, so a
+	# .pth file does (not setuptools' "compat" mode, announced for removal).
+	@echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tunnelgw-checkout.pth"
 	touch $@
 
 run: $(STAMP)

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 npm ci --no-audit --no-fund --silent
-../.venv/bin/pip install -q -e '..[bench]' --config-settings editable_mode=compat
+../.venv/bin/pip install -q -e '..[bench]'
+# (the checkout stays on sys.path through the .pth file the Makefile wrote)
