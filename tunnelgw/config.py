@@ -152,6 +152,7 @@ class GatewayConfig:
     max_connections_per_address: int = 256
     health_path: str | None = "/healthz"
     refresh_path: str = "/tunnelgw/refresh"
+    max_request_body: int = 64 * KiB
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:
@@ -485,6 +486,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         raise ConfigError("gateway.listen: at least one listener is needed (or gateway.tls_listeners)")
     health_path = gateway.take("health_path", _path, "/healthz")
     refresh_path = gateway.take("refresh_path", _path, "/tunnelgw/refresh")
+    max_request_body = gateway.take("max_request_body", positive_int_value, 64 * KiB)
     if refresh_path == health_path:
         raise ConfigError("gateway.refresh_path: must differ from gateway.health_path")
     handshake_timeout = gateway.take("handshake_timeout", positive_seconds_value, 10.0)
@@ -536,6 +538,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         max_connections_per_address=per_address,
         health_path=health_path,
         refresh_path=refresh_path,
+        max_request_body=max_request_body,
     )
 
 

@@ -174,3 +174,25 @@ class SiteTests(SynchronousTestCase):
         ((connecting, _),) = self.endpoint.pending
         self.assertTrue(connecting.called)  # cancelled
         self.assertEqual(self.site.limiter.total, 0)
+
+    def test_declared_body_over_the_limit_is_413_before_reading_it(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"POST /tunnelgw/refresh HTTP/1.1\r\nHost: gw\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 1000
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertTrue(transport.disconnecting)
+
+    def test_chunked_body_over_the_limit_is_413(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 30000
+        for _ in range(3):  # 90,000 bytes > 64 KiB
+            channel.dataReceived(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertTrue(transport.disconnecting)
+
+    def test_small_body_is_fine(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /healthz HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 405 "))  # read, then refused as a POST

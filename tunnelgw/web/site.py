@@ -85,6 +85,36 @@ class GatewayChannel(http.HTTPChannel):
         self.transport.loseConnection()
         self.site.clock.callLater(1.0, self.transport.abortConnection)
 
+    def allHeadersReceived(self) -> None:
+        # A declared body over the limit is refused before any of it is read
+        # (twisted.web would otherwise spool it to a temporary file).
+        if self.length is not None and self.length > self.site.config.max_request_body:
+            self.body_too_large()
+            return
+        super().allHeadersReceived()
+
+    def body_too_large(self) -> None:
+        """
+        Answer 413 and close; the parser stops once the transport is closing.
+        """
+        if self.transport.disconnecting:
+            return
+        self._stop_deadline()
+        self.log.info(
+            "connection {conn_id} from {peer}: request body over {limit} bytes",
+            event="admission",
+            decision="refuse",
+            status=413,
+            conn_id=self.conn_id,
+            peer=self.peer_host,
+            limit=self.site.config.max_request_body,
+            reason="request body too large",
+        )
+        self.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.loseConnection()
+
     def allContentReceived(self) -> None:
         self._stop_deadline()
         super().allContentReceived()
@@ -385,12 +415,30 @@ class _Router(Resource):
         return server.NOT_DONE_YET
 
 
+class GatewayRequest(server.Request):
+    """
+    A request whose body (chunked, so not declared up front) is counted as
+    it arrives and refused past C{gateway.max_request_body}.
+    """
+
+    _body_size = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        channel = cast(GatewayChannel, self.channel)
+        self._body_size += len(data)
+        if self._body_size > channel.site.config.max_request_body:
+            channel.body_too_large()
+            return
+        super().handleContentChunk(data)
+
+
 class GatewaySite(server.Site):
     """
     The gateway's HTTP front for one configuration.
     """
 
     protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only: upgrades need it
+    requestFactory = GatewayRequest
     noisy = False
 
     def __init__(
