@@ -297,6 +297,12 @@ class RefreshResource(Resource):
         super().__init__()
         self._site = site
 
+    def render(self, request: server.Request) -> Any:
+        if request.method != b"POST":
+            _refuse(request, Refusal(405, "refresh with POST", {"Allow": "POST"}))
+            return server.NOT_DONE_YET
+        return self.render_POST(request)
+
     def render_POST(self, request: server.Request) -> Any:
         areq = admission_request(request)
         tunnel = self._site.registry.by_session.get(areq.single("X-Tunnel-Session") or "")
@@ -372,6 +378,12 @@ class HealthResource(Resource):
     def __init__(self, site: GatewaySite) -> None:
         super().__init__()
         self._site = site
+
+    def render(self, request: server.Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            _refuse(request, Refusal(405, "health is read with GET", {"Allow": "GET, HEAD"}))
+            return server.NOT_DONE_YET
+        return self.render_GET(request)
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader("Content-Type", "application/json")
