@@ -153,6 +153,7 @@ class GatewayConfig:
     health_path: str | None = "/healthz"
     refresh_path: str = "/tunnelgw/refresh"
     max_request_body: int = 64 * KiB
+    drain_timeout: float = 10.0
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:
@@ -487,6 +488,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     health_path = gateway.take("health_path", _path, "/healthz")
     refresh_path = gateway.take("refresh_path", _path, "/tunnelgw/refresh")
     max_request_body = gateway.take("max_request_body", positive_int_value, 64 * KiB)
+    drain_timeout = gateway.take("drain_timeout", seconds_value, 10.0)
     if refresh_path == health_path:
         raise ConfigError("gateway.refresh_path: must differ from gateway.health_path")
     handshake_timeout = gateway.take("handshake_timeout", positive_seconds_value, 10.0)
@@ -539,6 +541,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         health_path=health_path,
         refresh_path=refresh_path,
         max_request_body=max_request_body,
+        drain_timeout=drain_timeout,
     )
 
 

@@ -8,11 +8,14 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.config import GatewayConfig
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.tls import context_factory
+from tunnelgw.tunnel import CloseCode
 from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewaySite
 
@@ -33,10 +36,18 @@ class GatewayService(MultiService):
     One listener service per C{gateway.listen} endpoint, all serving one
     site.  A listener that cannot bind stops the start (strports makes the
     bind failure fatal).
+
+    Stopping drains: the listeners close first (no new connections), then
+    every open tunnel is closed with 1001 ("going away"), after what it was
+    already sent, and the stop waits for them, at most
+    C{gateway.drain_timeout} seconds.
     """
+
+    log = Logger()
 
     def __init__(self, config: GatewayConfig, reactor: Any) -> None:
         super().__init__()
+        self.reactor = reactor
         self.config = config
         self.site = build_site(config, reactor)
         for description in config.listen:
@@ -45,3 +56,27 @@ class GatewayService(MultiService):
             options = context_factory(listener, f"gateway.tls_listeners[{i}]")
             tls = TLSMemoryBIOFactory(options, False, self.site)
             strports.service(listener.endpoint, tls, reactor=reactor).setServiceParent(self)
+
+    def stopService(self) -> defer.Deferred[None]:
+        stopped = super().stopService()
+        tunnels = list(self.site.registry.tunnels)
+        self.log.info(
+            "draining {count} tunnels (at most {timeout}s)",
+            event="drain",
+            count=len(tunnels),
+            timeout=self.config.drain_timeout,
+        )
+        for tunnel in tunnels:
+            tunnel.fail(CloseCode.GOING_AWAY, "gateway shutting down")
+        timeout = self.config.drain_timeout
+
+        def gave_up(result: object, seconds: float) -> None:
+            left = len(self.site.registry.tunnels)
+            self.log.warn(
+                "{left} tunnels still open after {timeout}s", event="drain", left=left, timeout=seconds
+            )
+
+        drained = self.site.registry.when_empty()
+        if timeout > 0:
+            drained.addTimeout(timeout, self.reactor, onTimeoutCancel=gave_up)
+        return defer.gatherResults([stopped, drained]).addCallback(lambda _: None)

@@ -25,6 +25,7 @@ import enum
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -92,6 +93,17 @@ class TunnelRegistry:
     def __init__(self) -> None:
         self.tunnels: set[Tunnel] = set()
         self.by_session: dict[str, Tunnel] = {}
+        self._empty_waiters: list[defer.Deferred[None]] = []
+
+    def when_empty(self) -> defer.Deferred[None]:
+        """
+        Fires once no tunnel is open (at once if none is).
+        """
+        if not self.tunnels:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._empty_waiters.append(d)
+        return d
 
     def __len__(self) -> int:
         return len(self.tunnels)
@@ -104,6 +116,10 @@ class TunnelRegistry:
     def discard(self, tunnel: Tunnel) -> None:
         self.tunnels.discard(tunnel)
         self.by_session.pop(tunnel.session_id, None)
+        if not self.tunnels:
+            waiters, self._empty_waiters = self._empty_waiters, []
+            for d in waiters:
+                d.callback(None)
 
 
 @implementer(IHalfCloseableProtocol)

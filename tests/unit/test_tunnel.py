@@ -316,3 +316,30 @@ class CredentialTests(SynchronousTestCase):
         tunnel.client_closed(True, 1000, "bye")
         self.assertEqual(self.logged_out, 2)
         self.assertNotIn("s1", self.registry.by_session)
+
+
+def test_registry_when_empty() -> None:
+    registry = TunnelRegistry()
+    fired: list[object] = []
+    registry.when_empty().addCallback(fired.append)
+    assert fired == [None]  # nothing open: at once
+    clock, client, backend = Clock(), FakeClientLeg(), BackendProtocol()
+    backend.makeConnection(HalfCloseStringTransport())
+    tunnel = Tunnel(
+        reactor=clock,
+        service=service(),
+        subprotocol=None,
+        conn_id="c",
+        peer="p",
+        subject=Subject(),
+        adapter_factory=adapter_factory("raw"),
+        backend=backend,
+        registry=registry,
+    )
+    tunnel.start(client)
+    waiting: list[object] = []
+    registry.when_empty().addCallback(waiting.append)
+    assert waiting == []
+    tunnel.client_closed(True, 1000, "bye")
+    backend.connectionLost(Failure(ConnectionDone()))
+    assert waiting == [None]
