@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
-__all__ = ["pending_bytes", "set_high_water", "FlushWatcher"]
+__all__ = ["pending_bytes", "set_high_water", "FlushWatcher", "Valve"]
 
 _MAX_DEPTH = 4
 
@@ -83,3 +83,36 @@ class FlushWatcher:
 
     def stopProducing(self) -> None:
         self._done = None
+
+
+@implementer(IPushProducer)
+class Valve:
+    """
+    Registered on one side's transport as its streaming producer: pauses
+    and resumes reading on the other side's transport.
+
+    Registering the other transport itself would do that too, but when a
+    transport's connection is lost Twisted calls C{stopProducing} on its
+    producer, and a transport's C{stopProducing} is C{loseConnection}: the
+    other side would be closed behind the tunnel's back (no close frame
+    after a slow client's last bytes; no half-close of the backend).  Here
+    C{stopProducing} does nothing: the tunnel decides how each side ends.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    @property
+    def target(self) -> Any:
+        return self._transport
+
+    def pauseProducing(self) -> None:
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass

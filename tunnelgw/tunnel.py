@@ -6,8 +6,9 @@ nothing of HTTP or of any application protocol: adapters translate.
 Flow control: from its C{connectionMade} the backend transport is paused,
 so nothing is read from it before the WebSocket is open (server-speaks-first
 protocols such as RFB lose nothing).  When the tunnel starts, each transport
-is registered as the streaming producer of the other: a full buffer on one
-side stops reading on the other.
+gets a L{Valve} on the other as its streaming producer: a full buffer on one
+side stops reading on the other, and a lost connection on one side does not
+close the other behind the tunnel's back.
 
 Closing rules:
   - backend EOF: everything already received is flushed to the client, then
@@ -33,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelgw._flow import FlushWatcher, pending_bytes, set_high_water
+from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, set_high_water
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.security import Subject
@@ -272,13 +273,13 @@ class Tunnel:
         if self._backend is not None:
             backend_transport = self._backend.transport
             set_high_water(backend_transport, limits.high_water)
-            client_transport.registerProducer(backend_transport, True)
-            backend_transport.registerProducer(client_transport, True)
+            client_transport.registerProducer(Valve(backend_transport), True)
+            backend_transport.registerProducer(Valve(client_transport), True)
             backend_transport.resumeProducing()
         else:
             # No backend: the echo is written back to the client, so a client
             # that does not read must stop being read.
-            client_transport.registerProducer(client_transport, True)
+            client_transport.registerProducer(Valve(client_transport), True)
         if limits.idle_timeout > 0:
             self._schedule("idle", limits.idle_timeout, self._check_idle)
         self._schedule_expiry()

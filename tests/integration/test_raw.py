@@ -190,3 +190,85 @@ def test_client_close_delivers_everything_then_half_closes_backend(start_gateway
         assert bytes(got) == data
     finally:
         server.close()
+
+
+def test_slow_client_gets_everything_then_1000_after_backend_eof(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    """
+    The backend sends 32 MiB (more than the kernel buffers hold) and closes
+    at once, while the client is not reading yet: the gateway must keep the
+    client connection until it has drained, then send 1000.
+    """
+    import hashlib
+    import socket
+
+    import websocket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    payload = os.urandom(32 * 1024 * 1024)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.sendall(payload)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+        ws = ws_connect(gateway.url("/raw"))
+        time.sleep(1.5)  # a deliberately slow reader: the backend is long done
+        received = bytearray()
+        ws.settimeout(20)
+        while True:
+            opcode, frame = ws.recv_data_frame(True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(frame.data[:2], "big")
+                break
+            received.extend(frame.data)
+        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        assert code == 1000
+    finally:
+        server.close()
+
+
+def test_backend_may_still_answer_after_the_client_closed(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    """
+    After the client's close the gateway shuts down only its write side
+    towards the backend (half-close): a backend that answers late is not
+    reset (which could make its kernel drop data it had not read yet).
+    """
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    outcome: list[str] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        try:
+            while conn.recv(65536):
+                pass  # until the gateway's EOF
+            conn.sendall(b"late answer")
+            time.sleep(0.3)
+            conn.sendall(b"and another")  # a reset by then would fail this
+            outcome.append("ok")
+        except OSError as e:
+            outcome.append(f"reset: {e}")
+        finally:
+            conn.close()
+            done.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+        ws = ws_connect(gateway.url("/raw"))
+        ws.send_binary(b"request")
+        ws.send_close(1000, b"")
+        assert expect_close(ws)[0] == 1000
+        assert done.wait(10)
+        assert outcome == ["ok"]
+    finally:
+        server.close()

@@ -63,14 +63,30 @@ class TunnelTests(SynchronousTestCase):
 
     def test_each_side_is_the_streaming_producer_of_the_other(self) -> None:
         self.make().start(self.client)
-        self.assertIs(self.client.transport.producer, self.backend_transport)
+        self.assertIs(self.client.transport.producer.target, self.backend_transport)
         self.assertTrue(self.client.transport.streaming)
-        self.assertIs(self.backend_transport.producer, self.client.transport)
+        self.assertIs(self.backend_transport.producer.target, self.client.transport)
         self.assertTrue(self.backend_transport.streaming)
+        # a full client buffer stops reading the backend, and resumes it
+        self.client.transport.producer.pauseProducing()
+        self.assertEqual(self.backend_transport.producerState, "paused")
+        self.client.transport.producer.resumeProducing()
+        self.assertEqual(self.backend_transport.producerState, "producing")
+
+    def test_a_lost_side_does_not_close_the_other(self) -> None:
+        """
+        Twisted calls stopProducing on a lost transport's producer; that must
+        not close the other side (the tunnel's closing rules decide).
+        """
+        self.make().start(self.client)
+        self.backend_transport.producer.stopProducing()
+        self.client.transport.producer.stopProducing()
+        self.assertFalse(self.client.transport.disconnecting)
+        self.assertFalse(self.backend_transport.disconnecting)
 
     def test_echo_client_is_its_own_producer(self) -> None:
         self.make(service("echo"), backend=False).start(self.client)
-        self.assertIs(self.client.transport.producer, self.client.transport)
+        self.assertIs(self.client.transport.producer.target, self.client.transport)
 
     def test_bytes_both_ways_in_order(self) -> None:
         tunnel = self.make()
