@@ -177,10 +177,6 @@ class GatewayConfig:
         return None
 
 
-ADAPTERS_NEEDING_UPSTREAM = frozenset({"raw"})
-KNOWN_ADAPTERS = frozenset({"raw", "echo"})
-
-
 class Table:
     """
     A TOML table being read: each key is taken once, with a type check, and
@@ -373,14 +369,17 @@ def _limits(table: Table) -> Limits:
 
 
 def _service(name: str, table: Table) -> ServiceConfig:
+    from tunnelgw.adapters import ADAPTERS
+
     adapter = table.require("adapter", string_value)
-    if adapter not in KNOWN_ADAPTERS:
-        known = ", ".join(sorted(KNOWN_ADAPTERS))
+    factory = ADAPTERS.get(adapter)
+    if factory is None:
+        known = ", ".join(sorted(ADAPTERS))
         raise ConfigError(f"{table.key('adapter')}: unknown adapter {adapter!r} (known: {known})")
     upstream = table.take("upstream", string_value, None)
-    if adapter in ADAPTERS_NEEDING_UPSTREAM and upstream is None:
+    if factory.needs_upstream and upstream is None:
         raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} needs an upstream endpoint")
-    if adapter not in ADAPTERS_NEEDING_UPSTREAM and upstream is not None:
+    if not factory.needs_upstream and upstream is not None:
         raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} takes no upstream")
     if upstream is not None:
         from tunnelgw.upstream import check_description
