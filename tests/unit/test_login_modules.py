@@ -42,9 +42,8 @@ def login(factory: Any, options: dict[str, Any], callbacks: Callbacks) -> Subjec
     results: list[Any] = []
     LoginContext("t", [entry]).login(callbacks).addBoth(results.append)
     (result,) = results
-    if isinstance(result, tuple):
-        subject: Subject = result[0]
-        return subject
+    if isinstance(result, Subject):
+        return result
     raise result.value
 
 
@@ -86,7 +85,8 @@ def test_password_file_reloaded_when_changed(users: Path) -> None:
     entry = ModuleEntry("password_file", factory, Flag.REQUIRED, factory.parse_config(options, "o"))
     results: list[Any] = []
     LoginContext("t", [entry]).login(cb(basic=("bob", "bobpw"))).addCallback(results.append)
-    subject, (module,) = results[0]
+    subject = results[0]
+    (module,) = subject.session.modules
     assert module.revalidate(subject)
     users.write_text(f"alice:{FAST.hash('alicepw')}\n")  # bob removed
     assert not module.revalidate(subject)

@@ -147,9 +147,10 @@ class LoginContext:
         """
         Authenticate C{callbacks}.
 
-        @return: a Deferred firing with (the committed L{Subject}, the list of
-            L{LoginModule}s that ran, for logout and revalidation), or failing
-            with L{LoginFailed} (the first error, as JAAS reports it).
+        @return: a Deferred firing with the committed L{Subject} (its
+            C{session} holds the modules that ran, for revalidation and
+            logout), or failing with L{LoginFailed} (the first error, as JAAS
+            reports it).
         """
         subject = Subject.of()
         shared: dict[str, Any] = {}
@@ -159,7 +160,6 @@ class LoginContext:
         first_error: LoginFailed | None = None
         success = False
         decided: LoginFailed | None = None
-        done = False
         for entry in self.entries:
             module = entry.factory.create()
             module.initialize(subject, callbacks, shared, entry.options)
@@ -189,13 +189,12 @@ class LoginContext:
                 continue
             if status:
                 results.append(LoginResult(entry, "success"))
-                if entry.flag is Flag.SUFFICIENT and first_required_error is None:
-                    success, done = True, True
-                    break
                 success = True
+                if entry.flag is Flag.SUFFICIENT and first_required_error is None:
+                    break
             else:
                 results.append(LoginResult(entry, "ignored"))
-        if decided is None and not done:
+        if decided is None:
             if first_required_error is not None:
                 decided = first_required_error
             elif not success:
@@ -216,9 +215,8 @@ class LoginContext:
                 yield self._quietly(module.abort, "abort")
             raise LoginFailed("commit failed") from None
         self._audit(results, subject.principal, conn_id)
-        modules = [module for _, module in ran]
-        subject.session = LoginSession(self.realm, modules, self.revalidate_interval)
-        return subject, modules
+        subject.session = LoginSession(self.realm, [module for _, module in ran], self.revalidate_interval)
+        return subject
 
     def _quietly(self, f: Any, what: str) -> defer.Deferred[None]:
         d = defer.maybeDeferred(f)

@@ -56,8 +56,7 @@ class RealmAuthenticator:
             challenge = f'{self._challenges[realm]} realm="{realm}"'
             raise Refusal(401, "authentication required", {"WWW-Authenticate": challenge})
 
-        def logged_in(result: tuple[Subject, list[Any]]) -> Subject:
-            subject, _modules = result
+        def logged_in(subject: Subject) -> Subject:
             subject.attributes.setdefault("address", request.peer_host)
             subject.attributes["realm"] = realm
             return subject
