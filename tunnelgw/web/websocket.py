@@ -72,7 +72,6 @@ class TunnelWebSocket(WebSocketServerProtocol):
     transport: Any  # TCP or TLS transport, untyped in Twisted
     admission: Admission | None
     lease: Lease | None = None
-    registry: TunnelRegistry
     clock: IReactorTime
     tunnel: Tunnel | None = None
 
@@ -108,7 +107,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
             subject=admission.subject,
             adapter_factory=admission.adapter_factory,
             backend=admission.backend,
-            registry=self.registry,
+            registry=self.factory.tunnelgw_registry,
             session_id=self.session_id,
             policy=self.factory.tunnelgw_policy,
         )
@@ -233,6 +232,5 @@ class AdmittedFactory:
         assert isinstance(protocol, TunnelWebSocket)
         protocol.admission = self._admission
         protocol.lease = self._lease
-        protocol.registry = self._factory.tunnelgw_registry  # type: ignore[attr-defined]
         protocol.clock = self._clock
         return protocol
