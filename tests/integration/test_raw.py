@@ -5,12 +5,16 @@ while one side stalls; the gateway's buffers stay bounded meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
+import websocket
 
 from tests.integration.harness import EchoServer, expect_close, ws_connect
 
@@ -116,42 +120,61 @@ def test_stock_novnc_style_client_offering_no_subprotocol(start_gateway, echo_se
     ws.close()
 
 
+@contextlib.contextmanager
+def one_connection_backend(serve: Callable[[socket.socket], None]) -> Iterator[int]:
+    """
+    A backend on 127.0.0.1 that hands its first connection to C{serve} (in a
+    thread); yields its port.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def accept() -> None:
+        conn, _ = server.accept()
+        serve(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+def read_until_close(ws, timeout: float) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
+    """
+    Every data frame until the server's close frame, and its close code.
+    """
+    received = bytearray()
+    ws.settimeout(timeout)
+    while True:
+        opcode, frame = ws.recv_data_frame(True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return bytes(received), int.from_bytes(frame.data[:2], "big")
+        received.extend(frame.data)
+
+
+def send_then_close(payload: bytes) -> Callable[[socket.socket], None]:
+    def serve(conn: socket.socket) -> None:
+        conn.sendall(payload)
+        conn.close()
+
+    return serve
+
+
 def test_backend_eof_flushes_then_closes_1000(start_gateway) -> None:  # type: ignore[no-untyped-def]
     """
     A server-speaks-first backend that sends a banner and 2 MiB, then closes:
     the client gets all of it, then 1000.
     """
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
     payload = b"BANNER\n" + os.urandom(2 * 1024 * 1024)
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        conn.sendall(payload)
-        conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+    with one_connection_backend(send_then_close(payload)) as port:
+        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
         ws = ws_connect(gateway.url("/raw"))
         time.sleep(0.5)  # let the backend finish first: the tunnel must flush anyway
-        received = bytearray()
-        ws.settimeout(10)
-        import websocket
-
-        while True:
-            opcode, frame = ws.recv_data_frame(True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                code = int.from_bytes(frame.data[:2], "big")
-                break
-            received.extend(frame.data)
-        assert bytes(received) == payload
+        received, code = read_until_close(ws, 10)
+        assert received == payload
         assert code == 1000
-    finally:
-        server.close()
 
 
 def test_client_close_delivers_everything_then_half_closes_backend(start_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -159,16 +182,10 @@ def test_client_close_delivers_everything_then_half_closes_backend(start_gateway
     The client sends 4 MiB and closes at once: the backend reads all of it,
     then sees EOF (our write side shut down), and may still answer.
     """
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
     got = bytearray()
     done = threading.Event()
 
-    def serve() -> None:
-        conn, _ = server.accept()
+    def serve(conn: socket.socket) -> None:
         while True:
             data = conn.recv(65536)
             if not data:
@@ -177,9 +194,8 @@ def test_client_close_delivers_everything_then_half_closes_backend(start_gateway
         done.set()
         conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+    with one_connection_backend(serve) as port:
+        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
         ws = ws_connect(gateway.url("/raw"))
         data = os.urandom(4 * 1024 * 1024)
         for offset in range(0, len(data), MESSAGE):
@@ -188,8 +204,6 @@ def test_client_close_delivers_everything_then_half_closes_backend(start_gateway
         assert expect_close(ws)[0] == 1000
         assert done.wait(10), "backend never saw EOF"
         assert bytes(got) == data
-    finally:
-        server.close()
 
 
 def test_slow_client_gets_everything_then_1000_after_backend_eof(start_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -198,38 +212,14 @@ def test_slow_client_gets_everything_then_1000_after_backend_eof(start_gateway) 
     at once, while the client is not reading yet: the gateway must keep the
     client connection until it has drained, then send 1000.
     """
-    import hashlib
-    import socket
-
-    import websocket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
     payload = os.urandom(32 * 1024 * 1024)
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        conn.sendall(payload)
-        conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+    with one_connection_backend(send_then_close(payload)) as port:
+        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
         ws = ws_connect(gateway.url("/raw"))
         time.sleep(1.5)  # a deliberately slow reader: the backend is long done
-        received = bytearray()
-        ws.settimeout(20)
-        while True:
-            opcode, frame = ws.recv_data_frame(True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                code = int.from_bytes(frame.data[:2], "big")
-                break
-            received.extend(frame.data)
+        received, code = read_until_close(ws, 20)
         assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
         assert code == 1000
-    finally:
-        server.close()
 
 
 def test_backend_may_still_answer_after_the_client_closed(start_gateway) -> None:  # type: ignore[no-untyped-def]
@@ -238,16 +228,10 @@ def test_backend_may_still_answer_after_the_client_closed(start_gateway) -> None
     towards the backend (half-close): a backend that answers late is not
     reset (which could make its kernel drop data it had not read yet).
     """
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
     outcome: list[str] = []
     done = threading.Event()
 
-    def serve() -> None:
-        conn, _ = server.accept()
+    def serve(conn: socket.socket) -> None:
         try:
             while conn.recv(65536):
                 pass  # until the gateway's EOF
@@ -261,14 +245,11 @@ def test_backend_may_still_answer_after_the_client_closed(start_gateway) -> None
             conn.close()
             done.set()
 
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        gateway = start_gateway(CONFIG % (server.getsockname()[1], HIGH_WATER))
+    with one_connection_backend(serve) as port:
+        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
         ws = ws_connect(gateway.url("/raw"))
         ws.send_binary(b"request")
         ws.send_close(1000, b"")
         assert expect_close(ws)[0] == 1000
         assert done.wait(10)
         assert outcome == ["ok"]
-    finally:
-        server.close()
