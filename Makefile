@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run    runs the gateway (embedded default config unless ARGS="--config FILE")
-#   make test   runs the whole test suite (lint, types, unit, integration)
+#   make test   runs the whole test suite (lint, types, unit, integration
+#               against real peers, which it installs: tests/peers/install.sh)
 # Both create .venv and install everything they need on first use.
 
 PY ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint peers bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -28,7 +29,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tunnelgw tests bench twisted
 	$(BIN)/mypy
 
-test: lint
+# the real servers and clients of the integration tests (apt, npm)
+peers:
+	bash tests/peers/install.sh
+
+test: lint peers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -134,6 +134,8 @@ class ServiceConfig:
     allow_missing_origin: bool = False
     allow_text: bool = False
     limits: Limits = field(default_factory=Limits)
+    adapter_options: Any = None
+    """What the adapter's C{parse_options} made of C{[services.NAME.ADAPTER]}."""
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,16 @@ def _service(name: str, table: Table) -> ServiceConfig:
             check_description(upstream)
         except ValueError as e:
             raise ConfigError(f"{table.key('upstream')}: {e}") from None
+    subprotocols = table.take("subprotocols", _subprotocols, tuple[str, ...]())
+    if factory.subprotocols is not None:
+        foreign = [p for p in subprotocols if p not in factory.subprotocols]
+        if foreign:
+            raise ConfigError(
+                f"{table.key('subprotocols')}: adapter {adapter!r} does not speak {', '.join(foreign)}"
+                f" (it speaks {', '.join(factory.subprotocols)})"
+            )
+        # the adapter's preference (STOMP: the highest version first)
+        subprotocols = tuple(p for p in factory.subprotocols if p in subprotocols)
     service = ServiceConfig(
         name=name,
         path=table.require("path", _path),
@@ -396,14 +408,20 @@ def _service(name: str, table: Table) -> ServiceConfig:
         require_roles=frozenset(table.take("require_roles", strings_value, tuple[str, ...]())),
         policy=table.take("policy", string_value, None),
         upstream=upstream,
-        subprotocols=table.take("subprotocols", _subprotocols, ()),
+        subprotocols=subprotocols,
         allow_no_subprotocol=table.take("allow_no_subprotocol", bool_value, False),
         origins=table.take("origins", _origins, frozenset()),
         allow_missing_origin=table.take("allow_missing_origin", bool_value, False),
         allow_text=table.take("allow_text", bool_value, False),
         limits=_limits(table.table("limits")),
+        adapter_options=factory.parse_options(table.value(adapter, {}), table.key(adapter)),
     )
     table.done()
+    if factory.needs_policy and service.policy is None:
+        raise ConfigError(
+            f"{table.key('policy')}: adapter {adapter!r} authorizes each operation through a policy;"
+            " name one (deny by default: without a policy nothing would be allowed)"
+        )
     if not service.subprotocols and not service.allow_no_subprotocol:
         raise ConfigError(
             f"{table.path}: offers no subprotocol and refuses clients that offer none;"

@@ -90,6 +90,27 @@ class IAdapterFactory(Interface):
         "C{True} when the tunnel connects to a backend before the upgrade; "
         "C{False} when the adapter answers by itself (C{echo})."
     )
+    needs_policy = Attribute(
+        "C{True} when the adapter authorizes operations through the service's "
+        "policy (C{ITunnel.permits}), so a service without one is a configuration "
+        "error rather than a service that refuses everything."
+    )
+    subprotocols = Attribute(
+        "The subprotocols the adapter speaks, most preferred first (a C{tuple} of "
+        "C{str}); a service's C{subprotocols} must be among them and are offered in "
+        "this order.  C{None}: the adapter carries any subprotocol."
+    )
+
+    def parse_options(options: dict[str, Any], key: str) -> Any:
+        """
+        Validate the adapter's own table of a service (C{[services.NAME.ADAPTER]},
+        an empty dict when absent) at start-up.
+
+        @param key: the dotted configuration key of the table, for errors.
+        @return: the parsed options, found by adapters as
+            C{tunnel.service.adapter_options}.
+        @raise tunnelgw.config.ConfigError: naming the key and why.
+        """
 
     def build(tunnel: ITunnel) -> IAdapter:
         """

@@ -14,6 +14,7 @@ from tunnelgw._flow import FlushWatcher
 from tunnelgw.adapters import ADAPTERS
 from tunnelgw.adapters.echo import EchoAdapter
 from tunnelgw.adapters.raw import RawAdapter
+from tunnelgw.adapters.stomp.adapter import StompAdapter, StompOptions
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthenticator, ITunnel
 from tunnelgw.security import PassThroughAuthenticator, Subject
@@ -36,7 +37,7 @@ def tunnel() -> Tunnel:
 
 
 def test_adapter_factories() -> None:
-    assert set(ADAPTERS) == {"raw", "echo"}
+    assert set(ADAPTERS) == {"raw", "echo", "stomp"}
     for name, factory in ADAPTERS.items():
         assert verifyObject(IAdapterFactory, factory)
         assert factory.name == name
@@ -47,6 +48,7 @@ def test_adapters() -> None:
     assert verifyObject(ITunnel, t)
     assert verifyObject(IAdapter, RawAdapter(t))
     assert verifyObject(IAdapter, EchoAdapter(t))
+    assert verifyObject(IAdapter, StompAdapter(t, StompOptions()))
 
 
 def test_other_implementations() -> None:

@@ -5,8 +5,11 @@ binary as binary.  For health checks and RFC 6455 conformance runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import implementer
 
+from tunnelgw.config import Table
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 
 __all__ = ["EchoAdapter", "EchoAdapterFactory"]
@@ -28,6 +31,11 @@ class EchoAdapter:
 class EchoAdapterFactory:
     name = "echo"
     needs_upstream = False
+    needs_policy = False
+    subprotocols = None
+
+    def parse_options(self, options: dict[str, Any], key: str) -> None:
+        Table(options, key).done()
 
     def build(self, tunnel: ITunnel) -> IAdapter:
         return EchoAdapter(tunnel)

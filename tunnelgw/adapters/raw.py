@@ -5,8 +5,11 @@ as websockify and noVNC do with the C{binary} subprotocol or none.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import implementer
 
+from tunnelgw.config import Table
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 
 __all__ = ["RawAdapter", "RawAdapterFactory"]
@@ -40,6 +43,11 @@ class RawAdapter:
 class RawAdapterFactory:
     name = "raw"
     needs_upstream = True
+    needs_policy = False
+    subprotocols = None
+
+    def parse_options(self, options: dict[str, Any], key: str) -> None:
+        Table(options, key).done()
 
     def build(self, tunnel: ITunnel) -> IAdapter:
         return RawAdapter(tunnel)

@@ -53,12 +53,14 @@ HEARTBEAT = object()
 
 class FrameError(ValueError):
     """
-    Malformed or oversized input; C{reason} is safe to send back to the peer.
+    Malformed or oversized input; C{reason} is safe to send back to the peer,
+    C{too_big} tells a size limit from malformed input.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, too_big: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.too_big = too_big
 
 
 @dataclass(frozen=True)
@@ -184,17 +186,34 @@ class Parser:
             item = self._next()
             if item is None:
                 return
-            yield item
+            del self._buffer[: item[1]]
+            yield item[0]
 
-    def _next(self) -> Frame | object | None:
+    def feed_spans(self, data: bytes) -> Iterator[tuple[Frame | object, bytes]]:
+        """
+        As L{feed}, with the exact bytes of each frame or heart-beat, for a
+        relay that forwards what it inspected unchanged.
+        """
+        self._buffer += data
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            raw = bytes(self._buffer[: item[1]])
+            del self._buffer[: item[1]]
+            yield item[0], raw
+
+    def _next(self) -> tuple[Frame | object, int] | None:
+        """
+        The next frame or heart-beat at the start of the buffer and its
+        length in bytes (the caller removes them), or C{None} for "not yet".
+        """
         buf = self._buffer
         # heart-beats: EOLs between frames
         if buf[:1] == b"\n":
-            del buf[:1]
-            return HEARTBEAT
+            return HEARTBEAT, 1
         if buf[:2] == b"\r\n":
-            del buf[:2]
-            return HEARTBEAT
+            return HEARTBEAT, 2
         if buf[:1] == b"\r" and len(buf) == 1:
             return None
         end = buf.find(b"\n\n")
@@ -206,7 +225,7 @@ class Parser:
         else:
             limit = self.limits.max_line * (self.limits.max_headers + 1)
             if len(buf) > limit:
-                raise FrameError("frame headers too large")
+                raise FrameError("frame headers too large", too_big=True)
             return None
         head = bytes(buf[:head_end])
         try:
@@ -218,12 +237,12 @@ class Parser:
         if command not in self.commands:
             raise FrameError(f"unknown or unexpected command {command[:32]!r}")
         if len(lines) - 1 > self.limits.max_headers:
-            raise FrameError(f"more than {self.limits.max_headers} headers")
+            raise FrameError(f"more than {self.limits.max_headers} headers", too_big=True)
         escaped = command not in UNESCAPED_COMMANDS
         headers = []
         for line in lines[1:]:
             if len(line) > self.limits.max_line:
-                raise FrameError(f"a header line is longer than {self.limits.max_line} bytes")
+                raise FrameError(f"a header line is longer than {self.limits.max_line} bytes", too_big=True)
             key, sep, value = line.partition(":")
             if not sep:
                 raise FrameError("a header line has no colon")
@@ -233,11 +252,11 @@ class Parser:
         frame = Frame(command, headers)
         length_text = frame.get("content-length")
         if length_text is not None:
-            if not length_text.isdigit():
+            if not (length_text.isascii() and length_text.isdigit()):
                 raise FrameError("content-length is not a number")
             length = int(length_text)
             if length > self.limits.max_body:
-                raise FrameError(f"body larger than {self.limits.max_body} bytes")
+                raise FrameError(f"body larger than {self.limits.max_body} bytes", too_big=True)
             if len(buf) < body_start + length + 1:
                 return None
             if buf[body_start + length] != 0:
@@ -247,10 +266,9 @@ class Parser:
             body_end = buf.find(b"\x00", body_start)
             if body_end == -1:
                 if len(buf) - body_start > self.limits.max_body:
-                    raise FrameError(f"body larger than {self.limits.max_body} bytes")
+                    raise FrameError(f"body larger than {self.limits.max_body} bytes", too_big=True)
                 return None
             if body_end - body_start > self.limits.max_body:
-                raise FrameError(f"body larger than {self.limits.max_body} bytes")
+                raise FrameError(f"body larger than {self.limits.max_body} bytes", too_big=True)
         frame.body = bytes(buf[body_start:body_end])
-        del buf[: body_end + 1]
-        return frame
+        return frame, body_end + 1
