@@ -152,6 +152,21 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(len(self.site.registry), 1)
         self.assertEqual(self.site.limiter.total, 1)  # the lease went with the tunnel
 
+    def test_compression_offer_is_declined(self) -> None:
+        """
+        Browsers always offer permessage-deflate; the upgrade succeeds
+        without it (compression is off).
+        """
+        channel, transport = self.upgrade(
+            "/echo", "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        )
+        head, _ = transport.value().split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
+        self.assertNotIn(b"Sec-WebSocket-Extensions", head)
+        transport.clear()
+        transport.protocol.dataReceived(client_frame(0x1, b"plain"))
+        self.assertEqual(server_frames(transport.value()), [(0x1, b"plain")])
+
     def test_raw_upgrade_waits_for_backend_then_relays(self) -> None:
         _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: foo, binary\r\n")
         self.assertEqual(transport.value(), b"")  # no 101 before the backend is up

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from pprint import pformat
+from types import FunctionType
 from typing import Any
 
 import autobahn.websocket.protocol as _autobahn_protocol
@@ -206,7 +207,14 @@ def make_factory(
     # autobahn copies every option from the factory onto each new protocol
     # instance unless the protocol class already has it: a class per service
     # holding them saves that work and ~30 attributes per tunnel.
-    options = {name: getattr(factory, name) for name in TunnelWebSocket.CONFIG_ATTRS}
+    # A function among them (perMessageCompressionAccept) must stay a plain
+    # function: as a class attribute it would become a method and get the
+    # protocol as an extra argument.
+    options = {
+        name: staticmethod(value) if isinstance(value, FunctionType) else value
+        for name in TunnelWebSocket.CONFIG_ATTRS
+        for value in (getattr(factory, name),)
+    }
     protocol: type[TunnelWebSocket] = type(f"TunnelWebSocket_{service.name}", (TunnelWebSocket,), options)
     factory.protocol = protocol
     factory.tunnelgw_registry = registry  # type: ignore[attr-defined]
