@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,19 @@ def echo_server() -> Iterator[EchoServer]:
     server = EchoServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """
+    One real RabbitMQ (rabbitmq_stomp) for the whole test session: it takes
+    seconds to start.
+    """
+    from tests.integration.rabbitmq import RabbitMQ
+
+    broker = RabbitMQ(tmp_path_factory.mktemp("rabbitmq")).start()
+    yield broker
+    broker.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

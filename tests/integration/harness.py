@@ -289,3 +289,67 @@ def read_close_frame(sock: socket.socket) -> int:
         payload = need(length)
         if b0 & 0x0F == 0x8:
             return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
+
+
+class TcpTap:
+    """
+    A threaded TCP proxy on 127.0.0.1 in front of C{target_port} that keeps
+    every byte its clients sent (C{sent}: one C{bytearray} per connection),
+    to check what a backend really received.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.sent: list[bytearray] = []
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            upstream.settimeout(None)
+            record = bytearray()
+            self.sent.append(record)
+            self._sockets += [conn, upstream]
+            threading.Thread(target=self._pump, args=(conn, upstream, record), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, conn, None), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, record: bytearray | None) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                if record is not None:
+                    record += data
+                sink.sendall(data)
+        except OSError:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def received(self) -> bytes:
+        """
+        Everything the target was sent, over all connections.
+        """
+        return b"".join(bytes(r) for r in self.sent)
+
+    def close(self) -> None:
+        self.sock.close()
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
