@@ -79,7 +79,7 @@ resources = ["/"]
 [[policies.broker.rules]]
 roles = ["traders"]
 actions = ["subscribe", "send"]
-resources = ["/topic/public.*", "/queue/public.*"]
+resources = ["/topic/public.*"]
 [[policies.broker.rules]]
 roles = ["ops"]
 actions = ["subscribe", "send"]
@@ -291,16 +291,16 @@ def test_python_client_over_websocket(setup: Setup, subprotocol: str | None) -> 
     )
     listener = Collector()
     conn.set_listener("collector", listener)
-    queue = unique("/queue/public.")
+    topic = unique("/topic/public.")
     conn.connect("guest", "guest", wait=True)
     try:
-        conn.subscribe(queue, id="s-1", ack="auto")
-        conn.send(queue, "from stomp.py", receipt="r-5")
+        conn.subscribe(topic, id="s-1", ack="auto")
+        conn.send(topic, "from stomp.py", receipt="r-5")
         wait_for(lambda: listener.messages and "r-5" in listener.receipts, 10, "the message and receipt")
         wait_for(lambda: listener.heartbeats >= 2, 10, "broker heart-beats")
     finally:
         conn.disconnect(receipt="bye")
-    assert listener.messages == [(queue, "from stomp.py")]
+    assert listener.messages == [(topic, "from stomp.py")]
     assert listener.errors == []
 
 
