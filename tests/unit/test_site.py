@@ -152,6 +152,24 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(len(self.site.registry), 1)
         self.assertEqual(self.site.limiter.total, 1)  # the lease went with the tunnel
 
+    def test_simultaneous_close_flushes_our_close_frame(self) -> None:
+        """
+        The tunnel closes and the client's own close frame arrives before
+        ours has left: the connection is closed gracefully (our close frame
+        and all data before it are sent), not reset; a client that never
+        reads is aborted after the close handshake timeout.
+        """
+        channel, transport = self.upgrade("/echo")
+        transport.clear()
+        ws = transport.protocol
+        ws.tunnel.fail(1008, "policy")
+        ws.dataReceived(client_frame(0x8, b"\x03\xe8"))
+        self.assertEqual(server_frames(transport.value()), [(0x8, b"\x03\xf0policy")])
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        self.reactor.advance(10)
+        self.assertTrue(transport.aborted)
+
     def test_compression_offer_is_declined(self) -> None:
         """
         Browsers always offer permessage-deflate; the upgrade succeeds

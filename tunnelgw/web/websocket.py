@@ -18,7 +18,7 @@ import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from tunnelgw.config import ServiceConfig
@@ -130,7 +130,24 @@ class TunnelWebSocket(WebSocketServerProtocol):
             # autobahn refused the handshake after our admission
             self.admission.abandon()
 
+    _linger: IDelayedCall | None = None
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        # autobahn aborts the TCP connection (RST) as soon as a server's
+        # closing handshake completes.  Whatever is still in the write
+        # buffer is then lost: our own close frame when both sides closed
+        # at once (the client sees 1006), or the last data before it.  A
+        # clean close is a graceful one instead, bounded in time.
+        if abort and self.wasClean:
+            self.transport.loseConnection()
+            linger = self.closeHandshakeTimeout or _TIMER_GRANULARITY
+            self._linger = self.clock.callLater(linger, self.transport.abortConnection)
+            return
+        super()._closeConnection(abort)
+
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         try:
             super().connectionLost(reason)  # type: ignore[arg-type]
         finally:
