@@ -370,6 +370,12 @@ class Tunnel:
     def backend_lost(self, reason: Failure) -> None:
         self._backend_gone = True
         self._cancel("linger")
+        if self._client is not None and not self._client_gone:
+            # A backend that is gone throttles nothing: if it had paused the
+            # client (its buffer was full, or TLS held writes back), the
+            # client must be read again, or its close frame would stay
+            # unread and closing would reset the connection.
+            self._client.transport.resumeProducing()
         if reason.check(ConnectionDone):
             self._backend_finished(CloseCode.NORMAL, "backend closed the connection")
         else:

@@ -84,6 +84,18 @@ class TunnelTests(SynchronousTestCase):
         self.assertFalse(self.client.transport.disconnecting)
         self.assertFalse(self.backend_transport.disconnecting)
 
+    def test_a_lost_backend_no_longer_throttles_the_client(self) -> None:
+        """
+        The backend paused the client (full buffer, or TLS holding writes)
+        and is then lost: the client is read again, so its close frame is
+        answered instead of being left unread.
+        """
+        self.make().start(self.client)
+        self.backend_transport.producer.pauseProducing()
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.backend.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.client.transport.producerState, "producing")
+
     def test_echo_client_is_its_own_producer(self) -> None:
         self.make(service("echo"), backend=False).start(self.client)
         self.assertIs(self.client.transport.producer.target, self.client.transport)
