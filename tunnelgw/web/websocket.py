@@ -140,7 +140,7 @@ class TunnelWebSocket(WebSocketServerProtocol):
         # clean close is a graceful one instead, bounded in time.
         if abort and self.wasClean:
             self.transport.loseConnection()
-            linger = self.closeHandshakeTimeout or _TIMER_GRANULARITY
+            linger = getattr(self, "closeHandshakeTimeout", 0) or _TIMER_GRANULARITY
             self._linger = self.clock.callLater(linger, self.transport.abortConnection)
             return
         super()._closeConnection(abort)
