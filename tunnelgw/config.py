@@ -417,9 +417,9 @@ def _service(name: str, table: Table) -> ServiceConfig:
         adapter_options=factory.parse_options(table.value(adapter, {}), table.key(adapter)),
     )
     table.done()
-    if factory.needs_policy and service.policy is None:
+    if factory.needs_policy(service.adapter_options) and service.policy is None:
         raise ConfigError(
-            f"{table.key('policy')}: adapter {adapter!r} authorizes each operation through a policy;"
+            f"{table.key('policy')}: adapter {adapter!r} authorizes operations through a policy here;"
             " name one (deny by default: without a policy nothing would be allowed)"
         )
     if not service.subprotocols and not service.allow_no_subprotocol:

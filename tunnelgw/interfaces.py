@@ -52,6 +52,15 @@ class ITunnel(Interface):
         backend after what it was already sent.
         """
 
+    def start_backend_tls(creator: Any) -> None:
+        """
+        Start TLS on the backend connection now (a protocol's STARTTLS),
+        with C{creator} (an C{IOpenSSLClientConnectionCreator}, such as
+        C{optionsForClientTLS}, which verifies the server's certificate and
+        name).  What is sent to the backend afterwards is encrypted; a
+        failed verification loses the backend connection (1011).
+        """
+
     def permits(action: str, resource: str) -> bool:
         """
         May this tunnel's subject perform C{action} on C{resource}?  Asks
@@ -90,11 +99,6 @@ class IAdapterFactory(Interface):
         "C{True} when the tunnel connects to a backend before the upgrade; "
         "C{False} when the adapter answers by itself (C{echo})."
     )
-    needs_policy = Attribute(
-        "C{True} when the adapter authorizes operations through the service's "
-        "policy (C{ITunnel.permits}), so a service without one is a configuration "
-        "error rather than a service that refuses everything."
-    )
     subprotocols = Attribute(
         "The subprotocols the adapter speaks, most preferred first (a C{tuple} of "
         "C{str}); a service's C{subprotocols} must be among them and are offered in "
@@ -110,6 +114,14 @@ class IAdapterFactory(Interface):
         @return: the parsed options, found by adapters as
             C{tunnel.service.adapter_options}.
         @raise tunnelgw.config.ConfigError: naming the key and why.
+        """
+
+    def needs_policy(options: Any) -> bool:
+        """
+        Does the adapter, with these parsed options, authorize operations
+        through the service's policy (C{ITunnel.permits})?  Then a service
+        without one is a configuration error rather than a service that
+        refuses everything.
         """
 
     def build(tunnel: ITunnel) -> IAdapter:

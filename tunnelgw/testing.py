@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-__all__ = ["FakeClientLeg", "FakeEndpoint", "HalfCloseStringTransport"]
+__all__ = ["AdapterHarness", "FakeClientLeg", "FakeEndpoint", "HalfCloseStringTransport"]
 
 
 class HalfCloseStringTransport(StringTransport):
@@ -24,7 +24,14 @@ class HalfCloseStringTransport(StringTransport):
 
     write_closed = False
     aborted = False
+    tls: Any = None
     protocol: Any = None  # as on real transports; autobahn's resource swaps it
+
+    def startTLS(self, creator: Any) -> None:
+        """
+        Record the TLS connection creator a protocol's STARTTLS asked for.
+        """
+        self.tls = creator
 
     def loseWriteConnection(self) -> None:
         self.write_closed = True
@@ -95,3 +102,52 @@ class FakeEndpoint:
     def fail(self, error: Exception) -> None:
         d, _ = self.pending.pop(0)
         d.errback(error)
+
+
+class AdapterHarness:
+    """
+    One adapter in a real L{tunnelgw.tunnel.Tunnel}, in memory: the client
+    leg is a L{FakeClientLeg} (C{client}), the backend a
+    L{tunnelgw.tunnel.BackendProtocol} over a L{HalfCloseStringTransport}
+    (C{backend}, C{wire}).  Drive it with C{tunnel.client_message} and
+    C{backend.dataReceived}.
+    """
+
+    def __init__(
+        self,
+        factory: Any,
+        service: Any,
+        subject: Any,
+        subprotocol: str | None = None,
+        policy: Any = None,
+    ) -> None:
+        from twisted.internet.task import Clock
+
+        from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+
+        self.clock = Clock()
+        self.client = FakeClientLeg()
+        self.backend = BackendProtocol()
+        self.wire = HalfCloseStringTransport()
+        self.backend.makeConnection(self.wire)
+        self.tunnel = Tunnel(
+            reactor=self.clock,
+            service=service,
+            subprotocol=subprotocol,
+            conn_id="c1",
+            peer="192.0.2.1",
+            subject=subject,
+            adapter_factory=factory,
+            backend=self.backend,
+            registry=TunnelRegistry(),
+            policy=policy,
+        )
+        self.tunnel.start(self.client)
+
+    def sent(self) -> bytes:
+        """
+        What the backend was sent since the last call.
+        """
+        data = self.wire.value()
+        self.wire.clear()
+        return bytes(data)

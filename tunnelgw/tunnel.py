@@ -478,6 +478,13 @@ class Tunnel:
             duration=self.reactor.seconds() - self.started,
         )
 
+    def start_backend_tls(self, creator: Any) -> None:
+        if self._backend is None or self._backend_gone:
+            return
+        transport = self._backend.transport
+        transport.startTLS(creator)
+        set_high_water(transport, self.service.limits.high_water)
+
     # -- authorization ---------------------------------------------------------
 
     def permits(self, action: str, resource: str) -> bool:

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(rabbitmq-server)
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -12,7 +12,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,8 +20,8 @@ from tunnelgw.adapters.stomp.frames import HEARTBEAT, SERVER_COMMANDS, Frame, Pa
 from tunnelgw.config import ConfigError, ServiceConfig, loads
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
-from tunnelgw.testing import FakeClientLeg, HalfCloseStringTransport
-from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+from tunnelgw.testing import AdapterHarness
+from tunnelgw.tunnel import Tunnel
 
 POLICY = RulesPolicyFactory().parse_config(
     {
@@ -54,10 +53,6 @@ class StompAdapterTests(SynchronousTestCase):
         subprotocol: str | None = "v12.stomp",
         subject: Subject | None = None,
     ) -> Tunnel:
-        self.client = FakeClientLeg()
-        self.backend = BackendProtocol()
-        self.wire = HalfCloseStringTransport()
-        self.backend.makeConnection(self.wire)
         service = ServiceConfig(
             name="broker",
             path="/stomp",
@@ -67,19 +62,15 @@ class StompAdapterTests(SynchronousTestCase):
             policy="p",
             adapter_options=opts or StompOptions(),
         )
-        self.tunnel = Tunnel(
-            reactor=Clock(),
-            service=service,
-            subprotocol=subprotocol,
-            conn_id="c1",
-            peer="192.0.2.1",
-            subject=subject or Subject.of("alice", ["traders"]),
-            adapter_factory=StompAdapterFactory(),
-            backend=self.backend,
-            registry=TunnelRegistry(),
-            policy=POLICY,
+        harness = AdapterHarness(
+            StompAdapterFactory(), service, subject or Subject.of("alice", ["traders"]), subprotocol, POLICY
         )
-        self.tunnel.start(self.client)
+        self.client, self.backend, self.wire, self.tunnel = (
+            harness.client,
+            harness.backend,
+            harness.wire,
+            harness.tunnel,
+        )
         return self.tunnel
 
     def broker_frames(self) -> list[Any]:
@@ -355,7 +346,7 @@ upstream = "tcp:127.0.0.1:61613"
         (service,) = config.services
         self.assertEqual(service.subprotocols, ("v12.stomp", "v10.stomp"))
         self.assertEqual(service.adapter_options.limits.max_body, 100)
-        with self.assertRaisesRegex(ConfigError, "services.s.policy: adapter 'stomp' authorizes"):
+        with self.assertRaisesRegex(ConfigError, "services.s.policy: adapter 'stomp' authorizes operations"):
             loads(base + 'subprotocols = ["v12.stomp"]\n')
         with self.assertRaisesRegex(
             ConfigError, "services.s.subprotocols: adapter 'stomp' does not speak binary"

@@ -7,12 +7,14 @@ from __future__ import annotations
 from tunnelgw.adapters.echo import EchoAdapterFactory
 from tunnelgw.adapters.raw import RawAdapterFactory
 from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
+from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory
 from tunnelgw.interfaces import IAdapterFactory
 
 __all__ = ["ADAPTERS", "adapter_factory"]
 
 ADAPTERS: dict[str, IAdapterFactory] = {
-    factory.name: factory for factory in (RawAdapterFactory(), EchoAdapterFactory(), StompAdapterFactory())
+    factory.name: factory
+    for factory in (RawAdapterFactory(), EchoAdapterFactory(), StompAdapterFactory(), XmppAdapterFactory())
 }
 
 

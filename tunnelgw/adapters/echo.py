@@ -31,8 +31,10 @@ class EchoAdapter:
 class EchoAdapterFactory:
     name = "echo"
     needs_upstream = False
-    needs_policy = False
     subprotocols = None
+
+    def needs_policy(self, options: Any) -> bool:
+        return False
 
     def parse_options(self, options: dict[str, Any], key: str) -> None:
         Table(options, key).done()

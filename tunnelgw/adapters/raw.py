@@ -43,8 +43,10 @@ class RawAdapter:
 class RawAdapterFactory:
     name = "raw"
     needs_upstream = True
-    needs_policy = False
     subprotocols = None
+
+    def needs_policy(self, options: Any) -> bool:
+        return False
 
     def parse_options(self, options: dict[str, Any], key: str) -> None:
         Table(options, key).done()

@@ -368,8 +368,10 @@ def _string_or_empty(key: str, value: Any) -> str:
 class StompAdapterFactory:
     name = "stomp"
     needs_upstream = True
-    needs_policy = True
     subprotocols = tuple(SUBPROTOCOLS)
+
+    def needs_policy(self, options: Any) -> bool:
+        return True
 
     def parse_options(self, options: dict[str, Any], key: str) -> StompOptions:
         table = Table(options, key)
