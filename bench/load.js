@@ -6,6 +6,8 @@
 //   node load.js --mode rtt --url ... | --tcp ... [--size 32] [--seconds 5]
 //   node load.js --mode handshakes --url ... [--conns 4] [--seconds 5]
 //   node load.js --mode idle --url ... --conns 10000   (holds them until stdin closes)
+//   node load.js --mode rfb --url ... | --tcp ... [--seconds 5]   (an RFB client: handshake,
+//       then framebuffer bytes counted, a FramebufferUpdateRequest sent per MiB received)
 "use strict";
 
 const net = require("net");
@@ -33,13 +35,13 @@ function open(onData) {
       const sock = net.connect({ host, port: Number(port) });
       sock.setNoDelay(true);
       sock.on("connect", () => resolve({ send: (b) => sock.write(b), close: () => sock.destroy(), raw: sock }));
-      sock.on("data", (d) => onData(d.length));
+      sock.on("data", (d) => onData(d.length, d));
       sock.on("error", reject);
     } else {
       const ws = new WebSocket(args.url, protocols, { perMessageDeflate: false, handshakeTimeout: 10000 });
       ws.binaryType = "nodebuffer";
       ws.on("open", () => resolve({ send: (b) => ws.send(b, { binary: true }), close: () => ws.terminate(), raw: ws }));
-      ws.on("message", (d) => onData(d.length));
+      ws.on("message", (d) => onData(d.length, d));
       ws.on("error", reject);
       ws.on("unexpected-response", (req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
     }
@@ -180,7 +182,59 @@ async function idle() {
   });
 }
 
-({ throughput, rtt, handshakes, idle })[args.mode]().catch((e) => {
+async function rfb() {
+  // the handshake as noVNC does it (3.8, security None, shared), then the stream
+  const steps = [
+    [12, () => Buffer.from("RFB 003.008\n")],
+    [2, () => Buffer.from([1])],
+    [4, () => Buffer.from([1])],
+    [24, null], // ServerInit; its name follows
+  ];
+  const request = Buffer.from([3, 1, 0, 0, 0, 0, 4, 0, 3, 0]);
+  let buffered = Buffer.alloc(0);
+  let streaming = false;
+  let counting = false;
+  let bytes = 0;
+  let sinceRequest = 0;
+  let ready;
+  const handshaken = new Promise((r) => (ready = r));
+  const c = await open((n, d) => {
+    if (streaming) {
+      if (counting) bytes += n;
+      sinceRequest += n;
+      if (sinceRequest >= 1048576) {
+        sinceRequest = 0;
+        c.send(request);
+      }
+      return;
+    }
+    buffered = Buffer.concat([buffered, d]);
+    while (steps.length && buffered.length >= steps[0][0]) {
+      const [need, reply] = steps.shift();
+      if (reply === null) {
+        const nameLength = buffered.readUInt32BE(20);
+        buffered = buffered.subarray(need + nameLength);
+        streaming = true;
+        c.send(request);
+        ready();
+        return;
+      }
+      buffered = buffered.subarray(need);
+      c.send(reply());
+    }
+  });
+  await handshaken;
+  await new Promise((r) => setTimeout(r, args.warmup * 1000));
+  counting = true;
+  const start = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, args.seconds * 1000));
+  const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+  counting = false;
+  c.close();
+  done({ mode: "rfb", bytes, seconds: elapsed, mib_per_s: bytes / elapsed / 1048576 });
+}
+
+({ throughput, rtt, handshakes, idle, rfb })[args.mode]().catch((e) => {
   process.stdout.write(JSON.stringify({ error: String(e) }) + "\n");
   process.exit(1);
 });

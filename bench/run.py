@@ -1,8 +1,9 @@
 """
 tunnelgw benchmarks, side by side in one run: the raw tunnel through
 tunnelgw, the same through websockify (`binary`), and direct TCP to the
-same backend.  The load client is Node `ws` with bufferutil; its ceiling is
-measured against a Node `ws` echo server.
+same backend; and a VNC framebuffer stream through tunnelgw's rfb adapter,
+its raw adapter, websockify and direct TCP.  The load client is Node `ws`
+with bufferutil; its ceiling is measured against a Node `ws` echo server.
 
     make bench                       # or: .venv/bin/python bench/run.py [--seconds 5] [--write-docs]
 
@@ -154,7 +155,7 @@ def idle_tunnels(url: str, count: int, gateway: subprocess.Popen[bytes]) -> dict
     }
 
 
-def start_gateway(procs: Processes, port: int, echo_port: int) -> subprocess.Popen[bytes]:
+def start_gateway(procs: Processes, port: int, echo_port: int, rfb_port: int = 9) -> subprocess.Popen[bytes]:
     workdir = Path(tempfile.mkdtemp(prefix="tunnelgw-bench-"))
     config = workdir / "bench.toml"
     config.write_text(
@@ -184,6 +185,31 @@ adapter = "echo"
 realm = "public"
 allow_no_subprotocol = true
 allow_missing_origin = true
+
+[policies.desktop]
+[[policies.desktop.rules]]
+roles = ["*"]
+actions = ["input"]
+resources = ["*"]
+
+[services.rfb]
+path = "/rfb"
+adapter = "rfb"
+realm = "public"
+policy = "desktop"
+upstream = "tcp:127.0.0.1:{rfb_port}"
+subprotocols = ["binary"]
+allow_missing_origin = true
+[services.rfb.rfb]
+security_types = ["none"]
+
+[services.raw-rfb]
+path = "/raw-rfb"
+adapter = "raw"
+realm = "public"
+upstream = "tcp:127.0.0.1:{rfb_port}"
+subprotocols = ["binary"]
+allow_missing_origin = true
 """
     )
     return procs.start(
@@ -194,7 +220,7 @@ allow_missing_origin = true
     )
 
 
-SECTIONS = ("speed", "idle")
+SECTIONS = ("speed", "rfb", "idle")
 
 
 def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -213,18 +239,18 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
     procs = Processes()
     results: dict[str, Any] = {}
     try:
-        echo_port, wsecho_port, gw_port, wsfy_port = (free_port() for _ in range(4))
+        echo_port, wsecho_port, gw_port, wsfy_port, rfb_port, wsfy_rfb_port = (free_port() for _ in range(6))
         procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port, PEER_CPUS)
+        procs.start(["node", str(HERE / "servers.js"), "rfb-stream", str(rfb_port)], rfb_port, PEER_CPUS)
         # the client's ceiling is measured against a server on the gateway's core
         procs.start(
             ["node", str(HERE / "servers.js"), "ws-echo", str(wsecho_port)], wsecho_port, GATEWAY_CPUS
         )
-        start_gateway(procs, gw_port, echo_port)
-        procs.start(
-            [str(BIN / "websockify"), f"127.0.0.1:{wsfy_port}", f"127.0.0.1:{echo_port}"],
-            wsfy_port,
-            GATEWAY_CPUS,
-        )
+        start_gateway(procs, gw_port, echo_port, rfb_port)
+        for port, backend in ((wsfy_port, echo_port), (wsfy_rfb_port, rfb_port)):
+            procs.start(
+                [str(BIN / "websockify"), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], port, GATEWAY_CPUS
+            )
 
         targets = {
             "tunnelgw": ["--url", f"ws://127.0.0.1:{gw_port}/raw"],
@@ -252,6 +278,23 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                 results[name] = {key: median_of(values) for key, values in measured.items()}
                 print(name, json.dumps(results[name]), flush=True)
 
+        # A VNC framebuffer stream (server to client, as a VNC session's bulk
+        # is): through the rfb adapter, which parsed the handshake and parses
+        # every client message, against the raw adapter and websockify.
+        rfb_targets = {
+            "tunnelgw_rfb": ["--url", f"ws://127.0.0.1:{gw_port}/rfb"],
+            "tunnelgw_raw": ["--url", f"ws://127.0.0.1:{gw_port}/raw-rfb"],
+            "websockify": ["--url", f"ws://127.0.0.1:{wsfy_rfb_port}/"],
+            "direct_tcp": ["--tcp", f"127.0.0.1:{rfb_port}"],
+        }
+        rfb_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in rfb_targets}
+        for _ in range(repeat) if "rfb" in only else ():
+            for name, target in rfb_targets.items():
+                rfb_runs[name].append(load("--mode", "rfb", "--seconds", s, *target))
+        if "rfb" in only:
+            results["rfb_stream"] = {name: median_of(values) for name, values in rfb_runs.items()}
+            print("rfb_stream", json.dumps(results["rfb_stream"]), flush=True)
+
         # Each idle measurement on a fresh gateway: memory freed by one run
         # would otherwise be reused by the next and hide its cost.
         idle = (("idle_echo_10000", "/echo", 10000), ("idle_raw_9900", "/raw", 9900))
@@ -274,6 +317,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "throughput_8_vs_websockify": gw["throughput_8"]["mib_per_s"] / wf["throughput_8"]["mib_per_s"],
         "rtt_p50_vs_websockify": gw["rtt_32"]["p50_us"] / wf["rtt_32"]["p50_us"],
         "handshakes_vs_websockify": gw["handshakes"]["per_s"] / wf["handshakes"]["per_s"],
+        "rfb_vs_raw": results["rfb_stream"]["tunnelgw_rfb"]["mib_per_s"]
+        / results["rfb_stream"]["tunnelgw_raw"]["mib_per_s"],
+        "rfb_vs_websockify": results["rfb_stream"]["tunnelgw_rfb"]["mib_per_s"]
+        / results["rfb_stream"]["websockify"]["mib_per_s"],
     }
 
 
@@ -288,6 +335,16 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         )
     q = ratios(results)
     e, w = results["idle_echo_10000"], results["idle_raw_9900"]
+    rfb = results["rfb_stream"]
+    rfb_rows = "\n".join(
+        f"| {label} | {rfb[name]['mib_per_s']:.0f} |"
+        for name, label in (
+            ("tunnelgw_rfb", "tunnelgw, `rfb` adapter"),
+            ("tunnelgw_raw", "tunnelgw, `raw` adapter"),
+            ("websockify", "websockify"),
+            ("direct_tcp", "direct TCP"),
+        )
+    )
     return f"""# Benchmarks
 
 Latest figures, produced by:
@@ -322,6 +379,20 @@ Ratios, tunnelgw vs websockify (same run):
 | throughput, 8 connections | {q["throughput_8_vs_websockify"]:.2f}× | ≥ 1.5× (aim 2×) |
 | round-trip p50 | {q["rtt_p50_vs_websockify"]:.2f}× | ≤ 1.1× |
 | handshakes/s | {q["handshakes_vs_websockify"]:.1f}× | ≥ 10× |
+
+VNC: a framebuffer stream from an RFB server (`bench/servers.js
+rfb-stream`: RFB 3.8, security None, then framebuffer bytes as fast as the
+client takes them) to an RFB client (`bench/load.js --mode rfb`: noVNC's
+handshake, one FramebufferUpdateRequest per MiB received), 1 connection:
+
+| path | MiB/s |
+| --- | ---: |
+{rfb_rows}
+
+The `rfb` adapter follows the handshake and parses every client message
+(the view-only policy applies to them); the framebuffer bytes themselves
+pass unparsed, so it runs at {q["rfb_vs_raw"]:.2f}× the `raw` adapter and
+{q["rfb_vs_websockify"]:.2f}× websockify.
 
 Idle tunnels held by one gateway process (resident memory growth divided by
 tunnels held; each idle tunnel answered one echo first):

@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound)
+# RabbitMQ (STOMP); prosody (XMPP); a desktop behind a VNC server (Xvfb,
+# x11vnc, xterm, xwd from x11-apps); Chromium for noVNC (never a browser
+# downloaded by a test tool)
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tunnelgw.adapters.echo import EchoAdapterFactory
 from tunnelgw.adapters.raw import RawAdapterFactory
+from tunnelgw.adapters.rfb import RfbAdapterFactory
 from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
 from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory
 from tunnelgw.interfaces import IAdapterFactory
@@ -14,7 +15,13 @@ __all__ = ["ADAPTERS", "adapter_factory"]
 
 ADAPTERS: dict[str, IAdapterFactory] = {
     factory.name: factory
-    for factory in (RawAdapterFactory(), EchoAdapterFactory(), StompAdapterFactory(), XmppAdapterFactory())
+    for factory in (
+        RawAdapterFactory(),
+        EchoAdapterFactory(),
+        RfbAdapterFactory(),
+        StompAdapterFactory(),
+        XmppAdapterFactory(),
+    )
 }
 
 
