@@ -198,7 +198,9 @@ async function rfb() {
   let sinceRequest = 0;
   let ready;
   const handshaken = new Promise((r) => (ready = r));
-  const c = await open((n, d) => {
+  let c = null;
+  const early = []; // data that came with the upgrade, before open() resolved
+  const handle = (n, d) => {
     if (streaming) {
       if (counting) bytes += n;
       sinceRequest += n;
@@ -222,7 +224,9 @@ async function rfb() {
       buffered = buffered.subarray(need);
       c.send(reply());
     }
-  });
+  };
+  c = await open((n, d) => (c ? handle(n, d) : early.push([n, d])));
+  early.forEach(([n, d]) => handle(n, d));
   await handshaken;
   await new Promise((r) => setTimeout(r, args.warmup * 1000));
   counting = true;
