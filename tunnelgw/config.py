@@ -385,11 +385,17 @@ def _service(name: str, table: Table) -> ServiceConfig:
         raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} takes no upstream")
     if upstream is not None:
         from tunnelgw.upstream import check_description
+        from tunnelgw.upstream.chain import is_gateway_url
 
         try:
             check_description(upstream)
         except ValueError as e:
             raise ConfigError(f"{table.key('upstream')}: {e}") from None
+        if is_gateway_url(upstream) != (adapter == "chain"):
+            raise ConfigError(
+                f'{table.key("upstream")}: another gateway (wss://...) is reached with adapter = "chain",'
+                " and the chain adapter reaches only another gateway"
+            )
     subprotocols = table.take("subprotocols", _subprotocols, tuple[str, ...]())
     if factory.subprotocols is not None:
         foreign = [p for p in subprotocols if p not in factory.subprotocols]

@@ -45,6 +45,12 @@ class ITunnel(Interface):
         Write bytes to the backend connection.
         """
 
+    def send_backend_message(payload: bytes, is_binary: bool) -> None:
+        """
+        Send one WebSocket message to a message-oriented backend (a chained
+        gateway); messages from it reach the client as they are.
+        """
+
     def fail(code: int, reason: str) -> None:
         """
         End the tunnel: close the WebSocket with C{code} (a RFC 6455 close

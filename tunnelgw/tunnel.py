@@ -39,7 +39,7 @@ from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.security import Subject
 
-__all__ = ["BackendProtocol", "ClientLeg", "Tunnel", "TunnelRegistry", "CloseCode"]
+__all__ = ["BackendLeg", "BackendProtocol", "ClientLeg", "Tunnel", "TunnelRegistry", "CloseCode"]
 
 
 class CloseCode(enum.IntEnum):
@@ -73,6 +73,31 @@ class ClientLeg(TypingProtocol):
     def abort(self) -> None: ...
 
     def buffered_input(self) -> int: ...
+
+
+class BackendLeg(TypingProtocol):
+    """
+    What the tunnel needs of the backend side: a byte stream
+    (L{BackendProtocol}) or a message stream (a chained gateway,
+    L{tunnelgw.upstream.chain.ChainProtocol}).  C{transport} is the
+    connection underneath, for flow control.
+    """
+
+    transport: Any
+
+    def attach(self, tunnel: Tunnel) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None: ...
+
+    def finish(self) -> None:
+        """We send nothing more; the backend may finish (half-close)."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what was already sent."""
+
+    def abort(self) -> None: ...
 
 
 _DONE = Failure(ConnectionDone())
@@ -168,6 +193,23 @@ class BackendProtocol(Protocol):
         if self.tunnel is not None:
             self.tunnel.backend_data(data)
 
+    # -- BackendLeg ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        raise TypeError("a byte-stream backend takes bytes, not messages")
+
+    def finish(self) -> None:
+        self.transport.loseWriteConnection()
+
+    def close(self, code: int, reason: str) -> None:
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
+
     def readConnectionLost(self) -> None:
         self.eof = True
         if self.tunnel is not None:
@@ -233,7 +275,7 @@ class Tunnel:
         peer: str,
         subject: Subject,
         adapter_factory: IAdapterFactory,
-        backend: BackendProtocol | None,
+        backend: BackendLeg | None,
         registry: TunnelRegistry,
         session_id: str = "",
         policy: IAuthorizationPolicy | None = None,
@@ -327,11 +369,31 @@ class Tunnel:
         if down > self.peak_down:
             self.peak_down = down
 
+    def backend_message(self, payload: bytes, is_binary: bool) -> None:
+        """
+        A message from a message-oriented backend (a chained gateway): it
+        reaches the client as it is, message for message.
+        """
+        if self._state is not _State.OPEN:
+            return
+        self._last_activity = self.reactor.seconds()
+        self.bytes_down += len(payload)
+        self.send_client(payload, is_binary)
+
     def send_backend(self, data: bytes) -> None:
         if self._backend is None or self._backend_gone:
             return
-        self._backend.transport.write(data)
-        assert self._client is not None
+        self._backend.write(data)
+        self._account_up()
+
+    def send_backend_message(self, payload: bytes, is_binary: bool) -> None:
+        if self._backend is None or self._backend_gone:
+            return
+        self._backend.send_message(payload, is_binary)
+        self._account_up()
+
+    def _account_up(self) -> None:
+        assert self._backend is not None and self._client is not None
         up = pending_bytes(self._backend.transport) + self._client.buffered_input()
         if up > self.peak_up:
             self.peak_up = up
@@ -369,7 +431,7 @@ class Tunnel:
         )
         if self._client is not None:
             self._client.close(code, reason)
-        self._close_backend()
+        self._close_backend(code, reason)
 
     def backend_eof(self) -> None:
         if self._state is _State.OPEN:
@@ -377,7 +439,12 @@ class Tunnel:
         else:
             self._close_backend()
 
-    def backend_lost(self, reason: Failure) -> None:
+    def backend_lost(self, reason: Failure, code: int | None = None, why: str | None = None) -> None:
+        """
+        The backend connection is gone.  A message-oriented backend that
+        closed with a WebSocket close code passes it (and its reason) on:
+        the client gets the code the inner side decided.
+        """
         self._backend_gone = True
         self._cancel("linger")
         if self._client is not None and not self._client_gone:
@@ -386,7 +453,9 @@ class Tunnel:
             # client must be read again, or its close frame would stay
             # unread and closing would reset the connection.
             self._client.transport.resumeProducing()
-        if reason.check(ConnectionDone):
+        if code is not None:
+            self._backend_finished(code, why or "backend closed the connection")
+        elif reason.check(ConnectionDone):
             self._backend_finished(CloseCode.NORMAL, "backend closed the connection")
         else:
             self._backend_finished(
@@ -399,7 +468,7 @@ class Tunnel:
             return
         self._state = _State.CLOSING
         self._set_close(code, reason)
-        self._close_backend()
+        self._close_backend(code, reason)
         client = self._client
         if client is None or self._client_gone:
             return
@@ -441,20 +510,20 @@ class Tunnel:
                     # Everything the client sent before its close frame has
                     # been written; shut our write side down once flushed
                     # and let the backend finish.
-                    self._backend.transport.loseWriteConnection()
+                    self._backend.finish()
                     self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
                 else:
                     self._close_backend()
         self._maybe_done()
 
-    def _close_backend(self) -> None:
+    def _close_backend(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         if self._backend is not None and not self._backend_gone:
-            self._backend.transport.loseConnection()
+            self._backend.close(code, reason)
             self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
 
     def _abort_backend(self) -> None:
         if self._backend is not None and not self._backend_gone:
-            self._backend.transport.abortConnection()
+            self._backend.abort()
 
     def _set_close(self, code: int, reason: str) -> None:
         if self.close_code is None:

@@ -353,3 +353,34 @@ class TcpTap:
                 s.close()
             except OSError:
                 pass
+
+
+def pump(ws, data: bytes, message: int, stall_after: int = 0, stall: float = 0.0) -> bytes:  # type: ignore[no-untyped-def]
+    """
+    Send C{data} in C{message}-sized binary messages from one thread while
+    another reads the echo, pausing C{stall} seconds after C{stall_after}
+    bytes.  Returns what was read.
+    """
+    received = bytearray()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        stalled = False
+        try:
+            while len(received) < len(data):
+                received.extend(ws.recv_data()[1])
+                if stall and not stalled and len(received) >= stall_after:
+                    stalled = True
+                    time.sleep(stall)  # a deliberately stalled reader, not a wait
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    view = memoryview(data)
+    for offset in range(0, len(data), message):
+        ws.send_binary(view[offset : offset + message].tobytes())
+    thread.join(120)
+    assert not thread.is_alive(), "reader did not finish within 120s"
+    assert not errors, errors
+    return bytes(received)

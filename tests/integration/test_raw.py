@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import websocket
 
-from tests.integration.harness import EchoServer, expect_close, ws_connect
+from tests.integration.harness import EchoServer, expect_close, pump, ws_connect
 
 SIZE = 64 * 1024 * 1024
 MESSAGE = 64 * 1024
@@ -45,37 +45,6 @@ high_water = %d
 """
 
 
-def pump(ws, data: bytes, stall_after: int = 0, stall: float = 0.0) -> bytes:  # type: ignore[no-untyped-def]
-    """
-    Send C{data} in MESSAGE-sized binary messages from one thread while
-    another reads the echo, pausing C{stall} seconds after C{stall_after}
-    bytes.  Returns what was read.
-    """
-    received = bytearray()
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        stalled = False
-        try:
-            while len(received) < len(data):
-                received.extend(ws.recv_data()[1])
-                if stall and not stalled and len(received) >= stall_after:
-                    stalled = True
-                    time.sleep(stall)  # a deliberately stalled reader, not a wait
-        except BaseException as e:  # reported below
-            errors.append(e)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    view = memoryview(data)
-    for offset in range(0, len(data), MESSAGE):
-        ws.send_binary(view[offset : offset + MESSAGE].tobytes())
-    thread.join(120)
-    assert not thread.is_alive(), "reader did not finish within 120s"
-    assert not errors, errors
-    return bytes(received)
-
-
 def check_close_event(gateway, conn_subprotocol: str = "binary") -> dict:  # type: ignore[no-untyped-def]
     event = gateway.wait_event(event="tunnel_close", service="raw")
     assert event["bytes_up"] == SIZE and event["bytes_down"] == SIZE
@@ -100,9 +69,9 @@ def test_64mib_each_way_with_a_stalled_side(start_gateway, stalled: str) -> None
         assert ws.subprotocol == "binary"
         data = os.urandom(SIZE)
         if stalled == "client":
-            received = pump(ws, data, stall_after=8 * 1024 * 1024, stall=2.0)
+            received = pump(ws, data, MESSAGE, stall_after=8 * 1024 * 1024, stall=2.0)
         else:
-            received = pump(ws, data)
+            received = pump(ws, data, MESSAGE)
         assert len(received) == SIZE
         assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
         ws.close()

@@ -37,7 +37,7 @@ def tunnel() -> Tunnel:
 
 
 def test_adapter_factories() -> None:
-    assert set(ADAPTERS) == {"raw", "echo", "rfb", "stomp", "xmpp"}
+    assert set(ADAPTERS) == {"raw", "echo", "rfb", "stomp", "xmpp", "chain"}
     for name, factory in ADAPTERS.items():
         assert verifyObject(IAdapterFactory, factory)
         assert factory.name == name

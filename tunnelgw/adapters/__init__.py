@@ -10,6 +10,7 @@ from tunnelgw.adapters.rfb import RfbAdapterFactory
 from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
 from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory
 from tunnelgw.interfaces import IAdapterFactory
+from tunnelgw.upstream.chain import ChainAdapterFactory
 
 __all__ = ["ADAPTERS", "adapter_factory"]
 
@@ -21,6 +22,7 @@ ADAPTERS: dict[str, IAdapterFactory] = {
         RfbAdapterFactory(),
         StompAdapterFactory(),
         XmppAdapterFactory(),
+        ChainAdapterFactory(),
     )
 }
 

@@ -24,6 +24,8 @@ class Callbacks:
     cookies: dict[str, str] = field(default_factory=dict)
     query: dict[str, list[str]] = field(default_factory=dict)
     peer_certificate: Any = None
+    assertion: str | None = None
+    """An outer gateway's identity assertion (the C{Tunnelgw-Assertion} header)."""
 
     @classmethod
     def from_request(cls, request: Any) -> Callbacks:
@@ -56,7 +58,15 @@ class Callbacks:
             cookies=cookies,
             query=dict(getattr(request, "query", {}) or {}),
             peer_certificate=getattr(request, "peer_certificate", None),
+            assertion=_one(request.headers.get("tunnelgw-assertion", [])),
         )
+
+
+def _one(values: list[str]) -> str | None:
+    """
+    The value of a header that must appear once; absent when repeated.
+    """
+    return values[0].strip() if len(values) == 1 else None
 
 
 def _basic(value: str) -> tuple[str, str] | None:

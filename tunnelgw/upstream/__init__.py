@@ -4,7 +4,8 @@ Upstream (backend) endpoints from description strings.
 C{tcp:HOST:PORT} or C{tcp:host=HOST:port=PORT} becomes a
 L{HostnameEndpoint} for a name (IPv4 and IPv6, with the connect timeout),
 or a TCP4/TCP6 endpoint for an address literal, never Twisted's IPv4-only
-parse of a name.  Every other description
+parse of a name.  C{wss://HOST:PORT/PATH} is
+another tunnelgw (L{tunnelgw.upstream.chain}).  Every other description
 (C{unix:path=...}, C{tls:...}) goes to L{clientFromString} unchanged.
 """
 
@@ -75,6 +76,11 @@ def check_description(description: str) -> None:
     """
     if description.startswith("tcp:"):
         _tcp(description)
+        return
+    if "://" in description:
+        from tunnelgw.upstream.chain import check_url
+
+        check_url(description)
         return
     try:
         clientFromString(MemoryReactor(), description)

@@ -31,8 +31,10 @@ from tunnelgw.config import ServiceConfig, normalize_origin
 from tunnelgw.interfaces import IAdapterFactory, IAuthenticator
 from tunnelgw.limits import Lease
 from tunnelgw.security import Subject
-from tunnelgw.tunnel import BackendProtocol
+from tunnelgw.tunnel import BackendLeg, BackendProtocol
 from tunnelgw.upstream import endpoint_for, enforces_timeout
+from tunnelgw.upstream.chain import connect as connect_chain
+from tunnelgw.upstream.chain import is_gateway_url
 
 __all__ = ["Admission", "AdmissionPipeline", "AdmissionRequest", "Refusal", "choose_subprotocol"]
 
@@ -108,14 +110,14 @@ class Admission:
     subprotocol: str | None
     subject: Subject
     adapter_factory: IAdapterFactory
-    backend: BackendProtocol | None = field(default=None)
+    backend: BackendLeg | None = field(default=None)
 
     def abandon(self) -> None:
         """
         The client went away before the tunnel started: drop the backend.
         """
         if self.backend is not None and self.backend.transport is not None:
-            self.backend.transport.abortConnection()
+            self.backend.abort()
 
 
 def choose_subprotocol(offered: list[str], service: ServiceConfig) -> str | None:
@@ -212,14 +214,22 @@ class AdmissionPipeline:
         factory = adapter_factory(service.adapter)
         admission = Admission(request, service, subprotocol, subject, factory)
         if factory.needs_upstream:
-            admission.backend = yield self._connect(service)
+            admission.backend = yield self._connect(service, subject, subprotocol)
         return admission
 
-    def _connect(self, service: ServiceConfig) -> defer.Deferred[BackendProtocol]:
+    def _connect(
+        self, service: ServiceConfig, subject: Subject, subprotocol: str | None
+    ) -> defer.Deferred[BackendLeg]:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
-        endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
-        d = cast("defer.Deferred[BackendProtocol]", endpoint.connect(_BACKEND_FACTORY))
+        if is_gateway_url(service.upstream):
+            # another gateway: a WebSocket of ours, carrying the subject
+            d = cast(
+                "defer.Deferred[BackendLeg]", connect_chain(self._reactor, service, subject, subprotocol)
+            )
+        else:
+            endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
+            d = cast("defer.Deferred[BackendLeg]", endpoint.connect(_BACKEND_FACTORY))
         if not enforces_timeout(service.upstream):
             assert IReactorTime.providedBy(self._reactor)
             d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from tunnelgw.interfaces import ILoginModuleFactory
 from tunnelgw.security.modules.address import AddressFilterFactory
 from tunnelgw.security.modules.anonymous import AnonymousFactory
+from tunnelgw.security.modules.assertion import AssertionFactory
 from tunnelgw.security.modules.client_cert import ClientCertFactory
 from tunnelgw.security.modules.introspection import IntrospectionFactory
 from tunnelgw.security.modules.jwt import JWTFactory
@@ -23,5 +24,6 @@ LOGIN_MODULES: dict[str, ILoginModuleFactory] = {
         JWTFactory(),
         ClientCertFactory(),
         IntrospectionFactory(),
+        AssertionFactory(),
     )
 }

@@ -1,0 +1,285 @@
+"""
+Gateway chaining: a service whose upstream is another tunnelgw
+(C{upstream = "wss://inner.example:8443/app"}, C{adapter = "chain"}).
+
+The outer gateway connects to the inner one as a WebSocket client, before
+answering its own client's upgrade: over TLS with its client certificate,
+the inner's certificate verified against the configured CA and name
+(service-identity), offering exactly the subprotocol its client chose, and
+carrying the authenticated subject as a signed, short-lived identity
+assertion (L{tunnelgw.security.assertion}).  The inner gateway admits it
+through its own pipeline (its C{assertion} login module, its roles, its
+policies) and runs the real adapter against the backend; the outer relays
+messages as they are, so message boundaries, types and the inner's
+per-operation checks are kept.
+
+Close codes cross the hop: the inner's close code (a revocation's 1008, a
+backend's 1000) reaches the client; an inner gateway that vanishes gives
+1014.  The inner's refusal of the upgrade becomes the outer's HTTP answer:
+401/403 → 403, 429/503 → 503, anything else → 502.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hyperlink
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.util import encode_truncate
+from twisted.internet import defer, ssl
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tunnelgw.config import ConfigError, ServiceConfig, Table, positive_seconds_value, string_value
+from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.security import Subject
+from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
+
+__all__ = ["ChainAdapterFactory", "ChainOptions", "ChainProtocol", "connect", "is_gateway_url"]
+
+BAD_GATEWAY = 1014
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def is_gateway_url(upstream: str) -> bool:
+    return upstream.startswith("wss://")
+
+
+def check_url(upstream: str) -> tuple[str, int, str]:
+    """
+    @return: host, port and path of a C{wss://} upstream.
+    @raise ValueError: not one.
+    """
+    url = hyperlink.URL.from_text(upstream)
+    if url.scheme != "wss" or not url.host or url.query or url.fragment or url.userinfo:
+        raise ValueError(f"expected wss://HOST[:PORT]/PATH (another tunnelgw), got {upstream!r}")
+    return url.host, url.port or 443, "/" + "/".join(url.path)
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    tls: Any
+    signer: AssertionSigner
+
+
+class _Refused(Exception):
+    pass
+
+
+class ChainProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+    """
+    The outer gateway's leg to the inner gateway: a WebSocket client that,
+    once open, holds what it receives until its tunnel attaches, then
+    relays messages.  Implements L{tunnelgw.tunnel.BackendLeg}.
+    """
+
+    log = Logger()
+    transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: defer.Deferred[ChainProtocol] = defer.Deferred(lambda d: self.abort())
+        self.tunnel: Any = None
+        self._held: list[tuple[bytes, bool]] = []
+        self._refusal: tuple[int, str] | None = None
+        self._ended: tuple[int | None, str] | None = None
+
+    # -- autobahn hooks ---------------------------------------------------------
+
+    def failHandshake(self, reason: str) -> None:
+        status_line = getattr(self, "http_status_line", None) or ""
+        parts = status_line.split(None, 2)
+        if len(parts) >= 2 and parts[1].isdigit():
+            self._refusal = (int(parts[1]), parts[2] if len(parts) > 2 else "")
+        super().failHandshake(reason)
+
+    def onOpen(self) -> None:
+        # nothing is read from the inner gateway until the tunnel is wired
+        self.transport.pauseProducing()
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.tunnel is None:
+            self._held.append((payload, isBinary))  # at most one read's worth
+        else:
+            self.tunnel.backend_message(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(_Refused(self._why_refused()))
+            return
+        if wasClean and code is not None:
+            self._ended = (code, reason or "the inner gateway closed")
+        else:
+            self._ended = (BAD_GATEWAY, "the inner gateway went away")
+        if self.tunnel is not None:
+            self._tell_tunnel()
+
+    def _why_refused(self) -> Any:
+        from tunnelgw.web.pipeline import Refusal
+
+        if self._refusal is None:
+            return Refusal(502, f"the inner gateway did not open the WebSocket: {self.wasNotCleanReason}")
+        status, text = self._refusal
+        if status in (401, 403):
+            return Refusal(403, f"the inner gateway refused: {status} {text}")
+        if status in (429, 503):
+            return Refusal(503, f"the inner gateway is busy: {status} {text}", {"Retry-After": "5"})
+        return Refusal(502, f"the inner gateway answered {status} {text}")
+
+    def _tell_tunnel(self) -> None:
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        assert self._ended is not None
+        code, why = self._ended
+        self.tunnel.backend_lost(Failure(ConnectionDone()), code, why)
+
+    # -- BackendLeg ---------------------------------------------------------------
+
+    def attach(self, tunnel: Any) -> None:
+        self.tunnel = tunnel
+        held, self._held = self._held, []
+        for payload, is_binary in held:
+            tunnel.backend_message(payload, is_binary)
+        if self._ended is not None:
+            self._tell_tunnel()
+
+    def write(self, data: bytes) -> None:
+        raise TypeError("a chained gateway takes messages, not bytes")
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        self.sendMessage(payload, is_binary)
+
+    def finish(self) -> None:
+        self.close(1000, "client closed")
+
+    def close(self, code: int, reason: str) -> None:
+        if self.state == self.STATE_OPEN:
+            code = code if code in _SENDABLE or 3000 <= code <= 4999 else 1000
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+def connect(
+    reactor: Any, service: ServiceConfig, subject: Subject, subprotocol: str | None
+) -> defer.Deferred[Any]:
+    """
+    Open the WebSocket to the inner gateway for one admitted client.
+
+    @return: a Deferred firing with the open L{ChainProtocol}, or failing
+        with L{tunnelgw.web.pipeline.Refusal} (the inner refused) or a
+        connection error (the pipeline maps it to 502/504).
+    """
+    assert service.upstream is not None
+    options: ChainOptions = service.adapter_options
+    host, port, _ = check_url(service.upstream)
+    limits = service.limits
+    token = options.signer.sign(subject, reactor.seconds())
+    factory = WebSocketClientFactory(
+        service.upstream,
+        protocols=[subprotocol] if subprotocol else None,
+        headers={ASSERTION_HEADER: token},
+        reactor=reactor,
+        useragent="tunnelgw",
+    )
+    factory.setProtocolOptions(
+        version=13,
+        utf8validateIncoming=True,
+        maskClientFrames=True,
+        maxFramePayloadSize=limits.max_frame_size,
+        maxMessagePayloadSize=limits.max_message_size,
+        openHandshakeTimeout=limits.connect_timeout,
+        closeHandshakeTimeout=limits.close_handshake_timeout,
+        autoPingInterval=limits.ping_interval,
+        autoPingTimeout=limits.ping_timeout,
+        failByDrop=False,
+        tcpNoDelay=True,
+    )
+    factory.protocol = ChainProtocol
+    factory.noisy = False
+    endpoint = wrapClientTLS(
+        options.tls, HostnameEndpoint(reactor, host, port, timeout=limits.connect_timeout)
+    )
+    d: defer.Deferred[Any] = endpoint.connect(factory)
+    d.addCallback(lambda protocol: protocol.opened)
+
+    def unwrap(f: Any) -> Any:
+        if f.check(_Refused):
+            raise f.value.args[0]
+        return f
+
+    d.addErrback(unwrap)
+    return d
+
+
+@implementer(IAdapter)
+class ChainAdapter:
+    """
+    Messages from the client go to the inner gateway as they are (and its
+    messages come back through L{tunnelgw.tunnel.Tunnel.backend_message}).
+    """
+
+    def __init__(self, tunnel: ITunnel) -> None:
+        self._tunnel = tunnel
+
+    def client_message(self, payload: bytes, is_binary: bool) -> None:
+        self._tunnel.send_backend_message(payload, is_binary)
+
+    def backend_data(self, data: bytes) -> None:
+        raise AssertionError("a chained gateway sends messages, not bytes")
+
+
+def _read(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
+
+
+@implementer(IAdapterFactory)
+class ChainAdapterFactory:
+    name = "chain"
+    needs_upstream = True
+    subprotocols = None  # whatever the inner gateway's service offers
+
+    def needs_policy(self, options: Any) -> bool:
+        return False
+
+    def parse_options(self, options: dict[str, Any], key: str) -> ChainOptions:
+        t = Table(options, key)
+        certificate = _read(t.key("client_certificate"), t.require("client_certificate", string_value))
+        private_key = _read(t.key("client_key"), t.require("client_key", string_value))
+        ca = _read(t.key("ca"), t.require("ca", string_value))
+        server_name = t.require("server_name", string_value)
+        signing_key = _read(t.key("assertion_key"), t.require("assertion_key", string_value))
+        algorithm = t.choice("assertion_algorithm", ("ES256", "ES384", "RS256", "EdDSA"), "ES256")
+        issuer = t.require("issuer", string_value)
+        audience = t.require("audience", string_value)
+        lifetime = t.take("assertion_lifetime", positive_seconds_value, 30.0)
+        t.done()
+        try:
+            client = ssl.PrivateCertificate.loadPEM(private_key + b"\n" + certificate)
+            trust = ssl.Certificate.loadPEM(ca)
+        except Exception as e:  # OpenSSL's own error types
+            raise ConfigError(
+                f"{key}: the client certificate, its key or the CA is not valid PEM: {e}"
+            ) from None
+        try:
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            signer_key = load_pem_private_key(signing_key, password=None)
+        except ValueError as e:
+            raise ConfigError(f"{t.key('assertion_key')}: not a PEM private key: {e}") from None
+        tls = ssl.optionsForClientTLS(server_name, trustRoot=trust, clientCertificate=client)
+        return ChainOptions(tls, AssertionSigner(issuer, audience, signer_key, algorithm, lifetime))
+
+    def build(self, tunnel: ITunnel) -> IAdapter:
+        return ChainAdapter(tunnel)
