@@ -156,6 +156,10 @@ class GatewayConfig:
     refresh_path: str = "/tunnelgw/refresh"
     max_request_body: int = 64 * KiB
     drain_timeout: float = 10.0
+    links: tuple[Any, ...] = ()
+    """C{[links.NAME]}: pools of reverse links inner gateways dial in to (L{tunnelgw.upstream.links.PoolConfig})."""
+    reverse_links: tuple[Any, ...] = ()
+    """C{[[gateway.reverse_links]]}: outer gateways to dial out to (L{tunnelgw.upstream.links.ReverseLink})."""
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:
@@ -423,6 +427,18 @@ def _service(name: str, table: Table) -> ServiceConfig:
         adapter_options=factory.parse_options(table.value(adapter, {}), table.key(adapter)),
     )
     table.done()
+    if adapter == "chain":
+        assert upstream is not None
+        reverse = upstream.startswith("reverse:")
+        if reverse and service.adapter_options.tls is not None:
+            raise ConfigError(
+                f"{table.key('chain')}: a reverse link is the inner gateway's TLS;"
+                " client_certificate, client_key, ca and server_name do not apply"
+            )
+        if not reverse and service.adapter_options.tls is None:
+            raise ConfigError(
+                f"{table.key('chain')}: client_certificate, client_key, ca and server_name are needed for wss://"
+            )
     if factory.needs_policy(service.adapter_options) and service.policy is None:
         raise ConfigError(
             f"{table.key('policy')}: adapter {adapter!r} authorizes operations through a policy here;"
@@ -484,6 +500,47 @@ def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
     return tuple(listeners)
 
 
+def _links(name: str, table: Table) -> Any:
+    from tunnelgw.upstream.links import PoolConfig
+
+    pool = PoolConfig(
+        name=name,
+        path=table.require("path", _path),
+        certificate_subject=table.require("certificate_subject", string_value),
+        wait_timeout=table.take("wait_timeout", positive_seconds_value, 5.0),
+        max_idle=table.take("max_idle", positive_int_value, 64),
+        ping_interval=table.take("ping_interval", seconds_value, 15.0),
+    )
+    table.done()
+    return pool
+
+
+def _reverse_links(gateway: Table) -> tuple[Any, ...]:
+    from tunnelgw.upstream.chain import check_url, client_tls
+    from tunnelgw.upstream.links import ReverseLink
+
+    links = []
+    for t in gateway.tables("reverse_links"):
+        outer = t.require("outer", string_value)
+        try:
+            check_url(outer)
+        except ValueError as e:
+            raise ConfigError(f"{t.key('outer')}: {e}") from None
+        link = ReverseLink(
+            outer=outer,
+            tls=client_tls(t),
+            pool=t.take("pool", positive_int_value, 4),
+            backoff_initial=t.take("backoff_initial", positive_seconds_value, 0.5),
+            backoff_max=t.take("backoff_max", positive_seconds_value, 30.0),
+            ping_interval=t.take("ping_interval", seconds_value, 15.0),
+        )
+        t.done()
+        if link.backoff_max < link.backoff_initial:
+            raise ConfigError(f"{t.key('backoff_max')}: must not be less than backoff_initial")
+        links.append(link)
+    return tuple(links)
+
+
 def _policy(name: str, table: Table) -> PolicyConfig:
     from tunnelgw._plugins import discover
     from tunnelgw.interfaces import IPolicyFactory
@@ -506,8 +563,11 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     gateway = top.table("gateway")
     listen = gateway.take("listen", strings_value, tuple[str, ...]())
     tls_listeners = _tls_listeners(gateway)
-    if not listen and not tls_listeners:
-        raise ConfigError("gateway.listen: at least one listener is needed (or gateway.tls_listeners)")
+    reverse_links = _reverse_links(gateway)
+    if not listen and not tls_listeners and not reverse_links:
+        raise ConfigError(
+            "gateway.listen: at least one listener is needed (or gateway.tls_listeners, or gateway.reverse_links)"
+        )
     health_path = gateway.take("health_path", _path, "/healthz")
     refresh_path = gateway.take("refresh_path", _path, "/tunnelgw/refresh")
     max_request_body = gateway.take("max_request_body", positive_int_value, 64 * KiB)
@@ -527,14 +587,26 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     policies = [_policy(name, policies_table.table(name)) for name in list(policies_table._data)]
     policy_names = {policy.name for policy in policies}
 
+    links_table = top.table("links")
+    links = [_links(name, links_table.table(name)) for name in list(links_table._data)]
+    link_names = {pool.name for pool in links}
+
     services_table = top.table("services")
     services = []
     for name in list(services_table._data):
         services.append(_service(name, services_table.table(name)))
     top.done()
 
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {pool.path: f"links.{pool.name}" for pool in links}
+    for pool in links:
+        if pool.path in (health_path, refresh_path):
+            raise ConfigError(f"links.{pool.name}.path: {pool.path} is the health_path or refresh_path")
     for service in services:
+        upstream = service.upstream or ""
+        if upstream.startswith("reverse:") and upstream[len("reverse:") :] not in link_names:
+            raise ConfigError(
+                f"services.{service.name}.upstream: no [links.{upstream[len('reverse:') :]}] is defined"
+            )
         if service.realm not in realm_names:
             raise ConfigError(
                 f"services.{service.name}.realm: no realm {service.realm!r} is defined in [realms]"
@@ -549,9 +621,9 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
             )
         if service.path in seen:
             raise ConfigError(
-                f"services.{service.name}.path: {service.path} is already used by services.{seen[service.path]}"
+                f"services.{service.name}.path: {service.path} is already used by {seen[service.path]}"
             )
-        seen[service.path] = service.name
+        seen[service.path] = f"services.{service.name}"
     return GatewayConfig(
         listen=listen,
         services=tuple(services),
@@ -565,6 +637,8 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         refresh_path=refresh_path,
         max_request_body=max_request_body,
         drain_timeout=drain_timeout,
+        links=tuple(links),
+        reverse_links=reverse_links,
     )
 
 

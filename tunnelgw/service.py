@@ -4,6 +4,7 @@ Build the gateway's services from a configuration.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from twisted.application import strports
@@ -16,8 +17,9 @@ from tunnelgw.config import GatewayConfig
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.tls import context_factory
 from tunnelgw.tunnel import CloseCode
+from tunnelgw.upstream.links import LinkDialer, LinkPool
 from tunnelgw.web.pipeline import AdmissionPipeline
-from tunnelgw.web.site import GatewaySite
+from tunnelgw.web.site import GatewaySite, admit_link
 
 __all__ = ["GatewayService", "build_site"]
 
@@ -27,7 +29,8 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     The HTTP front of C{config}, on C{reactor}.
     """
     authenticator = RealmAuthenticator(config)
-    pipeline = AdmissionPipeline(reactor, authenticator)
+    pools = {pool.name: LinkPool(pool, reactor) for pool in config.links}
+    pipeline = AdmissionPipeline(reactor, authenticator, links=pools)
     return GatewaySite(config, reactor, pipeline, authenticator)
 
 
@@ -56,6 +59,9 @@ class GatewayService(MultiService):
             options = context_factory(listener, f"gateway.tls_listeners[{i}]")
             tls = TLSMemoryBIOFactory(options, False, self.site)
             strports.service(listener.endpoint, tls, reactor=reactor).setServiceParent(self)
+        # reverse connectivity: this (inner) gateway dials out to outer ones
+        for link in config.reverse_links:
+            LinkDialer(link, reactor, functools.partial(admit_link, self.site)).setServiceParent(self)
 
     def stopService(self) -> defer.Deferred[None]:
         stopped = super().stopService()

@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 
 # RabbitMQ (STOMP); prosody (XMPP); a desktop behind a VNC server (Xvfb,
 # x11vnc, xterm, xwd from x11-apps); Chromium for noVNC (never a browser
-# downloaded by a test tool)
-DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium)
+# downloaded by a test tool); iproute2 and nftables for the layered-DMZ
+# topology of network namespaces
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

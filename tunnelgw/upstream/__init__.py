@@ -82,6 +82,10 @@ def check_description(description: str) -> None:
 
         check_url(description)
         return
+    if description.startswith("reverse:"):
+        if not description[len("reverse:") :]:
+            raise ValueError("expected reverse:NAME, the [links.NAME] inner gateways dial in to")
+        return
     try:
         clientFromString(MemoryReactor(), description)
     except Exception as e:  # Twisted raises ValueError, KeyError, TypeError...

@@ -31,7 +31,9 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.util import encode_truncate
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw.config import ConfigError, ServiceConfig, Table, positive_seconds_value, string_value
@@ -39,14 +41,26 @@ from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
 
-__all__ = ["ChainAdapterFactory", "ChainOptions", "ChainProtocol", "connect", "is_gateway_url"]
+__all__ = [
+    "ChainAdapterFactory",
+    "ChainOptions",
+    "ChainProtocol",
+    "MessageLeg",
+    "client_tls",
+    "connect",
+    "is_gateway_url",
+    "refusal_of",
+]
 
 BAD_GATEWAY = 1014
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
 def is_gateway_url(upstream: str) -> bool:
-    return upstream.startswith("wss://")
+    """
+    Another gateway: dialled (C{wss://...}) or dialling in (C{reverse:LINKS}).
+    """
+    return upstream.startswith(("wss://", "reverse:"))
 
 
 def check_url(upstream: str) -> tuple[str, int, str]:
@@ -70,37 +84,22 @@ class _Refused(Exception):
     pass
 
 
-class ChainProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+class MessageLeg:
     """
-    The outer gateway's leg to the inner gateway: a WebSocket client that,
-    once open, holds what it receives until its tunnel attaches, then
-    relays messages.  Implements L{tunnelgw.tunnel.BackendLeg}.
+    A WebSocket as a tunnel's backend leg (L{tunnelgw.tunnel.BackendLeg}):
+    holds what arrives until its tunnel attaches, then relays messages;
+    passes the close code it got on to the tunnel.  Mixed into the autobahn
+    protocols of both kinds of gateway link.
     """
 
-    log = Logger()
     transport: Any
+    state: Any
+    STATE_OPEN: Any
 
     def __init__(self) -> None:
-        super().__init__()
-        self.opened: defer.Deferred[ChainProtocol] = defer.Deferred(lambda d: self.abort())
         self.tunnel: Any = None
         self._held: list[tuple[bytes, bool]] = []
-        self._refusal: tuple[int, str] | None = None
-        self._ended: tuple[int | None, str] | None = None
-
-    # -- autobahn hooks ---------------------------------------------------------
-
-    def failHandshake(self, reason: str) -> None:
-        status_line = getattr(self, "http_status_line", None) or ""
-        parts = status_line.split(None, 2)
-        if len(parts) >= 2 and parts[1].isdigit():
-            self._refusal = (int(parts[1]), parts[2] if len(parts) > 2 else "")
-        super().failHandshake(reason)
-
-    def onOpen(self) -> None:
-        # nothing is read from the inner gateway until the tunnel is wired
-        self.transport.pauseProducing()
-        self.opened.callback(self)
+        self._ended: tuple[int, str] | None = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.tunnel is None:
@@ -108,10 +107,7 @@ class ChainProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         else:
             self.tunnel.backend_message(payload, isBinary)
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not self.opened.called:
-            self.opened.errback(_Refused(self._why_refused()))
-            return
+    def ended(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if wasClean and code is not None:
             self._ended = (code, reason or "the inner gateway closed")
         else:
@@ -119,27 +115,10 @@ class ChainProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         if self.tunnel is not None:
             self._tell_tunnel()
 
-    def _why_refused(self) -> Any:
-        from tunnelgw.web.pipeline import Refusal
-
-        if self._refusal is None:
-            return Refusal(502, f"the inner gateway did not open the WebSocket: {self.wasNotCleanReason}")
-        status, text = self._refusal
-        if status in (401, 403):
-            return Refusal(403, f"the inner gateway refused: {status} {text}")
-        if status in (429, 503):
-            return Refusal(503, f"the inner gateway is busy: {status} {text}", {"Retry-After": "5"})
-        return Refusal(502, f"the inner gateway answered {status} {text}")
-
     def _tell_tunnel(self) -> None:
-        from twisted.internet.error import ConnectionDone
-        from twisted.python.failure import Failure
-
         assert self._ended is not None
         code, why = self._ended
         self.tunnel.backend_lost(Failure(ConnectionDone()), code, why)
-
-    # -- BackendLeg ---------------------------------------------------------------
 
     def attach(self, tunnel: Any) -> None:
         self.tunnel = tunnel
@@ -153,7 +132,7 @@ class ChainProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         raise TypeError("a chained gateway takes messages, not bytes")
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
-        self.sendMessage(payload, is_binary)
+        self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]
 
     def finish(self) -> None:
         self.close(1000, "client closed")
@@ -161,11 +140,65 @@ class ChainProtocol(WebSocketClientProtocol):  # type: ignore[misc]
     def close(self, code: int, reason: str) -> None:
         if self.state == self.STATE_OPEN:
             code = code if code in _SENDABLE or 3000 <= code <= 4999 else 1000
-            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+            reason_bytes = encode_truncate(reason, 123)
+            self.sendCloseFrame(code=code, reasonUtf8=reason_bytes, isReply=False)  # type: ignore[attr-defined]
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abortConnection()
+
+
+class ChainProtocol(MessageLeg, WebSocketClientProtocol):  # type: ignore[misc]
+    """
+    The outer gateway's leg to the inner gateway in forward mode: a
+    WebSocket client, opened before the outer answers its own client.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        WebSocketClientProtocol.__init__(self)
+        MessageLeg.__init__(self)
+        self.opened: defer.Deferred[ChainProtocol] = defer.Deferred(lambda d: self.abort())
+        self._refusal: tuple[int, str] | None = None
+
+    def failHandshake(self, reason: str) -> None:
+        status_line = getattr(self, "http_status_line", None) or ""
+        parts = status_line.split(None, 2)
+        if len(parts) >= 2 and parts[1].isdigit():
+            self._refusal = (int(parts[1]), parts[2] if len(parts) > 2 else "")
+        super().failHandshake(reason)
+
+    def onOpen(self) -> None:
+        # nothing is read from the inner gateway until the tunnel is wired
+        self.transport.pauseProducing()
+        self.opened.callback(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(_Refused(self._why_refused()))
+            return
+        self.ended(wasClean, code, reason)
+
+    def _why_refused(self) -> Any:
+        from tunnelgw.web.pipeline import Refusal
+
+        if self._refusal is None:
+            return Refusal(502, f"the inner gateway did not open the WebSocket: {self.wasNotCleanReason}")
+        return refusal_of(*self._refusal)
+
+
+def refusal_of(status: int, text: str) -> Any:
+    """
+    The outer's answer to a client when the inner refused with C{status}.
+    """
+    from tunnelgw.web.pipeline import Refusal
+
+    if status in (401, 403):
+        return Refusal(403, f"the inner gateway refused: {status} {text}")
+    if status in (429, 503):
+        return Refusal(503, f"the inner gateway is busy: {status} {text}", {"Retry-After": "5"})
+    return Refusal(502, f"the inner gateway answered {status} {text}")
 
 
 def connect(
@@ -237,6 +270,30 @@ class ChainAdapter:
         raise AssertionError("a chained gateway sends messages, not bytes")
 
 
+TLS_KEYS = ("client_certificate", "client_key", "ca", "server_name")
+
+
+def client_tls(t: Table) -> Any:
+    """
+    A TLS client connection creator from C{client_certificate},
+    C{client_key}, C{ca} and C{server_name} (all required): our certificate
+    to present, and the peer's verified against the CA and the name
+    (service-identity).
+    """
+    certificate = _read(t.key("client_certificate"), t.require("client_certificate", string_value))
+    private_key = _read(t.key("client_key"), t.require("client_key", string_value))
+    ca = _read(t.key("ca"), t.require("ca", string_value))
+    server_name = t.require("server_name", string_value)
+    try:
+        client = ssl.PrivateCertificate.loadPEM(private_key + b"\n" + certificate)
+        trust = ssl.Certificate.loadPEM(ca)
+    except Exception as e:  # OpenSSL's own error types
+        raise ConfigError(
+            f"{t.path}: the client certificate, its key or the CA is not valid PEM: {e}"
+        ) from None
+    return ssl.optionsForClientTLS(server_name, trustRoot=trust, clientCertificate=client)
+
+
 def _read(key: str, path: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -255,10 +312,9 @@ class ChainAdapterFactory:
 
     def parse_options(self, options: dict[str, Any], key: str) -> ChainOptions:
         t = Table(options, key)
-        certificate = _read(t.key("client_certificate"), t.require("client_certificate", string_value))
-        private_key = _read(t.key("client_key"), t.require("client_key", string_value))
-        ca = _read(t.key("ca"), t.require("ca", string_value))
-        server_name = t.require("server_name", string_value)
+        # forward mode dials the inner gateway over TLS; a reverse link
+        # (the inner dialled us) needs none of these
+        tls = client_tls(t) if any(k in options for k in TLS_KEYS) else None
         signing_key = _read(t.key("assertion_key"), t.require("assertion_key", string_value))
         algorithm = t.choice("assertion_algorithm", ("ES256", "ES384", "RS256", "EdDSA"), "ES256")
         issuer = t.require("issuer", string_value)
@@ -266,19 +322,11 @@ class ChainAdapterFactory:
         lifetime = t.take("assertion_lifetime", positive_seconds_value, 30.0)
         t.done()
         try:
-            client = ssl.PrivateCertificate.loadPEM(private_key + b"\n" + certificate)
-            trust = ssl.Certificate.loadPEM(ca)
-        except Exception as e:  # OpenSSL's own error types
-            raise ConfigError(
-                f"{key}: the client certificate, its key or the CA is not valid PEM: {e}"
-            ) from None
-        try:
             from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
             signer_key = load_pem_private_key(signing_key, password=None)
         except ValueError as e:
             raise ConfigError(f"{t.key('assertion_key')}: not a PEM private key: {e}") from None
-        tls = ssl.optionsForClientTLS(server_name, trustRoot=trust, clientCertificate=client)
         return ChainOptions(tls, AssertionSigner(issuer, audience, signer_key, algorithm, lifetime))
 
     def build(self, tunnel: ITunnel) -> IAdapter:

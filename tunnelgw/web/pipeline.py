@@ -174,10 +174,13 @@ class AdmissionPipeline:
         reactor: IReactorCore,
         authenticator: IAuthenticator,
         endpoint_for: Callable[[IReactorCore, str, float], IStreamClientEndpoint] = endpoint_for,
+        links: Mapping[str, Any] | None = None,
     ) -> None:
         self._reactor = reactor
         self._authenticator = authenticator
         self._endpoint_for = endpoint_for
+        self.links: Mapping[str, Any] = links or {}
+        """The L{tunnelgw.upstream.links.LinkPool}s of C{reverse:NAME} upstreams, by name."""
 
     def admit(
         self,
@@ -214,15 +217,28 @@ class AdmissionPipeline:
         factory = adapter_factory(service.adapter)
         admission = Admission(request, service, subprotocol, subject, factory)
         if factory.needs_upstream:
-            admission.backend = yield self._connect(service, subject, subprotocol)
+            admission.backend = yield self._connect(service, subject, subprotocol, request)
         return admission
 
     def _connect(
-        self, service: ServiceConfig, subject: Subject, subprotocol: str | None
+        self, service: ServiceConfig, subject: Subject, subprotocol: str | None, request: AdmissionRequest
     ) -> defer.Deferred[BackendLeg]:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
-        if is_gateway_url(service.upstream):
+        if service.upstream.startswith("reverse:"):
+            # an inner gateway dialled in: hand the session to one of its links
+            pool = self.links[service.upstream[len("reverse:") :]]
+            opening = {
+                # both layers serve the service at the same path
+                "open": service.path,
+                "subprotocol": subprotocol,
+                "origin": request.single("Origin"),
+                "assertion": service.adapter_options.signer.sign(subject, self._reactor.seconds()),  # type: ignore[attr-defined]
+            }
+            d: defer.Deferred[Any] = pool.take()
+            d.addCallback(lambda link: link.open_session(opening))
+            d.addTimeout(pool.config.wait_timeout + timeout, self._reactor)  # type: ignore[arg-type]
+        elif is_gateway_url(service.upstream):
             # another gateway: a WebSocket of ours, carrying the subject
             d = cast(
                 "defer.Deferred[BackendLeg]", connect_chain(self._reactor, service, subject, subprotocol)
@@ -230,7 +246,7 @@ class AdmissionPipeline:
         else:
             endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
             d = cast("defer.Deferred[BackendLeg]", endpoint.connect(_BACKEND_FACTORY))
-        if not enforces_timeout(service.upstream):
+        if not enforces_timeout(service.upstream) and not service.upstream.startswith("reverse:"):
             assert IReactorTime.providedBy(self._reactor)
             d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
 

@@ -26,7 +26,36 @@ from tunnelgw.limits import Lease
 from tunnelgw.tunnel import Tunnel, TunnelRegistry
 from tunnelgw.web.pipeline import Admission
 
-__all__ = ["TunnelWebSocket", "make_factory", "AdmittedFactory"]
+__all__ = ["TunnelWebSocket", "make_factory", "AdmittedFactory", "start_tunnel"]
+
+
+def start_tunnel(
+    admission: Admission,
+    client: Any,
+    clock: IReactorTime,
+    registry: TunnelRegistry,
+    policy: Any,
+    session_id: str = "",
+) -> Tunnel:
+    """
+    Start the tunnel of an admitted connection whose client leg (a
+    WebSocket, or a reverse link) is open.
+    """
+    tunnel = Tunnel(
+        reactor=clock,
+        service=admission.service,
+        subprotocol=admission.subprotocol,
+        conn_id=admission.request.conn_id,
+        peer=admission.request.peer_host,
+        subject=admission.subject,
+        adapter_factory=admission.adapter_factory,
+        backend=admission.backend,
+        registry=registry,
+        session_id=session_id,
+        policy=policy,
+    )
+    tunnel.start(client)
+    return tunnel
 
 
 class _LazyFormat:
@@ -99,20 +128,14 @@ class TunnelWebSocket(WebSocketServerProtocol):
         self.admission = None
         for name in _HANDSHAKE_LEFTOVERS:
             setattr(self, name, None)
-        self.tunnel = Tunnel(
-            reactor=self.clock,
-            service=admission.service,
-            subprotocol=admission.subprotocol,
-            conn_id=admission.request.conn_id,
-            peer=admission.request.peer_host,
-            subject=admission.subject,
-            adapter_factory=admission.adapter_factory,
-            backend=admission.backend,
-            registry=self.factory.tunnelgw_registry,
-            session_id=self.session_id,
-            policy=self.factory.tunnelgw_policy,
+        self.tunnel = start_tunnel(
+            admission,
+            self,
+            self.clock,
+            self.factory.tunnelgw_registry,
+            self.factory.tunnelgw_policy,
+            self.session_id,
         )
-        self.tunnel.start(self)
 
     def dataReceived(self, data: bytes) -> None:
         # autobahn's own dataReceived builds the arguments of a debug log
