@@ -73,6 +73,8 @@ class Chain:
         self.outer_cert, self.outer_key = self.ca.issue("outer-1", [])
         self.signing_key = ec.generate_private_key(ec.SECP256R1())
         self.signing_path = write_key(work / "assertion.key", self.signing_key)
+        self.token_key = ec.generate_private_key(ec.SECP256R1())  # an identity provider's
+        self.token_public = public(work / "idp.pub", self.token_key)
         self.verify_path = public(work / "assertion.pub", self.signing_key)
         users = work / "users"
         users.write_text(f"alice:{FAST.hash(USERS['alice'])}:staff\nbob:{FAST.hash(USERS['bob'])}:guest\n")
@@ -118,15 +120,27 @@ module = "password_file"
 flag = "required"
 options = {{ path = "{self.users}" }}
 
-[services.app]
-path = "/app"
+[realms.tokens]
+challenge = "Bearer"
+[[realms.tokens.modules]]
+module = "jwt"
+flag = "required"
+options = {{ algorithms = ["ES256"], key_file = "{self.token_public}", audience = "tunnelgw", leeway = 0 }}
+{self._chained("app", "staff", inner_port)}
+{self._chained("app-token", "tokens", inner_port)}
+"""
+
+    def _chained(self, name: str, realm: str, inner_port: int) -> str:
+        return f"""
+[services.{name}]
+path = "/{name}"
 adapter = "chain"
-realm = "staff"
+realm = "{realm}"
 upstream = "wss://{self.inner_host}:{inner_port}/app"
 subprotocols = ["binary"]
 allow_no_subprotocol = true
 allow_missing_origin = true
-[services.app.chain]
+[services.{name}.chain]
 client_certificate = "{self.outer_cert}"
 client_key = "{self.outer_key}"
 ca = "{self.ca.cert_path}"
@@ -268,3 +282,23 @@ def test_killing_the_inner_closes_the_client_within_a_second(setup: Setup) -> No
         setup.outer.url("/app"), subprotocols=["binary"], headers={"Authorization": basic("alice")}
     )
     assert status == 502
+
+
+def test_expiry_at_the_edge_ends_the_session_at_both_layers(setup: Setup) -> None:
+    import jwt
+
+    token = jwt.encode(
+        {"sub": "alice", "roles": ["staff"], "aud": "tunnelgw", "exp": int(time.time()) + 2},
+        setup.chain.token_key,
+        algorithm="ES256",
+    )
+    ws = ws_connect(
+        setup.outer.url("/app-token"), subprotocols=["binary"], header=[f"Authorization: Bearer {token}"]
+    )
+    ws.send_binary(b"still here")
+    assert ws.recv() == b"still here"
+    code, reason = expect_close(ws, timeout=6)
+    assert code == 1008, (code, reason)
+    # the inner tunnel lives by the same expiry (the assertion carried it)
+    inner = setup.inner.wait_event(event="tunnel_close", service="app")
+    assert inner["code"] == 1008, inner

@@ -95,6 +95,21 @@ class TunnelTests(SynchronousTestCase):
         self.assertFalse(self.client.transport.disconnecting)
         self.assertFalse(self.backend_transport.disconnecting)
 
+    def test_a_chained_backends_close_code_reaches_the_client(self) -> None:
+        """
+        The inner gateway closed its side with a code (a revocation's 1008):
+        after what it sent, the client gets that code.
+        """
+        tunnel = self.make()
+        tunnel.start(self.client)
+        # as a MessageLeg reports it: a last message, then the inner's code
+        tunnel.backend_message(b"last words", True)
+        tunnel.backend_lost(Failure(ConnectionDone()), 1008, "credentials revoked")
+        self.client.transport.producer.resumeProducing()  # the flush watcher: all written
+        self.assertEqual(self.client.messages, [(b"last words", True)])
+        self.assertEqual(self.client.closed, (1008, "credentials revoked"))
+        self.assertEqual(tunnel.close_code, 1008)
+
     def test_a_lost_backend_no_longer_throttles_the_client(self) -> None:
         """
         The backend paused the client (full buffer, or TLS holding writes)
