@@ -27,6 +27,8 @@ __all__ = [
     "ServiceConfig",
     "Table",
     "bool_value",
+    "file_bytes",
+    "file_text",
     "positive_int_value",
     "positive_seconds_value",
     "seconds_value",
@@ -269,6 +271,29 @@ def bool_value(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {_kind(value)}")
     return value
+
+
+def file_bytes(key: str, path: str) -> bytes:
+    """
+    The contents of a file that configuration key C{key} names.
+
+    @raise ConfigError: it cannot be read (naming the key, the path and why).
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
+
+
+def file_text(key: str, path: str) -> str:
+    """
+    As L{file_bytes}, decoded as UTF-8.
+    """
+    try:
+        return file_bytes(key, path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path}: not UTF-8 text") from None
 
 
 def positive_int_value(key: str, value: Any) -> int:

@@ -17,7 +17,7 @@ from OpenSSL import crypto
 
 from twisted.internet import ssl
 
-from tunnelgw.config import ConfigError
+from tunnelgw.config import ConfigError, file_bytes
 
 __all__ = ["TLSListener", "context_factory"]
 
@@ -31,17 +31,9 @@ class TLSListener:
     require_client_certificate: bool = False
 
 
-def _read(key: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
-
-
 def _certificates(key: str, path: str) -> list[x509.Certificate]:
     try:
-        certificates = x509.load_pem_x509_certificates(_read(key, path))
+        certificates = x509.load_pem_x509_certificates(file_bytes(key, path))
     except ValueError as e:
         raise ConfigError(f"{key}: {path}: {e}") from None
     return certificates
@@ -54,7 +46,7 @@ def context_factory(listener: TLSListener, key: str) -> ssl.CertificateOptions:
     chain = _certificates(f"{key}.certificate", listener.certificate)
     try:
         private_key = crypto.load_privatekey(
-            crypto.FILETYPE_PEM, _read(f"{key}.private_key", listener.private_key)
+            crypto.FILETYPE_PEM, file_bytes(f"{key}.private_key", listener.private_key)
         )
     except crypto.Error as e:
         raise ConfigError(f"{key}.private_key: {listener.private_key}: not a PEM private key ({e})") from None

@@ -32,7 +32,6 @@ import enum
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -41,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, positive_int_value, string_value, strings_value
+from tunnelgw.config import ConfigError, Table, file_text, positive_int_value, string_value, strings_value
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 
 __all__ = ["RfbAdapter", "RfbAdapterFactory", "RfbOptions", "vnc_auth_response"]
@@ -513,10 +512,7 @@ class RfbAdapterFactory:
         if password_file is not None:
             if password is not None:
                 raise ConfigError(f"{table.key('password_file')}: set password or password_file, not both")
-            try:
-                password = Path(password_file).read_text(encoding="utf-8").strip()
-            except OSError as e:
-                raise ConfigError(f"{table.key('password_file')}: {password_file}: {e.strerror}") from None
+            password = file_text(table.key("password_file"), password_file).strip()
         if password is not None and VNC_AUTH not in security:
             raise ConfigError(f'{table.key("password")}: injection needs "vnc" in security_types')
         return RfbOptions(security, password, max_cut_text, max_encodings)

@@ -22,7 +22,6 @@ backend's 1000) reaches the client; an inner gateway that vanishes gives
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import hyperlink
@@ -36,7 +35,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, ServiceConfig, Table, positive_seconds_value, string_value
+from tunnelgw.config import (
+    ConfigError,
+    ServiceConfig,
+    Table,
+    file_bytes,
+    positive_seconds_value,
+    string_value,
+)
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
@@ -280,9 +286,9 @@ def client_tls(t: Table) -> Any:
     to present, and the peer's verified against the CA and the name
     (service-identity).
     """
-    certificate = _read(t.key("client_certificate"), t.require("client_certificate", string_value))
-    private_key = _read(t.key("client_key"), t.require("client_key", string_value))
-    ca = _read(t.key("ca"), t.require("ca", string_value))
+    certificate = file_bytes(t.key("client_certificate"), t.require("client_certificate", string_value))
+    private_key = file_bytes(t.key("client_key"), t.require("client_key", string_value))
+    ca = file_bytes(t.key("ca"), t.require("ca", string_value))
     server_name = t.require("server_name", string_value)
     try:
         client = ssl.PrivateCertificate.loadPEM(private_key + b"\n" + certificate)
@@ -292,13 +298,6 @@ def client_tls(t: Table) -> Any:
             f"{t.path}: the client certificate, its key or the CA is not valid PEM: {e}"
         ) from None
     return ssl.optionsForClientTLS(server_name, trustRoot=trust, clientCertificate=client)
-
-
-def _read(key: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
 
 
 @implementer(IAdapterFactory)
@@ -315,7 +314,7 @@ class ChainAdapterFactory:
         # forward mode dials the inner gateway over TLS; a reverse link
         # (the inner dialled us) needs none of these
         tls = client_tls(t) if any(k in options for k in TLS_KEYS) else None
-        signing_key = _read(t.key("assertion_key"), t.require("assertion_key", string_value))
+        signing_key = file_bytes(t.key("assertion_key"), t.require("assertion_key", string_value))
         algorithm = t.choice("assertion_algorithm", ("ES256", "ES384", "RS256", "EdDSA"), "ES256")
         issuer = t.require("issuer", string_value)
         audience = t.require("audience", string_value)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
@@ -54,6 +53,7 @@ from tunnelgw.adapters.stomp.frames import (
 from tunnelgw.config import (
     ConfigError,
     Table,
+    file_text,
     positive_int_value,
     string_value,
     strings_value,
@@ -349,10 +349,7 @@ def _credentials(entry: Table) -> BrokerCredentials:
     if passcode_file is not None:
         if passcode:
             raise ConfigError(f"{entry.key('passcode_file')}: set passcode or passcode_file, not both")
-        try:
-            passcode = Path(passcode_file).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError(f"{entry.key('passcode_file')}: {passcode_file}: {e.strerror}") from None
+        passcode = file_text(entry.key("passcode_file"), passcode_file).strip()
     host = entry.take("host", string_value, None)
     entry.done()
     return BrokerCredentials(users, roles, login, passcode, host)

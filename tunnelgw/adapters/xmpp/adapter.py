@@ -42,7 +42,6 @@ import base64
 import binascii
 import enum
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
@@ -63,7 +62,7 @@ from tunnelgw.adapters.xmpp.xml import (
     serialize,
     stream_error,
 )
-from tunnelgw.config import ConfigError, Table, bool_value, positive_int_value, string_value
+from tunnelgw.config import ConfigError, Table, bool_value, file_bytes, positive_int_value, string_value
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 
 __all__ = ["XmppAdapter", "XmppAdapterFactory", "XmppOptions"]
@@ -527,10 +526,9 @@ class XmppAdapterFactory:
 
             trust: Any = ssl.platformTrust()
             if backend_ca is not None:
+                pem = file_bytes(table.key("backend_ca"), backend_ca)
                 try:
-                    trust = ssl.Certificate.loadPEM(Path(backend_ca).read_bytes())
-                except OSError as e:
-                    raise ConfigError(f"{table.key('backend_ca')}: {backend_ca}: {e.strerror}") from None
+                    trust = ssl.Certificate.loadPEM(pem)
                 except Exception as e:  # OpenSSL's own error types
                     raise ConfigError(f"{table.key('backend_ca')}: not a PEM certificate: {e}") from None
             creator = ssl.optionsForClientTLS(tls_name, trustRoot=trust)

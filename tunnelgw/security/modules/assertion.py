@@ -31,6 +31,7 @@ from zope.interface import implementer
 from tunnelgw.config import (
     ConfigError,
     Table,
+    file_text,
     positive_seconds_value,
     seconds_value,
     string_value,
@@ -130,14 +131,6 @@ class AssertionModule(BaseModule):
         return found, attributes
 
 
-def _read(key: str, path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
-
-
 @implementer(ILoginModuleFactory)
 class AssertionFactory:
     name = "assertion"
@@ -159,7 +152,7 @@ class AssertionFactory:
             issuer = entry.require("issuer", string_value)
             gateway = TrustedGateway(
                 issuer=issuer,
-                key=_read(entry.key("key_file"), entry.require("key_file", string_value)),
+                key=file_text(entry.key("key_file"), entry.require("key_file", string_value)),
                 certificate_subject=entry.take("certificate_subject", string_value, None),
             )
             entry.done()

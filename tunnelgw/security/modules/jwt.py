@@ -27,7 +27,7 @@ import jwt as pyjwt
 
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, seconds_value, string_value, strings_value
+from tunnelgw.config import ConfigError, Table, file_text, seconds_value, string_value, strings_value
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.jaas import LoginFailed
@@ -48,14 +48,6 @@ class JWTOptions:
     leeway: float
     user_claim: str
     roles_claim: str
-
-
-def _read(key: str, path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(f"{key}: {path}: {e.strerror}") from None
 
 
 @implementer(ILoginModule)
@@ -135,11 +127,11 @@ class JWTFactory:
         jwks = None
         secret: Any = None
         if key_file is not None:
-            secret = _read(t.key("key_file"), key_file).strip()
+            secret = file_text(t.key("key_file"), key_file).strip()
         else:
             assert jwks_file is not None
             try:
-                jwks = pyjwt.PyJWKSet.from_json(_read(t.key("jwks_file"), jwks_file))
+                jwks = pyjwt.PyJWKSet.from_json(file_text(t.key("jwks_file"), jwks_file))
             except (pyjwt.PyJWKSetError, json.JSONDecodeError, ValueError) as e:
                 raise ConfigError(f"{t.key('jwks_file')}: {e}") from None
         parsed = JWTOptions(
