@@ -27,7 +27,6 @@ from typing import Any
 import hyperlink
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.util import encode_truncate
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
@@ -35,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnelgw._wsleg import WebSocketLeg
 from tunnelgw.config import (
     ConfigError,
     ServiceConfig,
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 BAD_GATEWAY = 1014
-_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
 def is_gateway_url(upstream: str) -> bool:
@@ -90,7 +89,7 @@ class _Refused(Exception):
     pass
 
 
-class MessageLeg:
+class MessageLeg(WebSocketLeg):
     """
     A WebSocket as a tunnel's backend leg (L{tunnelgw.tunnel.BackendLeg}):
     holds what arrives until its tunnel attaches, then relays messages;
@@ -99,8 +98,6 @@ class MessageLeg:
     """
 
     transport: Any
-    state: Any
-    STATE_OPEN: Any
 
     def __init__(self) -> None:
         self.tunnel: Any = None
@@ -137,21 +134,8 @@ class MessageLeg:
     def write(self, data: bytes) -> None:
         raise TypeError("a chained gateway takes messages, not bytes")
 
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
-        self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]
-
     def finish(self) -> None:
         self.close(1000, "client closed")
-
-    def close(self, code: int, reason: str) -> None:
-        if self.state == self.STATE_OPEN:
-            code = code if code in _SENDABLE or 3000 <= code <= 4999 else 1000
-            reason_bytes = encode_truncate(reason, 123)
-            self.sendCloseFrame(code=code, reasonUtf8=reason_bytes, isReply=False)  # type: ignore[attr-defined]
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()
 
 
 class ChainProtocol(MessageLeg, WebSocketClientProtocol):  # type: ignore[misc]

@@ -37,13 +37,13 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
-from autobahn.util import encode_truncate
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from tunnelgw._wsleg import WebSocketLeg
 from tunnelgw.upstream.chain import MessageLeg, check_url
 
 __all__ = [
@@ -253,7 +253,7 @@ def link_factory(pool: LinkPool, reactor: Any) -> WebSocketServerFactory:
 # -- the inner side --------------------------------------------------------------
 
 
-class LinkClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+class LinkClientProtocol(WebSocketLeg, WebSocketClientProtocol):  # type: ignore[misc]
     """
     The inner end of a reverse link: waits for the outer's open request,
     admits it through this gateway's pipeline, then is the session's client
@@ -294,7 +294,7 @@ class LinkClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         except ValueError:
             request = None
         if not isinstance(request, dict) or not isinstance(request.get("open"), str):
-            self.sendCloseFrame(code=1002, reasonUtf8=b"not a link open request", isReply=False)
+            self.close(1002, "not a link open request")
             return
         self.transport.pauseProducing()
         self.dialer.admit(self, request)
@@ -311,22 +311,6 @@ class LinkClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         if self.tunnel is not None:
             self.tunnel.client_closed(wasClean, code, reason)
         self.dialer.lost(self)
-
-    # -- ClientLeg ---------------------------------------------------------------
-
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
-        self.sendMessage(payload, is_binary)
-
-    def close(self, code: int, reason: str) -> None:
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
-
-    def abort(self) -> None:
-        self.dropConnection(abort=True)
-
-    def buffered_input(self) -> int:
-        data = getattr(self, "data", b"")
-        return len(data) if isinstance(data, (bytes, bytearray)) else 0
 
 
 class LinkDialer(Service):

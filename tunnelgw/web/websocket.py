@@ -16,11 +16,11 @@ from typing import Any
 
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.util import encode_truncate
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from tunnelgw._wsleg import WebSocketLeg
 from tunnelgw.config import ServiceConfig
 from tunnelgw.limits import Lease
 from tunnelgw.tunnel import Tunnel, TunnelRegistry
@@ -94,7 +94,7 @@ _HANDSHAKE_LEFTOVERS = (
 )
 
 
-class TunnelWebSocket(WebSocketServerProtocol):
+class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One admitted WebSocket connection.
     """
@@ -176,26 +176,6 @@ class TunnelWebSocket(WebSocketServerProtocol):
         finally:
             if self.lease is not None:
                 self.lease.release()
-
-    # -- ClientLeg ---------------------------------------------------------
-
-    def send_message(self, payload: bytes, is_binary: bool) -> None:
-        self.sendMessage(payload, is_binary)
-
-    def close(self, code: int, reason: str) -> None:
-        """
-        Start the closing handshake with any RFC 6455 code (autobahn's
-        C{sendClose} accepts only 1000 and 3000-4999).
-        """
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
-
-    def abort(self) -> None:
-        self.dropConnection(abort=True)
-
-    def buffered_input(self) -> int:
-        data = getattr(self, "data", b"")
-        return len(data) if isinstance(data, (bytes, bytearray)) else 0
 
 
 # autobahn runs its timers through txaio's batched timer, which truncates

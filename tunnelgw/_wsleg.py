@@ -1,0 +1,45 @@
+"""
+What every autobahn protocol that serves as a tunnel leg does the same way:
+send a message, close with any sendable RFC 6455 code, abort, and report
+the unparsed input autobahn holds.  Mixed into the client WebSocket
+(L{tunnelgw.web.websocket.TunnelWebSocket}), the gateway links
+(L{tunnelgw.upstream.chain}, L{tunnelgw.upstream.links}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.util import encode_truncate
+
+__all__ = ["WebSocketLeg"]
+
+# the codes an endpoint may put in a close frame (RFC 6455 7.4.1); 1005,
+# 1006 and 1015 only describe a close that had none
+_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+class WebSocketLeg:
+    state: Any
+    STATE_OPEN: Any
+
+    def send_message(self, payload: bytes, is_binary: bool) -> None:
+        self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]
+
+    def close(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with C{code} (autobahn's C{sendClose}
+        accepts only 1000 and 3000-4999); a code no frame may carry becomes
+        1000.
+        """
+        if self.state == self.STATE_OPEN:
+            code = code if code in _SENDABLE or 3000 <= code <= 4999 else 1000
+            reason_bytes = encode_truncate(reason, 123)
+            self.sendCloseFrame(code=code, reasonUtf8=reason_bytes, isReply=False)  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        self.dropConnection(abort=True)  # type: ignore[attr-defined]
+
+    def buffered_input(self) -> int:
+        data = getattr(self, "data", b"")
+        return len(data) if isinstance(data, (bytes, bytearray)) else 0
