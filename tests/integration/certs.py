@@ -73,3 +73,28 @@ class CA:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path.write_bytes(_key_pem(key))
         return cert_path, key_path
+
+
+def self_signed(directory: Path, name: str, hosts: list[str]) -> tuple[Path, Path]:
+    """
+    A self-signed certificate for C{hosts} (its own trust anchor), as a
+    server's operator would make one; returns the certificate and key paths.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / f"{name}-self-signed.pem"
+    key_path = directory / f"{name}-self-signed.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_key_pem(key))
+    return cert_path, key_path
