@@ -124,6 +124,22 @@ class LinkPool:
         if link in self.idle:
             self.idle.remove(link)
 
+    def session(
+        self, service: Any, subject: Any, subprotocol: str | None, origin: str | None
+    ) -> defer.Deferred[LinkServerProtocol]:
+        """
+        Open a session for C{service} on an idle link: the inner gateway
+        admits it (at the same path) and the link, accepted, is the
+        session's backend leg; or a Refusal.
+        """
+        opening = {
+            "open": service.path,
+            "subprotocol": subprotocol,
+            "origin": origin,
+            "assertion": service.adapter_options.signer.sign(subject, self.clock.seconds()),
+        }
+        return self.take().addCallback(lambda link: link.open_session(opening))
+
     def take(self) -> defer.Deferred[LinkServerProtocol]:
         """
         An idle link, now or when one comes within C{wait_timeout}; else a

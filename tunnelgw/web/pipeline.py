@@ -144,6 +144,17 @@ def choose_subprotocol(offered: list[str], service: ServiceConfig) -> str | None
     )
 
 
+def check_limits(request: AdmissionRequest) -> None:
+    """
+    @raise Refusal: (503) the gateway is at its connection cap; (429) the
+        client's address is at its own.
+    """
+    if request.lease.over_global:
+        raise Refusal(503, "the gateway is at its connection limit", {"Retry-After": "5"})
+    if request.lease.over_address:
+        raise Refusal(429, "too many connections from your address", {"Retry-After": "5"})
+
+
 def check_origin(request: AdmissionRequest, service: ServiceConfig) -> None:
     """
     @raise Refusal: (403) a missing Origin the service does not allow, or an
@@ -206,10 +217,7 @@ class AdmissionPipeline:
         service: ServiceConfig,
         check_transport: Callable[[AdmissionRequest], None],
     ) -> Generator[defer.Deferred[Any], Any, Admission]:
-        if request.lease.over_global:
-            raise Refusal(503, "the gateway is at its connection limit", {"Retry-After": "5"})
-        if request.lease.over_address:
-            raise Refusal(429, "too many connections from your address", {"Retry-After": "5"})
+        check_limits(request)
         check_transport(request)
         check_origin(request, service)
         subprotocol = choose_subprotocol(request.values("Sec-WebSocket-Protocol"), service)
@@ -228,15 +236,7 @@ class AdmissionPipeline:
         if service.upstream.startswith("reverse:"):
             # an inner gateway dialled in: hand the session to one of its links
             pool = self.links[service.upstream[len("reverse:") :]]
-            opening = {
-                # both layers serve the service at the same path
-                "open": service.path,
-                "subprotocol": subprotocol,
-                "origin": request.single("Origin"),
-                "assertion": service.adapter_options.signer.sign(subject, self._reactor.seconds()),  # type: ignore[attr-defined]
-            }
-            d: defer.Deferred[Any] = pool.take()
-            d.addCallback(lambda link: link.open_session(opening))
+            d: defer.Deferred[Any] = pool.session(service, subject, subprotocol, request.single("Origin"))
             d.addTimeout(pool.config.wait_timeout + timeout, self._reactor)  # type: ignore[arg-type]
         elif is_gateway_url(service.upstream):
             # another gateway: a WebSocket of ours, carrying the subject

@@ -31,7 +31,14 @@ from tunnelgw.limits import ConnectionLimiter, Lease
 from tunnelgw.security import Subject
 from tunnelgw.tunnel import TunnelRegistry
 from tunnelgw.upstream.links import LINK_SUBPROTOCOL, link_factory
-from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal, check_origin
+from tunnelgw.web.pipeline import (
+    Admission,
+    AdmissionPipeline,
+    AdmissionRequest,
+    Refusal,
+    check_limits,
+    check_origin,
+)
 from tunnelgw.web.websocket import AdmittedFactory, make_factory, start_tunnel
 
 __all__ = ["GatewayChannel", "GatewaySite", "ServiceResource", "check_websocket_upgrade"]
@@ -301,6 +308,7 @@ class LinkResource(Resource):
         areq = admission_request(request)
         name = f"links.{self._pool.config.name}"
         try:
+            check_limits(areq)
             check_websocket_upgrade(areq)
             certificate = areq.peer_certificate
             subject = certificate.subject.rfc4514_string() if certificate is not None else None
