@@ -102,14 +102,14 @@ class BackendLeg(TypingProtocol):
 
 _DONE = Failure(ConnectionDone())
 
-# A backend read becomes one WebSocket message: payload + a frame header of
-# up to 10 bytes (14 with a mask).  Twisted reads bufferSize bytes at a time
-# and pauses a producer when a write buffer holds more than bufferSize, so
-# with both at high_water every full backend read crossed the client's mark
-# and paused and resumed the backend (two epoll changes per read, ~8% of the
-# downlink's throughput).  Backend reads are made that much smaller, so one
-# read fits under the client's mark; the backend's own mark, the same
-# attribute, is then that much lower too, which only tightens the bound.
+# Twisted reads bufferSize bytes at a time and pauses a transport's producer
+# when its write buffer holds more than bufferSize.  A full backend read
+# (high_water bytes) reaches the client as one message, framed: up to 14
+# bytes more.  With the client's mark at high_water every full read crossed
+# it and paused and resumed the backend (epoll changes on every read); so
+# the client's mark (and read size) is high_water plus a frame header's room.
+# The backend's stays at high_water, so a client message of high_water
+# bytes does not pause the client either.
 FRAME_HEADER_ROOM = 14
 _TIMERS = ("idle", "flush", "linger", "expiry", "revalidate")
 
@@ -321,10 +321,10 @@ class Tunnel:
         self._adapter = self._adapter_factory.build(self)
         limits = self.service.limits
         client_transport = client.transport
-        set_high_water(client_transport, limits.high_water)
+        set_high_water(client_transport, limits.high_water + FRAME_HEADER_ROOM)
         if self._backend is not None:
             backend_transport = self._backend.transport
-            set_high_water(backend_transport, limits.high_water - FRAME_HEADER_ROOM)
+            set_high_water(backend_transport, limits.high_water)
             client_transport.registerProducer(Valve(backend_transport), True)
             backend_transport.registerProducer(Valve(client_transport), True)
             backend_transport.resumeProducing()
@@ -562,7 +562,7 @@ class Tunnel:
             return
         transport = self._backend.transport
         transport.startTLS(creator)
-        set_high_water(transport, self.service.limits.high_water - FRAME_HEADER_ROOM)
+        set_high_water(transport, self.service.limits.high_water)
 
     # -- authorization ---------------------------------------------------------
 

@@ -76,13 +76,14 @@ class TunnelTests(SynchronousTestCase):
     def test_one_backend_read_fits_under_the_clients_mark(self) -> None:
         """
         A full backend read plus its frame header stays within the client's
-        high-water mark, so a read alone does not pause the backend.
+        mark, so a read alone does not pause the backend; a high_water-sized
+        message does not pause the client.
         """
         # as on Twisted's file-descriptor transports
         self.client.transport.bufferSize = self.backend_transport.bufferSize = 0
         self.make(service(high_water=65536)).start(self.client)
-        self.assertEqual(self.client.transport.bufferSize, 65536)
-        self.assertEqual(self.backend_transport.bufferSize, 65536 - 14)
+        self.assertEqual(self.client.transport.bufferSize, 65536 + 14)
+        self.assertEqual(self.backend_transport.bufferSize, 65536)
 
     def test_a_lost_side_does_not_close_the_other(self) -> None:
         """
