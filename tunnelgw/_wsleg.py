@@ -1,7 +1,8 @@
 """
 What every autobahn protocol that serves as a tunnel leg does the same way:
-send a message, close with any sendable RFC 6455 code, abort, and report
-the unparsed input autobahn holds.  Mixed into the client WebSocket
+send a message, close with any sendable RFC 6455 code, abort, report the
+unparsed input autobahn holds, and give back its connection's lease when
+the connection is lost.  Mixed into the client WebSocket
 (L{tunnelgw.web.websocket.TunnelWebSocket}), the gateway links
 (L{tunnelgw.upstream.chain}, L{tunnelgw.upstream.links}).
 """
@@ -22,6 +23,16 @@ _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 101
 class WebSocketLeg:
     state: Any
     STATE_OPEN: Any
+    lease: Any = None
+    """The connection's L{tunnelgw.limits.Lease}, if it counts against the caps."""
+
+    def connectionLost(self, reason: Any = None) -> None:
+        try:
+            super().connectionLost(reason)  # type: ignore[misc]
+        finally:
+            lease, self.lease = self.lease, None
+            if lease is not None:
+                lease.release()
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
         self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]

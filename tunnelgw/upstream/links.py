@@ -176,21 +176,12 @@ class LinkServerProtocol(MessageLeg, WebSocketServerProtocol):  # type: ignore[m
     """
 
     pool: LinkPool
-    lease: Any = None
 
     def __init__(self) -> None:
         WebSocketServerProtocol.__init__(self)
         MessageLeg.__init__(self)
         self._answer: defer.Deferred[LinkServerProtocol] | None = None
         self._idle = True
-
-    def connectionLost(self, reason: Any = None) -> None:
-        try:
-            WebSocketServerProtocol.connectionLost(self, reason)
-        finally:
-            if self.lease is not None:
-                self.lease.release()
-                self.lease = None
 
     def onConnect(self, request: Any) -> str:
         return LINK_SUBPROTOCOL
@@ -279,20 +270,11 @@ class LinkClientProtocol(WebSocketLeg, WebSocketClientProtocol):  # type: ignore
     log = Logger()
     dialer: LinkDialer
     transport: Any
-    lease: Any = None
 
     def __init__(self) -> None:
         super().__init__()
         self.tunnel: Any = None
         self._requested = False
-
-    def connectionLost(self, reason: Any = None) -> None:
-        try:
-            super().connectionLost(reason)
-        finally:
-            if self.lease is not None:
-                self.lease.release()
-                self.lease = None
 
     def onOpen(self) -> None:
         self.dialer.opened(self)

@@ -101,7 +101,6 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
 
     transport: Any  # TCP or TLS transport, untyped in Twisted
     admission: Admission | None
-    lease: Lease | None = None
     clock: IReactorTime
     tunnel: Tunnel | None = None
 
@@ -171,11 +170,7 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
-        try:
-            super().connectionLost(reason)  # type: ignore[arg-type]
-        finally:
-            if self.lease is not None:
-                self.lease.release()
+        super().connectionLost(reason)  # type: ignore[arg-type]
 
 
 # autobahn runs its timers through txaio's batched timer, which truncates
