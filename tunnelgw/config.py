@@ -453,8 +453,10 @@ def _service(name: str, table: Table) -> ServiceConfig:
     )
     table.done()
     if adapter == "chain":
+        from tunnelgw.upstream.chain import reverse_links_of
+
         assert upstream is not None
-        reverse = upstream.startswith("reverse:")
+        reverse = reverse_links_of(upstream) is not None
         if reverse and service.adapter_options.tls is not None:
             raise ConfigError(
                 f"{table.key('chain')}: a reverse link is the inner gateway's TLS;"
@@ -626,12 +628,12 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     for pool in links:
         if pool.path in (health_path, refresh_path):
             raise ConfigError(f"links.{pool.name}.path: {pool.path} is the health_path or refresh_path")
+    from tunnelgw.upstream.chain import reverse_links_of
+
     for service in services:
-        upstream = service.upstream or ""
-        if upstream.startswith("reverse:") and upstream[len("reverse:") :] not in link_names:
-            raise ConfigError(
-                f"services.{service.name}.upstream: no [links.{upstream[len('reverse:') :]}] is defined"
-            )
+        wanted = reverse_links_of(service.upstream or "")
+        if wanted is not None and wanted not in link_names:
+            raise ConfigError(f"services.{service.name}.upstream: no [links.{wanted}] is defined")
         if service.realm not in realm_names:
             raise ConfigError(
                 f"services.{service.name}.realm: no realm {service.realm!r} is defined in [realms]"

@@ -77,13 +77,14 @@ def check_description(description: str) -> None:
     if description.startswith("tcp:"):
         _tcp(description)
         return
-    if "://" in description:
-        from tunnelgw.upstream.chain import check_url
+    from tunnelgw.upstream.chain import check_url, reverse_links_of
 
+    if "://" in description:
         check_url(description)
         return
-    if description.startswith("reverse:"):
-        if not description[len("reverse:") :]:
+    links = reverse_links_of(description)
+    if links is not None:
+        if not links:
             raise ValueError("expected reverse:NAME, the [links.NAME] inner gateways dial in to")
         return
     try:

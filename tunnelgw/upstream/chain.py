@@ -56,16 +56,28 @@ __all__ = [
     "connect",
     "is_gateway_url",
     "refusal_of",
+    "reverse_links_of",
 ]
 
 BAD_GATEWAY = 1014
+
+
+REVERSE = "reverse:"
 
 
 def is_gateway_url(upstream: str) -> bool:
     """
     Another gateway: dialled (C{wss://...}) or dialling in (C{reverse:LINKS}).
     """
-    return upstream.startswith(("wss://", "reverse:"))
+    return upstream.startswith("wss://") or reverse_links_of(upstream) is not None
+
+
+def reverse_links_of(upstream: str) -> str | None:
+    """
+    The C{[links.NAME]} of a C{reverse:NAME} upstream (possibly empty), or
+    C{None} for any other upstream.
+    """
+    return upstream[len(REVERSE) :] if upstream.startswith(REVERSE) else None
 
 
 def check_url(upstream: str) -> tuple[str, int, str]:

@@ -34,7 +34,7 @@ from tunnelgw.security import Subject
 from tunnelgw.tunnel import BackendLeg, BackendProtocol
 from tunnelgw.upstream import endpoint_for, enforces_timeout
 from tunnelgw.upstream.chain import connect as connect_chain
-from tunnelgw.upstream.chain import is_gateway_url
+from tunnelgw.upstream.chain import is_gateway_url, reverse_links_of
 
 __all__ = ["Admission", "AdmissionPipeline", "AdmissionRequest", "Refusal", "choose_subprotocol"]
 
@@ -233,22 +233,24 @@ class AdmissionPipeline:
     ) -> defer.Deferred[BackendLeg]:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
-        if service.upstream.startswith("reverse:"):
+        links = reverse_links_of(service.upstream)
+        bound: float | None = timeout
+        if links is not None:
             # an inner gateway dialled in: hand the session to one of its links
-            pool = self.links[service.upstream[len("reverse:") :]]
+            pool = self.links[links]
             d: defer.Deferred[Any] = pool.session(service, subject, subprotocol, request.single("Origin"))
-            d.addTimeout(pool.config.wait_timeout + timeout, self._reactor)  # type: ignore[arg-type]
+            bound = pool.config.wait_timeout + timeout
         elif is_gateway_url(service.upstream):
             # another gateway: a WebSocket of ours, carrying the subject
-            d = cast(
-                "defer.Deferred[BackendLeg]", connect_chain(self._reactor, service, subject, subprotocol)
-            )
+            d = connect_chain(self._reactor, service, subject, subprotocol)
         else:
             endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
-            d = cast("defer.Deferred[BackendLeg]", endpoint.connect(_BACKEND_FACTORY))
-        if not enforces_timeout(service.upstream) and not service.upstream.startswith("reverse:"):
+            d = endpoint.connect(_BACKEND_FACTORY)
+            if enforces_timeout(service.upstream):
+                bound = None  # the endpoint fails by itself
+        if bound is not None:
             assert IReactorTime.providedBy(self._reactor)
-            d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
+            d.addTimeout(bound, self._reactor)  # type: ignore[arg-type]
 
         def failed(f: Failure) -> Failure:
             if f.check(defer.CancelledError):
