@@ -18,7 +18,6 @@ over the TCP byte stream, replaced at each stream restart.
 from __future__ import annotations
 
 import pyexpat
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +200,3 @@ def stream_error(condition: str, text: str) -> str:
 
 def attribute_text(value: str) -> str:
     return str(domish.escapeToXml(value, isattrib=1))
-
-
-Handler = Callable[[domish.Element], None]
