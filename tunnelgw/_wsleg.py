@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.util import encode_truncate
+from twisted.internet import defer
 
 __all__ = ["WebSocketLeg"]
 
@@ -24,6 +25,7 @@ class WebSocketLeg:
     state: Any
     STATE_OPEN: Any
     lease: Any = None
+    is_closed: Any
     """The connection's L{tunnelgw.limits.Lease}, if it counts against the caps."""
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -33,6 +35,11 @@ class WebSocketLeg:
             lease, self.lease = self.lease, None
             if lease is not None:
                 lease.release()
+            # autobahn resolves its is_closed Deferred with the protocol
+            # itself, a cycle that only the garbage collector would free;
+            # whoever waited on it has been called by now.
+            if isinstance(getattr(self, "is_closed", None), defer.Deferred):
+                self.is_closed = defer.succeed(None)
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
         self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]

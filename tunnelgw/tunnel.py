@@ -537,6 +537,13 @@ class Tunnel:
         for name in _TIMERS:
             self._cancel(name)
         self._registry.discard(self)
+        # Both legs are gone and nothing reaches the adapter any more: the
+        # references to them go, so that the tunnel, its legs and its
+        # adapter (which all refer to each other) are freed by reference
+        # counting, not left as cycles for the garbage collector.
+        self._client = None
+        self._backend = None
+        self._adapter = None
         if self.subject.session is not None:
             self.subject.session.logout()
         self.log.info(

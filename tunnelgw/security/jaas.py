@@ -123,7 +123,12 @@ class LoginSession:
         return check()  # type: ignore[no-any-return]
 
     def logout(self) -> None:
-        for module in self.modules:
+        """
+        Log every module out, once: the session lets go of its modules (which
+        hold the subject that holds the session).
+        """
+        modules, self.modules = self.modules, ()
+        for module in modules:
             try:
                 module.logout()
             except Exception:

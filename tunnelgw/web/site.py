@@ -216,6 +216,21 @@ def _peer_certificate(transport: Any) -> Any:
     return certificate.to_cryptography() if certificate is not None else None
 
 
+def _detach(request: server.Request) -> None:
+    """
+    The request's connection is now a WebSocket's: the HTTP channel and
+    the request will never be used again.  They hold each other (the
+    channel's queue of requests, the request's finish notifications and
+    the closures on them), so without this each upgrade would leave a
+    cycle for the garbage collector, and collecting those is most of what
+    a busy gateway's collector does.
+    """
+    channel = request.channel
+    if channel is not None:
+        channel.requests = []
+    request.notifications = []
+
+
 def _refuse(request: server.Request, refusal: Refusal) -> None:
     try:
         phrase = HTTPStatus(refusal.status).phrase
@@ -276,6 +291,7 @@ class ServiceResource(Resource):
             lease = channel.take_lease()
             resource = WebSocketResource(AdmittedFactory(self._factory, admission, lease, self._site.clock))
             resource.render(request)
+            _detach(request)
 
         def refused(f: Failure) -> None:
             if f.check(defer.CancelledError) or gone:
