@@ -9,7 +9,7 @@ from typing import Any
 from twisted.python import usage
 
 from tunnelgw.config import DEFAULT_CONFIG, ConfigError, GatewayConfig, load, loads
-from tunnelgw.service import GatewayService
+from tunnelgw.service import GatewayService, tune_collector
 
 __all__ = ["Options", "makeService"]
 
@@ -55,4 +55,6 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
 
         reactor = _reactor
     config: GatewayConfig = options["gateway_config"]
-    return GatewayService(config, reactor)
+    service = GatewayService(config, reactor)
+    reactor.callWhenRunning(tune_collector)
+    return service
