@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, set_high_water
+from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, set_high_water, write_now
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.security import Subject
@@ -196,7 +196,7 @@ class BackendProtocol(Protocol):
     # -- BackendLeg ------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        write_now(self.transport, data)
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
         raise TypeError("a byte-stream backend takes bytes, not messages")

@@ -1,0 +1,79 @@
+"""
+write_now: a write to an idle TCP connection reaches the kernel at once,
+with no reactor turn; otherwise it waits its turn, behind what was already
+buffered, as Twisted's own write does.  Over a socketpair and a memory
+reactor: no real reactor runs.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnelgw._flow import pending_bytes, write_now
+
+
+class WriteNowTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(self.peer.close)
+        self.addCleanup(ours.close)
+        ours.setblocking(False)
+        self.peer.setblocking(False)
+        self.reactor = MemoryReactor()
+        self.protocol = Protocol()
+        self.transport = tcp.Connection(ours, self.protocol, self.reactor)  # type: ignore[arg-type]
+        self.transport.connected = 1  # as tcp.Server and tcp.Client mark themselves
+        self.protocol.makeConnection(self.transport)
+
+    def received(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = self.peer.recv(1 << 20)
+            except BlockingIOError:
+                return b"".join(chunks)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def test_idle_connection_sends_at_once(self) -> None:
+        write_now(self.transport, b"one")
+        write_now(self.transport, b"two")
+        self.assertEqual(self.received(), b"onetwo")
+        self.assertEqual(pending_bytes(self.transport), 0)
+        self.assertNotIn(self.transport, self.reactor.writers)  # nothing left for the reactor
+
+    def test_behind_buffered_data_it_waits_its_turn(self) -> None:
+        self.transport.write(b"first")  # buffered for the reactor's next turn
+        write_now(self.transport, b"second")
+        self.assertEqual(self.received(), b"")
+        self.assertEqual(pending_bytes(self.transport), len(b"firstsecond"))
+        self.transport.doWrite()  # the reactor's turn
+        self.assertEqual(self.received(), b"firstsecond")
+
+    def test_full_socket_buffers_the_rest_in_order(self) -> None:
+        big = bytes(range(256)) * 8192  # 2 MiB, more than a socketpair holds
+        write_now(self.transport, big)
+        self.assertGreater(pending_bytes(self.transport), 0)
+        write_now(self.transport, b"tail")  # joins the queue: no send attempt
+        got = b""
+        while pending_bytes(self.transport):
+            got += self.received()
+            self.transport.doWrite()
+        got += self.received()
+        self.assertEqual(got, big + b"tail")
+
+    def test_closing_connection_is_left_to_the_reactor(self) -> None:
+        self.transport.loseConnection()
+        write_now(self.transport, b"late")
+        self.assertEqual(self.received(), b"")
+
+    def test_other_transports_just_write(self) -> None:
+        transport = StringTransport()
+        write_now(transport, b"bytes")
+        self.assertEqual(transport.value(), b"bytes")
