@@ -31,7 +31,7 @@ class WriteNowTests(SynchronousTestCase):
         self.protocol.makeConnection(self.transport)
 
     def received(self) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 chunk = self.peer.recv(1 << 20)

@@ -1,0 +1,66 @@
+"""
+The reuseport: listener: parsed from an endpoint description, bound with
+SO_REUSEPORT so that several processes share a port, adopted by the
+reactor (a memory reactor here).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnelgw.listeners import ReusePortEndpoint, bound_socket
+
+
+class ReusePortTests(SynchronousTestCase):
+    def test_description(self) -> None:
+        endpoint = serverFromString(MemoryReactor(), "reuseport:8080:interface=127.0.0.1:backlog=4096")
+        self.assertIsInstance(endpoint, ReusePortEndpoint)
+
+    def test_two_sockets_share_a_port(self) -> None:
+        first = bound_socket("127.0.0.1", 0, 5)
+        self.addCleanup(first.close)
+        port = first.getsockname()[1]
+        second = bound_socket("127.0.0.1", port, 5)
+        self.addCleanup(second.close)
+        self.assertEqual(second.getsockname(), first.getsockname())
+
+    def test_a_port_held_without_reuseport_cannot_be_shared(self) -> None:
+        plain = socket.socket()
+        self.addCleanup(plain.close)
+        plain.bind(("127.0.0.1", 0))
+        plain.listen(1)
+        with self.assertRaises(CannotListenError):
+            bound_socket("127.0.0.1", plain.getsockname()[1], 5)
+
+    def test_listen_adopts_the_socket(self) -> None:
+        reactor = MemoryReactor()
+        factory = Factory()
+        d = serverFromString(reactor, "reuseport:0:interface=127.0.0.1").listen(factory)
+        self.assertIsNotNone(self.successResultOf(d))
+        ((fileno, family, adopted),) = reactor.adoptedPorts
+        self.assertEqual(family, socket.AF_INET)
+        self.assertIs(adopted, factory)
+
+    def test_ipv6_interface(self) -> None:
+        reactor = MemoryReactor()
+        d = ReusePortEndpoint(reactor, 0, "::1").listen(Factory())
+        self.successResultOf(d)
+        self.assertEqual(reactor.adoptedPorts[0][1], socket.AF_INET6)
+
+    def test_bind_failure_fails_the_listen(self) -> None:
+        plain = socket.socket()
+        self.addCleanup(plain.close)
+        plain.bind(("127.0.0.1", 0))
+        plain.listen(1)
+        d = ReusePortEndpoint(MemoryReactor(), plain.getsockname()[1], "127.0.0.1").listen(Factory())
+        self.failureResultOf(d, CannotListenError)
+
+    def test_unknown_option_is_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            serverFromString(MemoryReactor(), "reuseport:8080:interfce=127.0.0.1")

@@ -1,0 +1,96 @@
+"""
+A TCP listener that several gateway processes can share:
+C{reuseport:PORT[:interface=ADDRESS][:backlog=N]}, anywhere an endpoint
+description is taken (C{gateway.listen}, C{--listen}).
+
+Each process binds the same address and port with C{SO_REUSEPORT}; the
+kernel spreads new connections over them.  That is how one machine runs one
+gateway process per core, or holds more tunnels than one process may have
+file descriptors.  Processes share nothing else: see docs/operations.md,
+"Several processes on one port", for what that means for limits and
+refreshes.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+__all__ = ["ReusePortEndpoint", "ReusePortParser", "bound_socket"]
+
+
+def bound_socket(interface: str, port: int, backlog: int) -> socket.socket:
+    """
+    A listening, non-blocking TCP socket on C{interface}:C{port} that other
+    sockets with C{SO_REUSEPORT} (of the same user) may bind too.
+
+    @raise CannotListenError: the bind or listen failed.
+    """
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise CannotListenError(interface, port, e) from None
+    return sock
+
+
+@implementer(IStreamServerEndpoint)
+class ReusePortEndpoint:
+    """
+    Listens on a socket from L{bound_socket}, adopted by the reactor
+    (C{IReactorSocket.adoptStreamPort}, which takes a copy of it).
+    """
+
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
+        self._reactor = reactor
+        self._port = port
+        self._interface = interface
+        self._backlog = backlog
+
+    def listen(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IListeningPort]:  # noqa: N803
+        return defer.execute(self._listen, protocolFactory)
+
+    def _listen(self, factory: IProtocolFactory) -> IListeningPort:
+        sock = bound_socket(self._interface, self._port, self._backlog)
+        try:
+            port: IListeningPort = self._reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        finally:
+            sock.close()  # the reactor listens on its own copy
+        return port
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class ReusePortParser:
+    """
+    The C{reuseport:} prefix for L{twisted.internet.endpoints.serverFromString}.
+    """
+
+    prefix = "reuseport"
+
+    def parseStreamServer(self, reactor: Any, *args: object, **kwargs: object) -> ReusePortEndpoint:  # noqa: N802
+        """
+        C{reuseport:PORT[:interface=ADDRESS][:backlog=N]}.
+        """
+        (port,) = args
+        unknown = set(kwargs) - {"interface", "backlog"}
+        if unknown:
+            raise ValueError(f"reuseport: unknown option(s) {', '.join(sorted(unknown))}")
+        interface = str(kwargs.get("interface", ""))
+        return ReusePortEndpoint(reactor, int(str(port)), interface, int(str(kwargs.get("backlog", 50))))
