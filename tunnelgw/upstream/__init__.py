@@ -11,6 +11,7 @@ another tunnelgw (L{tunnelgw.upstream.chain}).  Every other description
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from twisted.internet.endpoints import (
@@ -107,13 +108,24 @@ def endpoint_for(reactor: IReactorCore, description: str, timeout: float) -> ISt
     fail with a timeout error after C{timeout} seconds.
     """
     if description.startswith("tcp:"):
-        host, port = _tcp(description)
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return HostnameEndpoint(reactor, host, port, timeout=timeout)
-        # An address needs no resolution (nor IDNA checks) on every connect.
-        if address.version == 4:
-            return TCP4ClientEndpoint(reactor, str(address), port, timeout=timeout)
-        return TCP6ClientEndpoint(reactor, str(address), port, timeout=timeout)
+        return _tcp_endpoint(reactor, description, timeout)
     return clientFromString(reactor, description)
+
+
+@functools.lru_cache(maxsize=256)
+def _tcp_endpoint(reactor: IReactorCore, description: str, timeout: float) -> IStreamClientEndpoint:
+    """
+    A TCP endpoint holds only its address and timeout, and connects any
+    number of times: one per description, not one per connection.  (Other
+    endpoints are built anew each time: a TLS one reads its certificate
+    files, which may have been renewed.)
+    """
+    host, port = _tcp(description)
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    # An address needs no resolution (nor IDNA checks) on every connect.
+    if address.version == 4:
+        return TCP4ClientEndpoint(reactor, str(address), port, timeout=timeout)
+    return TCP6ClientEndpoint(reactor, str(address), port, timeout=timeout)

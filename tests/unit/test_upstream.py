@@ -1,0 +1,43 @@
+"""
+Upstream endpoints from descriptions: TCP by address or name, built once
+per description; others as Twisted parses them.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnelgw.upstream import endpoint_for, enforces_timeout
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_kinds(self) -> None:
+        reactor = MemoryReactor()
+        self.assertIsInstance(endpoint_for(reactor, "tcp:127.0.0.1:5900", 5), TCP4ClientEndpoint)
+        self.assertIsInstance(endpoint_for(reactor, r"tcp:host=\:\:1:port=5900", 5), TCP6ClientEndpoint)
+        self.assertIsInstance(endpoint_for(reactor, "tcp:vnc.internal:5900", 5), HostnameEndpoint)
+        self.assertIsInstance(endpoint_for(reactor, "unix:path=/run/vnc.sock", 5), UNIXClientEndpoint)
+        self.assertTrue(enforces_timeout("tcp:127.0.0.1:5900"))
+        self.assertFalse(enforces_timeout("unix:path=/run/vnc.sock"))
+
+    def test_tcp_endpoint_is_built_once_and_connects_each_time(self) -> None:
+        reactor = MemoryReactor()
+        first = endpoint_for(reactor, "tcp:127.0.0.1:5901", 3)
+        self.assertIs(endpoint_for(reactor, "tcp:127.0.0.1:5901", 3), first)
+        self.assertIsNot(endpoint_for(reactor, "tcp:127.0.0.1:5901", 4), first)  # another timeout
+        self.assertIsNot(endpoint_for(MemoryReactor(), "tcp:127.0.0.1:5901", 3), first)
+        from twisted.internet.protocol import Factory
+
+        first.connect(Factory())
+        first.connect(Factory())
+        self.assertEqual(
+            [(host, port, timeout) for host, port, _, timeout, _ in reactor.tcpClients],
+            [("127.0.0.1", 5901, 3)] * 2,
+        )
