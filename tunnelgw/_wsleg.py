@@ -9,6 +9,7 @@ the connection is lost.  Mixed into the client WebSocket
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from autobahn.util import encode_truncate
@@ -16,7 +17,15 @@ from twisted.internet import defer
 
 from tunnelgw._flow import write_now
 
-__all__ = ["WebSocketLeg"]
+__all__ = ["NO_SEND_QUEUE", "WebSocketLeg"]
+
+NO_SEND_QUEUE: Any = ()
+"""
+An empty stand-in for autobahn's per-connection C{send_queue} (only used
+for sync and chopped writes): falsy and of length 0 as autobahn reads it;
+L{WebSocketLeg.sendData} replaces it with a deque before autobahn could
+append to it.
+"""
 
 # the codes an endpoint may put in a close frame (RFC 6455 7.4.1); 1005,
 # 1006 and 1015 only describe a close that had none
@@ -53,6 +62,8 @@ class WebSocketLeg:
         if self.state == self.STATE_OPEN and not (sync or chopsize or self.send_queue or self.logOctets):
             write_now(self.transport, data)
             return
+        if self.send_queue is NO_SEND_QUEUE:
+            self.send_queue = deque()
         super().sendData(data, sync, chopsize)  # type: ignore[misc]
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:

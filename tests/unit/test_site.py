@@ -159,6 +159,21 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(len(self.site.registry), 1)
         self.assertEqual(self.site.limiter.total, 1)  # the lease went with the tunnel
 
+    def test_sync_and_chopped_writes_still_work_without_the_queue(self) -> None:
+        """
+        An open tunnel does without autobahn's write queue (memory); a sync
+        or chopped write (which a tunnel never makes) gets one back.
+        """
+        channel, transport = self.upgrade("/echo")
+        transport.clear()
+        ws = transport.protocol
+        self.assertEqual(len(ws.send_queue), 0)
+        ws.sendMessage(b"sync", isBinary=True, sync=True)
+        ws.sendData(b"\x82\x07chopped", chopsize=3)  # an unmasked binary frame, in 3-byte writes
+        for _ in range(10):
+            self.reactor.advance(0.01)
+        self.assertEqual(server_frames(transport.value()), [(0x2, b"sync"), (0x2, b"chopped")])
+
     def test_simultaneous_close_flushes_our_close_frame(self) -> None:
         """
         The tunnel closes and the client's own close frame arrives before
