@@ -76,19 +76,48 @@ def write_now(transport: Any, data: bytes) -> None:
     next finds the socket writable: one more pass through the reactor (and
     two more epoll calls) for every message a tunnel relays, which is a
     tenth of a round trip through the gateway and a fifth of its
-    throughput.  Sending at once is what the reactor would do next, through
-    the transport's own C{doWrite} (its IWriteDescriptor method), so order,
-    high-water pausing and half-closes behave as before.  If the send
-    fails, the transport stays registered for writing and the reactor finds
-    the failure on its next turn as it always would.  When something was
-    already waiting (the socket is full, or the reactor is about to write),
-    the write only joins it.
+    throughput.  Sending at once is what the reactor would do next: on a
+    plain TCP connection, its C{writeSomeData}; under TLS, the TCP
+    connection's own C{doWrite} (its IWriteDescriptor method) once the TLS
+    layer has written to it.  Order, high-water pausing and half-closes
+    behave as before.  If the send fails, the transport is left registered
+    for writing and the reactor finds the failure on its next turn as it
+    always would.  When something was already waiting (the socket is full,
+    or the reactor is about to write), the write only joins it.
     """
     layer = _socket_layer(transport)
     idle = layer is not None and _idle(layer)
+    if idle and layer is not None and transport is layer and _plain(layer):
+        # A plain TCP connection with nothing waiting: straight into the
+        # kernel, as the transport's doWrite would (writeSomeData), without
+        # registering for writability first.  What does not fit waits in
+        # the transport for the reactor; an error, found by Twisted's own
+        # write path, ends the connection on the reactor's next turn.
+        sent = layer.writeSomeData(data)
+        if type(sent) is int and 0 <= sent:
+            if sent < len(data):
+                layer.write(data[sent:])
+            return
+        layer.write(data)
+        return
     transport.write(data)
     if idle and layer is not None and layer.connected and not layer.disconnecting and not _idle(layer):
         layer.doWrite()
+
+
+def _plain(layer: tcp.Connection) -> bool:
+    """
+    Bytes given to this connection may go to its socket as they are: it
+    is open for writing and carries no TLS started on it (its C{write}
+    would encrypt first).  Twisted's attributes are read so that any doubt
+    (one of them gone in another version) means no.
+    """
+    return (
+        getattr(layer, "TLS", True) is False
+        and getattr(layer, "_writeDisconnecting", True) is False
+        and bool(layer.connected)
+        and not layer.disconnecting
+    )
 
 
 def set_high_water(transport: Any, size: int) -> None:

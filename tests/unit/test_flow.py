@@ -73,6 +73,28 @@ class WriteNowTests(SynchronousTestCase):
         write_now(self.transport, b"late")
         self.assertEqual(self.received(), b"")
 
+    def test_tls_started_on_the_connection_is_never_bypassed(self) -> None:
+        """
+        With TLS started on a TCP connection its write encrypts: bytes must
+        go through it, never straight to the socket.
+        """
+        self.transport.TLS = True
+        written: list[bytes] = []
+        self.transport.write = written.append  # type: ignore[method-assign]  # the TLS layer's way in
+        write_now(self.transport, b"secret")
+        self.assertEqual(written, [b"secret"])
+        self.assertEqual(self.received(), b"")
+
+    def test_half_closing_connection_goes_through_twisted(self) -> None:
+        """
+        Asked to half-close, a connection still sends what it is given before
+        its FIN, as Twisted's write does: through it, not around it.
+        """
+        self.transport.loseWriteConnection()
+        write_now(self.transport, b"last words")
+        self.assertEqual(self.received(), b"last words")
+        self.assertEqual(self.peer.recv(10), b"")  # then the half-close
+
     def test_other_transports_just_write(self) -> None:
         transport = StringTransport()
         write_now(transport, b"bytes")
