@@ -63,7 +63,16 @@ def _socket_layer(transport: Any) -> tcp.Connection | None:
 
 
 def _idle(layer: tcp.Connection) -> bool:
-    return not layer._tempDataLen and layer.offset == len(layer.dataBuffer)
+    """
+    Nothing waits in the connection's write buffers (Twisted's attributes,
+    as L{pending_bytes} reads them; any doubt means something waits).
+    """
+    buffer = getattr(layer, "dataBuffer", None)
+    return (
+        isinstance(buffer, (bytes, bytearray, memoryview))
+        and getattr(layer, "_tempDataLen", 1) == 0
+        and getattr(layer, "offset", -1) == len(buffer)
+    )
 
 
 def write_now(transport: Any, data: bytes) -> None:
