@@ -19,7 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.config import loads
+from tunnelgw.config import GatewayConfig, loads
+from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
@@ -86,15 +87,24 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
-class SiteTests(SynchronousTestCase):
+class _SiteCase(SynchronousTestCase):
+    """
+    A site of CONFIG on a memory reactor and clock, with a fake backend
+    endpoint, and clients connecting to it over string transports.
+    """
+
+    def authenticator(self, config: GatewayConfig) -> IAuthenticator:
+        return PassThroughAuthenticator()
+
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         old_loop = txaio.config.loop
         txaio.config.loop = self.reactor  # autobahn's timers run on our clock
         self.addCleanup(setattr, txaio.config, "loop", old_loop)
         self.endpoint = FakeEndpoint()
-        pipeline = AdmissionPipeline(self.reactor, PassThroughAuthenticator(), self.endpoint)
-        self.site = GatewaySite(loads(CONFIG), self.reactor, pipeline)
+        config = loads(CONFIG)
+        pipeline = AdmissionPipeline(self.reactor, self.authenticator(config), self.endpoint)
+        self.site = GatewaySite(config, self.reactor, pipeline)
 
     def connect(self) -> tuple[GatewayChannel, HalfCloseStringTransport]:
         channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
@@ -108,6 +118,8 @@ class SiteTests(SynchronousTestCase):
         channel.dataReceived(UPGRADE.format(path=path, extra=extra).encode())
         return channel, transport
 
+
+class SiteTests(_SiteCase):
     def test_incomplete_request_gets_408_at_the_deadline(self) -> None:
         channel, transport = self.connect()
         channel.dataReceived(b"GET /echo HTTP/1.1\r\n")
@@ -253,7 +265,7 @@ class SiteTests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 405 "))  # read, then refused as a POST
 
 
-class NoCyclesTests(SynchronousTestCase):
+class NoCyclesTests(_SiteCase):
     """
     A tunnel that is over is freed by reference counting alone: the HTTP
     channel and request it came from, its WebSocket, its backend leg, its
@@ -262,15 +274,11 @@ class NoCyclesTests(SynchronousTestCase):
     scanning every long-lived object to find them.
     """
 
+    def authenticator(self, config: GatewayConfig) -> IAuthenticator:
+        return RealmAuthenticator(config)  # with a login session to free
+
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
-        old_loop = txaio.config.loop
-        txaio.config.loop = self.reactor
-        self.addCleanup(setattr, txaio.config, "loop", old_loop)
-        self.endpoint = FakeEndpoint()
-        config = loads(CONFIG)
-        pipeline = AdmissionPipeline(self.reactor, RealmAuthenticator(config), self.endpoint)
-        self.site = GatewaySite(config, self.reactor, pipeline)
+        super().setUp()
         # the tunnel's close event names it as its source; kept in the log
         # buffer of a process that never began logging, it would keep it
         self.patch(Tunnel, "log", Logger(observer=lambda event: None))
@@ -282,11 +290,7 @@ class NoCyclesTests(SynchronousTestCase):
         # other tests' leftovers may become garbage meanwhile: only what
         # this connection makes counts
         before = {id(o) for o in gc.get_objects()}
-        channel = self.site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
-        transport = HalfCloseStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
-        transport.protocol = channel
-        channel.makeConnection(transport)
-        channel.dataReceived(UPGRADE.format(path=path, extra=extra).encode())
+        channel, transport = self.upgrade(path, extra)
         backend = backend_transport = None
         if self.endpoint.pending:
             backend, backend_transport = self.endpoint.succeed()
