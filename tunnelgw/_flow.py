@@ -42,13 +42,28 @@ def pending_bytes(transport: Any) -> int:
     """
     total = 0
     for layer in _layers(transport):
-        buf = getattr(layer, "dataBuffer", None)
-        if isinstance(buf, (bytes, bytearray, memoryview)):
-            total += len(buf) - getattr(layer, "offset", 0) + getattr(layer, "_tempDataLen", 0)
+        total += _buffered(layer) or 0
         app = getattr(layer, "_appSendBuffer", None)
         if app:
             total += sum(len(chunk) for chunk in app)
     return total
+
+
+def _buffered(layer: Any) -> int | None:
+    """
+    The bytes in a file-descriptor transport's own write buffers, or
+    C{None} if it has none (or Twisted's attributes are not as expected).
+    """
+    buf = getattr(layer, "dataBuffer", None)
+    offset = getattr(layer, "offset", None)
+    temp = getattr(layer, "_tempDataLen", None)
+    if (
+        not isinstance(buf, (bytes, bytearray, memoryview))
+        or type(offset) is not int
+        or type(temp) is not int
+    ):
+        return None
+    return len(buf) - offset + temp
 
 
 def _socket_layer(transport: Any) -> tcp.Connection | None:
@@ -64,15 +79,14 @@ def _socket_layer(transport: Any) -> tcp.Connection | None:
 
 def _idle(layer: tcp.Connection) -> bool:
     """
-    Nothing waits in the connection's write buffers (Twisted's attributes,
-    as L{pending_bytes} reads them; any doubt means something waits).
+    Nothing waits in the connection's write buffers (any doubt about
+    Twisted's attributes means something waits).
     """
-    buffer = getattr(layer, "dataBuffer", None)
-    return (
-        isinstance(buffer, (bytes, bytearray, memoryview))
-        and getattr(layer, "_tempDataLen", 1) == 0
-        and getattr(layer, "offset", -1) == len(buffer)
-    )
+    return _buffered(layer) == 0
+
+
+def _open(layer: tcp.Connection) -> bool:
+    return bool(layer.connected) and not layer.disconnecting
 
 
 def write_now(transport: Any, data: bytes) -> None:
@@ -95,8 +109,10 @@ def write_now(transport: Any, data: bytes) -> None:
     or the reactor is about to write), the write only joins it.
     """
     layer = _socket_layer(transport)
-    idle = layer is not None and _idle(layer)
-    if idle and layer is not None and transport is layer and _plain(layer):
+    if layer is None or not _idle(layer):
+        transport.write(data)
+        return
+    if transport is layer and _plain(layer):
         # A plain TCP connection with nothing waiting: straight into the
         # kernel, as the transport's doWrite would (writeSomeData), without
         # registering for writability first.  What does not fit waits in
@@ -110,7 +126,7 @@ def write_now(transport: Any, data: bytes) -> None:
         layer.write(data)
         return
     transport.write(data)
-    if idle and layer is not None and layer.connected and not layer.disconnecting and not _idle(layer):
+    if _open(layer) and not _idle(layer):
         layer.doWrite()
 
 
@@ -124,8 +140,7 @@ def _plain(layer: tcp.Connection) -> bool:
     return (
         getattr(layer, "TLS", True) is False
         and getattr(layer, "_writeDisconnecting", True) is False
-        and bool(layer.connected)
-        and not layer.disconnecting
+        and _open(layer)
     )
 
 
