@@ -23,10 +23,11 @@ events of plain values (the gateway's own) and hand anything else
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import IO, Any
+
+import orjson
 
 from twisted.logger import (
     FileLogObserver,
@@ -43,9 +44,16 @@ __all__ = ["format_json", "format_text", "json_observer", "text_observer"]
 # How twisted.logger's JSON marks a log level, so that
 # eventsFromJSONLogFile gives back LogLevel constants.
 _LEVEL_UUID = "02E59486-F24D-46AD-8224-3ACDF2A5732A"
-_PLAIN = (str, int, float, bool, type(None))
+_LEVELS = {level: {"name": level.name, "__class_uuid__": _LEVEL_UUID} for level in LogLevel.iterconstants()}
 # Objects that Twisted's JSON would only mark as unpersistable.
 _DROPPED = frozenset({"log_logger", "log_source"})
+# Plain values (str, int, float, bool, None, lists, dicts of them) are
+# encoded by orjson; objects it would otherwise turn into JSON its own way
+# (dataclasses, dates, subclasses of str or int, NumPy arrays) go to
+# Twisted's encoder, as every other object does.
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 class _SecondClock:
@@ -93,24 +101,28 @@ def format_text(event: LogEvent, clock: Callable[[float | None], str] = _CLOCK) 
     return f"{clock(event.get('log_time'))} [{system}] {text}".replace("\n", "\n\t") + "\n"
 
 
+def _level_or_refuse(value: object) -> object:
+    """
+    orjson's C{default}: a log level as Twisted saves it; anything else it
+    cannot encode natively makes the event Twisted's to format.
+    """
+    try:
+        return _LEVELS[value]
+    except (KeyError, TypeError):
+        raise TypeError from None
+
+
 def format_json(event: LogEvent) -> str:
     """
     C{event} as L{twisted.logger.jsonFileLogObserver} writes it: one
     record, readable with L{twisted.logger.eventsFromJSONLogFile}.
     """
-    record: dict[str, Any] = {}
-    for key, value in event.items():
-        if key in _DROPPED:
-            continue
-        if isinstance(value, _PLAIN):
-            record[key] = value
-        elif key == "log_level" and getattr(LogLevel, name := getattr(value, "name", ""), None) is value:
-            record[key] = {"name": name, "__class_uuid__": _LEVEL_UUID}
-        elif isinstance(value, (list, tuple)) and all(isinstance(item, _PLAIN) for item in value):
-            record[key] = value
-        else:
-            return f"\x1e{eventAsJSON(event)}\n"  # something only Twisted knows how to save
-    return f"\x1e{json.dumps(record)}\n"
+    record = {key: value for key, value in event.items() if key not in _DROPPED}
+    try:
+        text = orjson.dumps(record, default=_level_or_refuse, option=_ORJSON_OPTIONS).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return f"\x1e{eventAsJSON(event)}\n"  # something only Twisted knows how to save
+    return f"\x1e{text}\n"
 
 
 def json_observer(out: IO[Any] | None = None) -> FileLogObserver:

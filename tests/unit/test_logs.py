@@ -5,12 +5,15 @@ lines, JSON records that twisted.logger reads back to the same fields.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import io
 import time
 
 from twisted.logger import (
     Logger,
     LogLevel,
+    eventAsJSON,
     eventFromJSON,
     eventsFromJSONLogFile,
     formatEvent,
@@ -105,6 +108,30 @@ class JSONTests(SynchronousTestCase):
         self.assertEqual(eventFromJSON(format_json(plain).lstrip("\x1e"))["thing"], {"unpersistable": True})
         back = eventFromJSON(format_json(failed).lstrip("\x1e"))
         self.assertIsInstance(back["log_failure"], Failure)
+
+    def test_what_orjson_would_encode_its_own_way_goes_to_twisted(self) -> None:
+        @dataclasses.dataclass
+        class Point:
+            x: int
+
+        class Name(str):
+            pass
+
+        def emit(log: Logger) -> None:
+            log.info("{p}", p=Point(1))
+            log.info("{n}", n=Name("x"))
+            log.info("{when}", when=datetime.datetime(2026, 1, 1))
+            log.info("{big}", big=2**70)
+
+        for event in captured(emit):
+            self.assertEqual(format_json(event), f"\x1e{eventAsJSON(event)}\n")
+
+    def test_nested_plain_values_and_levels(self) -> None:
+        (event,) = captured(lambda log: log.error("{d}", d={"roles": ("a", "b"), "n": [1, None]}))
+        back = eventFromJSON(format_json(event).lstrip("\x1e"))
+        self.assertEqual(back["d"], {"roles": ["a", "b"], "n": [1, None]})
+        self.assertIs(back["log_level"], LogLevel.error)
+        self.assertNotIn("log_logger", back)
 
     def test_file_reads_back(self) -> None:
         out = io.StringIO()
