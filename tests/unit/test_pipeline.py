@@ -182,8 +182,25 @@ class PipelineTests(SynchronousTestCase):
 
     def test_client_gone_cancels_backend_connect(self) -> None:
         d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        ((connecting, _),) = self.endpoint.pending
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
+        self.assertTrue(connecting.called)  # the connect itself was cancelled
+
+    def test_client_gone_cancels_a_pending_login(self) -> None:
+        login: defer.Deferred[Subject] = defer.Deferred()
+
+        @implementer(IAuthenticator)
+        class Slow:
+            def authenticate(self, request: object, service: object) -> defer.Deferred[Subject]:
+                return login
+
+        pipeline = AdmissionPipeline(self.reactor, Slow(), self.endpoint)
+        d = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertTrue(login.called)  # cancelled, so never reaching the backend
+        self.assertEqual(self.endpoint.pending, [])
 
     def test_authenticator_refusal_passes_through(self) -> None:
         @implementer(IAuthenticator)
