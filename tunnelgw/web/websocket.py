@@ -9,11 +9,13 @@ subprotocol the pipeline chose, and C{onOpen} starts the tunnel.
 
 from __future__ import annotations
 
+import functools
 import secrets
-from pprint import pformat
-from types import FunctionType
+from collections.abc import Callable
+from types import FunctionType, ModuleType
 from typing import Any
 
+import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
@@ -58,27 +60,40 @@ def start_tunnel(
     return tunnel
 
 
-class _LazyFormat:
+class _Lazy:
     """
-    C{pformat(obj)}, computed only if someone turns it into text.
+    C{function(*args, **kwargs)}, computed only if someone turns it into
+    text.
     """
 
-    __slots__ = ("_obj",)
+    __slots__ = ("_function", "_args", "_kwargs")
 
-    def __init__(self, obj: object) -> None:
-        self._obj = obj
+    def __init__(self, function: Callable[..., object], *args: object, **kwargs: object) -> None:
+        self._function = function
+        self._args = args
+        self._kwargs = kwargs
 
-    def __repr__(self) -> str:
-        return pformat(self._obj)
+    def __str__(self) -> str:
+        return str(self._function(*self._args, **self._kwargs))
 
-    __str__ = __repr__
+    __repr__ = __str__
 
 
-# autobahn formats its whole configuration with pformat for a debug log line
-# on every new connection, whether debug logging is on or not: a third of
-# the CPU of a WebSocket handshake.  Formatting lazily keeps the debug text
+def _lazily(module: ModuleType, name: str) -> None:
+    function = getattr(module, name)
+    setattr(module, name, functools.partial(_Lazy, function))
+
+
+# autobahn builds the arguments of its debug log lines whether debug
+# logging is on or not: on every new connection it formats its whole
+# configuration with pformat (a third of the CPU of a WebSocket handshake)
+# and names methods and values (hltype, hlval: inspect and f-strings) a
+# dozen times a connection.  Computing them lazily keeps the debug text
 # identical when it is logged and costs nothing when it is not.
-_autobahn_protocol.pformat = _LazyFormat  # type: ignore[assignment]
+_lazily(_autobahn_protocol, "pformat")
+for _name in ("hltype", "hlval"):
+    _lazily(_autobahn_protocol, _name)
+    _lazily(_autobahn_twisted, _name)
 
 
 # What autobahn keeps of the opening handshake (request text, headers,
