@@ -269,6 +269,17 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                 [str(BIN / "websockify"), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], port, GATEWAY_CPUS
             )
 
+        # what autobahn and Twisted do alone (bench/floor.py), for handshakes
+        floors = {}
+        for kind in ("autobahn", "twisted"):
+            port = free_port()
+            procs.start(
+                [str(BIN / "python"), str(HERE / "floor.py"), kind, str(port), str(echo_port)],
+                port,
+                GATEWAY_CPUS,
+            )
+            floors[f"floor_{kind}"] = ["--url", f"ws://127.0.0.1:{port}/"]
+
         targets = {
             "tunnelgw": ["--url", f"ws://127.0.0.1:{gw_port}/raw"],
             "websockify": ["--url", f"ws://127.0.0.1:{wsfy_port}/"],
@@ -289,6 +300,9 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                     measures["handshakes"] = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
                 for key, args in measures.items():
                     runs[name].setdefault(key, []).append(load(*args, *target))
+            for name, target in floors.items():
+                args = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
+                runs.setdefault(name, {}).setdefault("handshakes", []).append(load(*args, *target))
             print("round done", flush=True)
         for name, measured in runs.items():
             if measured:
@@ -344,6 +358,12 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "throughput_8_vs_websockify": gw["throughput_8"]["mib_per_s"] / wf["throughput_8"]["mib_per_s"],
         "rtt_p50_vs_websockify": gw["rtt_32"]["p50_us"] / wf["rtt_32"]["p50_us"],
         "handshakes_vs_websockify": gw["handshakes"]["per_s"] / wf["handshakes"]["per_s"],
+        "floor_autobahn_vs_websockify": results["floor_autobahn"]["handshakes"]["per_s"]
+        / wf["handshakes"]["per_s"],
+        "floor_twisted_vs_websockify": results["floor_twisted"]["handshakes"]["per_s"]
+        / wf["handshakes"]["per_s"],
+        "handshakes_vs_floor_autobahn": gw["handshakes"]["per_s"]
+        / results["floor_autobahn"]["handshakes"]["per_s"],
         "rfb_vs_raw": results["rfb_stream"]["tunnelgw_rfb"]["mib_per_s"]
         / results["rfb_stream"]["tunnelgw_raw"]["mib_per_s"],
         "rfb_vs_websockify": results["rfb_stream"]["tunnelgw_rfb"]["mib_per_s"]
@@ -412,6 +432,19 @@ Ratios, tunnelgw vs websockify (same run):
 | throughput, 8 connections | {q["throughput_8_vs_websockify"]:.2f}× | ≥ 1.5× (aim 2×) |
 | round-trip p50 | {q["rtt_p50_vs_websockify"]:.2f}× | ≤ 1.1× |
 | handshakes/s | {q["handshakes_vs_websockify"]:.1f}× | ≥ 10× |
+
+The floors under the handshake rate, same run (`bench/floor.py`, on the
+gateway's core, the same backend and load): an autobahn server with
+tunnelgw's protocol options that connects the backend before its 101 and
+relays, with no admission, authentication, limits or logs; and a bare
+Twisted server that answers a canned 101 after connecting the backend:
+the TCP work of a handshake alone.
+
+| target | handshakes/s (16 concurrent) | vs websockify |
+| --- | ---: | ---: |
+| autobahn alone | {results["floor_autobahn"]["handshakes"]["per_s"]:.0f} | {q["floor_autobahn_vs_websockify"]:.1f}× |
+| Twisted alone | {results["floor_twisted"]["handshakes"]["per_s"]:.0f} | {q["floor_twisted_vs_websockify"]:.1f}× |
+| tunnelgw | {results["tunnelgw"]["handshakes"]["per_s"]:.0f} | {q["handshakes_vs_websockify"]:.1f}× ({q["handshakes_vs_floor_autobahn"]:.2f}× autobahn alone) |
 
 VNC: a framebuffer stream from an RFB server (`bench/servers.js
 rfb-stream`: RFB 3.8, security None, then framebuffer bytes as fast as the
