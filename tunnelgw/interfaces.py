@@ -197,7 +197,9 @@ class ILoginModule(Interface):
 
     def logout() -> Any:
         """
-        The tunnel ended: release what this module holds for the subject.
+        The login ended: its tunnel closed, or no tunnel came of it (refused
+        after the login, backend unreachable, client gone).  Release what
+        this module holds for the subject.  Called once per committed login.
         """
 
     def revalidate(subject: Any) -> Any:

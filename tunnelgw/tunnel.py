@@ -544,8 +544,7 @@ class Tunnel:
         self._client = None
         self._backend = None
         self._adapter = None
-        if self.subject.session is not None:
-            self.subject.session.logout()
+        self.subject.logout()
         self.log.info(
             "tunnel {conn_id} closed: {peer} -> {service} code={code} ({reason});"
             " up={bytes_up} down={bytes_down} bytes in {duration:.3f}s",
@@ -598,6 +597,7 @@ class Tunnel:
         now lives by the new subject's expiry and login session.
         """
         if self._state is not _State.OPEN:
+            subject.logout()  # nothing will end this login but us
             return
         old = self.subject.session
         self.subject = subject

@@ -48,7 +48,7 @@ class Scripted:
         self.log.append(f"abort {self.name}")
 
     def logout(self) -> None:
-        pass
+        self.log.append(f"logout {self.name}")
 
     def revalidate(self, subject: Subject) -> bool:
         return True
@@ -197,3 +197,25 @@ def test_a_crashing_module_is_a_failure_not_a_success() -> None:
     failure: list[Any] = []
     d.addErrback(failure.append)
     assert isinstance(failure[0].value, LoginFailed)
+
+
+def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
+    from types import SimpleNamespace
+
+    from tunnelgw.security.realm import RealmAuthenticator
+    from tunnelgw.web.pipeline import Refusal
+
+    log: list[str] = []
+    realm = SimpleNamespace(
+        name="r",
+        modules=[ModuleEntry("m0", ScriptedFactory("m0", "success", log), Flag.REQUIRED, {})],
+        revalidate_interval=0.0,
+        challenge="Basic",
+    )
+    authenticator = RealmAuthenticator(SimpleNamespace(realms=[realm]))  # type: ignore[arg-type]
+    request = SimpleNamespace(conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None)
+    service = SimpleNamespace(name="admin", realm="r", require_roles=frozenset({"admin"}))
+    failures: list[Any] = []
+    authenticator.authenticate(request, service).addErrback(failures.append)  # type: ignore[arg-type]
+    assert failures[0].value.status == 403 and isinstance(failures[0].value, Refusal)
+    assert log == ["login m0", "commit m0", "logout m0"]

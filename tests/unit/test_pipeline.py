@@ -202,6 +202,48 @@ class PipelineTests(SynchronousTestCase):
         self.assertTrue(login.called)  # cancelled, so never reaching the backend
         self.assertEqual(self.endpoint.pending, [])
 
+    def logged_in_pipeline(self) -> tuple[AdmissionPipeline, list[str]]:
+        """
+        A pipeline whose logins record their logout.
+        """
+        from tunnelgw.security.jaas import LoginSession
+
+        logouts: list[str] = []
+
+        class Module:
+            def logout(self) -> None:
+                logouts.append("out")
+
+        @implementer(IAuthenticator)
+        class LoggingIn:
+            def authenticate(self, request: object, service: object) -> defer.Deferred[Subject]:
+                subject = Subject.of("alice")
+                subject.session = LoginSession("r", [Module()])  # type: ignore[list-item]
+                return defer.succeed(subject)
+
+        return AdmissionPipeline(self.reactor, LoggingIn(), self.endpoint), logouts
+
+    def test_login_ended_when_the_backend_is_not_reached(self) -> None:
+        pipeline, logouts = self.logged_in_pipeline()
+        d = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.endpoint.fail(ConnectionRefusedError("nope"))
+        self.failureResultOf(d, Refusal)
+        self.assertEqual(logouts, ["out"])
+
+    def test_login_ended_when_the_client_goes_away(self) -> None:
+        pipeline, logouts = self.logged_in_pipeline()
+        gone = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        gone.cancel()
+        self.failureResultOf(gone, defer.CancelledError)
+        self.assertEqual(logouts, ["out"])
+        self.endpoint.pending.clear()
+        d = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.endpoint.succeed()
+        admission = self.successResultOf(d)
+        self.assertEqual(logouts, ["out"])  # admitted: the tunnel will end it
+        admission.abandon()  # ...unless the client goes before the tunnel starts
+        self.assertEqual(logouts, ["out", "out"])
+
     def test_authenticator_refusal_passes_through(self) -> None:
         @implementer(IAuthenticator)
         class Deny:

@@ -372,6 +372,14 @@ class CredentialTests(SynchronousTestCase):
         self.assertEqual(self.logged_out, 2)
         self.assertNotIn("s1", self.registry.by_session)
 
+    def test_refresh_of_a_closing_tunnel_logs_the_new_login_out(self) -> None:
+        tunnel = self.make(Subject.of("alice"))
+        tunnel.fail(1011, "backend gone")
+        fresh = Subject.of("alice")
+        fresh.session = self.session()
+        tunnel.refresh(fresh)
+        self.assertEqual(self.logged_out, 1)
+
 
 def test_registry_when_empty() -> None:
     registry = TunnelRegistry()

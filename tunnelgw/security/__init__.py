@@ -76,6 +76,15 @@ class Subject:
         value = self.attributes.get("expires")
         return float(value) if value is not None else None
 
+    def logout(self) -> None:
+        """
+        End the login session that produced this subject, if any: its
+        modules release what they hold for it.  Once: later calls do
+        nothing.
+        """
+        if self.session is not None:
+            self.session.logout()
+
     @property
     def principal(self) -> str:
         """

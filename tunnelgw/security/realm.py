@@ -78,6 +78,7 @@ class RealmAuthenticator:
                     required=sorted(service.require_roles),
                     roles=sorted(subject.roles),
                 )
+                subject.logout()
                 raise Refusal(403, "not allowed to use this service")
             return subject
 

@@ -114,10 +114,12 @@ class Admission:
 
     def abandon(self) -> None:
         """
-        The client went away before the tunnel started: drop the backend.
+        The client went away before the tunnel started: drop the backend
+        and end the login session.
         """
         if self.backend is not None and self.backend.transport is not None:
             self.backend.abort()
+        self.subject.logout()
 
 
 def choose_subprotocol(offered: list[str], service: ServiceConfig) -> str | None:
@@ -237,7 +239,12 @@ class AdmissionPipeline:
             admission.backend = backend
             return admission
 
-        return self._connect(service, subject, subprotocol, request).addCallback(connected)
+        def not_connected(f: Failure) -> Failure:
+            # logged in, but no tunnel will end that login: end it here
+            subject.logout()
+            return f
+
+        return self._connect(service, subject, subprotocol, request).addCallbacks(connected, not_connected)
 
     def _connect(
         self, service: ServiceConfig, subject: Subject, subprotocol: str | None, request: AdmissionRequest

@@ -460,8 +460,7 @@ class RefreshResource(Resource):
 
         def logged_in(subject: Subject) -> None:
             if subject.user != tunnel.subject.user:
-                if subject.session is not None:
-                    subject.session.logout()
+                subject.logout()
                 raise Refusal(403, "these credentials are for another user")
             tunnel.refresh(subject)
             body = json.dumps({"expires": subject.expires}).encode("ascii") + b"\n"
