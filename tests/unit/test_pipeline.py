@@ -29,6 +29,7 @@ UPGRADE = {
     "connection": ["keep-alive, Upgrade"],
     "sec-websocket-version": ["13"],
     "sec-websocket-key": ["dGhlIHNhbXBsZSBub25jZQ=="],
+    "host": ["gw.example.com:8443"],
 }
 
 
@@ -114,6 +115,23 @@ class PipelineTests(SynchronousTestCase):
         request = self.request()
         request.method = "POST"
         self.assertEqual(self.refusal(request).status, 405)
+
+    def test_not_http_1_1_505(self) -> None:
+        request = self.request()
+        request.http_version = "HTTP/1.0"
+        self.assertEqual(self.refusal(request).status, 505)
+
+    def with_host(self, values: list[str]) -> AdmissionRequest:
+        request = self.request()
+        request.headers = {**request.headers, "host": values}
+        return request
+
+    def test_host_missing_repeated_or_with_a_bad_port_400(self) -> None:
+        for host in ([], ["a.example", "b.example"], ["gw.example.com:https"], ["[::1]:x"]):
+            self.assertEqual(self.refusal(self.with_host(host)).status, 400, host)
+        for host in (["gw.example.com"], ["[::1]"], ["[::1]:8443"], ["192.0.2.1:80"]):
+            d = self.pipeline.admit(self.with_host(host), service(), check_websocket_upgrade)
+            self.assertNoResult(d)  # on to the backend
 
     def test_not_an_upgrade_426(self) -> None:
         refusal = self.refusal(self.request(upgrade=[]))

@@ -146,6 +146,21 @@ class SiteTests(_SiteCase):
         self.reactor.advance(0.2)
         self.assertTrue(transport.disconnecting)
 
+    def test_what_autobahn_would_refuse_is_refused_before_the_decision(self) -> None:
+        """
+        An upgrade without a Host header, or over HTTP/1.0, gets our answer
+        (and one logged decision), not a 101 logged and autobahn's 400 sent.
+        """
+        for request, status in (
+            (UPGRADE.format(path="/echo", extra="").replace("Host: gw\r\n", ""), b"400"),
+            (UPGRADE.format(path="/echo", extra="").replace("HTTP/1.1", "HTTP/1.0"), b"505"),
+        ):
+            channel, transport = self.connect()
+            channel.dataReceived(request.encode())
+            head, body = transport.value().split(b"\r\n\r\n", 1)
+            self.assertEqual(head.split()[1], status, head)
+            self.assertTrue(body)
+
     def test_unknown_path_404(self) -> None:
         channel, transport = self.connect()
         channel.dataReceived(b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n")

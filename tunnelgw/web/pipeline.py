@@ -4,7 +4,7 @@ upgrade today; fallback transport and gateway links later) is admitted or
 refused, in this order:
 
   1. limits       connection caps                       503 / 429
-  2. transport    the transport's own syntax (upgrade)  400 / 405 / 426
+  2. transport    the transport's own syntax (upgrade)  400 / 405 / 426 / 505
   3. origin       exact allow-list per service          403
   4. subprotocol  one the client offered and we offer   400
   5. authenticate IAuthenticator                        401 / 403
@@ -75,6 +75,7 @@ class AdmissionRequest:
     secure: bool = False
     query: Mapping[str, list[str]] = field(default_factory=dict)
     peer_certificate: Any = None
+    http_version: str = "HTTP/1.1"
 
     def values(self, name: str) -> list[str]:
         """

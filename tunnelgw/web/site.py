@@ -152,11 +152,22 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
     """
     The request is a syntactically valid RFC 6455 upgrade.
 
-    @raise Refusal: 405 (not GET), 426 (not an upgrade, or a version other
-        than 13, with C{Sec-WebSocket-Version: 13}), 400 (bad key).
+    @raise Refusal: 405 (not GET), 505 (not HTTP/1.1), 400 (no Host, or
+        one with a bad port), 426 (not an upgrade, or a version other than
+        13, with C{Sec-WebSocket-Version: 13}), 400 (bad key).
     """
     if request.method != "GET":
         raise Refusal(405, "WebSocket upgrades use GET", {"Allow": "GET"})
+    if request.http_version != "HTTP/1.1":
+        raise Refusal(505, "WebSocket upgrades use HTTP/1.1")
+    # What autobahn would refuse after us (RFC 6455 4.1: one Host, a
+    # numeric port), refused here so that the logged decision is the answer.
+    host = request.single("Host")
+    if not host:
+        raise Refusal(400, "the Host header is missing")
+    name, colon, port = host.rpartition(":")
+    if colon and not host.endswith("]") and not port.strip().isdigit():
+        raise Refusal(400, "the Host header has an invalid port")
     upgrade = [v.lower() for v in request.values("Upgrade")]
     connection = [v.lower() for v in request.values("Connection")]
     if "websocket" not in upgrade or "upgrade" not in connection:
@@ -196,6 +207,7 @@ def admission_request(request: server.Request) -> AdmissionRequest:
         peer_host=getattr(channel, "peer_host", "unknown"),
         path=request.path.decode("latin-1"),
         method=request.method.decode("latin-1"),
+        http_version=request.clientproto.decode("latin-1"),
         headers=_headers_of(request),
         lease=channel.lease,
         secure=request.isSecure(),
