@@ -133,6 +133,11 @@ class PipelineTests(SynchronousTestCase):
             d = self.pipeline.admit(self.with_host(host), service(), check_websocket_upgrade)
             self.assertNoResult(d)  # on to the backend
 
+    def test_duplicates_autobahn_would_refuse_400(self) -> None:
+        self.assertEqual(self.refusal(self.request(sec_websocket_protocol=["binary, binary"])).status, 400)
+        two = self.request(sec_websocket_extensions=["permessage-deflate", "x-webkit-deflate-frame"])
+        self.assertEqual(self.refusal(two).status, 400)
+
     def test_not_an_upgrade_426(self) -> None:
         refusal = self.refusal(self.request(upgrade=[]))
         self.assertEqual(refusal.status, 426)

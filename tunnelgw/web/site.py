@@ -154,7 +154,8 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
 
     @raise Refusal: 405 (not GET), 505 (not HTTP/1.1), 400 (no Host, or
         one with a bad port), 426 (not an upgrade, or a version other than
-        13, with C{Sec-WebSocket-Version: 13}), 400 (bad key).
+        13, with C{Sec-WebSocket-Version: 13}), 400 (bad key, a subprotocol
+        offered twice, several extension headers).
     """
     if request.method != "GET":
         raise Refusal(405, "WebSocket upgrades use GET", {"Allow": "GET"})
@@ -187,6 +188,10 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
         raw = b""
     if len(raw) != 16:
         raise Refusal(400, "Sec-WebSocket-Key is not 16 bytes in base64")
+    offered = request.values("Sec-WebSocket-Protocol")
+    if len(set(offered)) != len(offered):
+        raise Refusal(400, "a subprotocol is offered more than once")
+    request.single("Sec-WebSocket-Extensions")  # 400 if it appears more than once
 
 
 def _headers_of(request: server.Request) -> dict[str, list[str]]:
