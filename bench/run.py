@@ -118,6 +118,45 @@ def load(*args: str, timeout: float = 120) -> dict[str, Any]:
     return result
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """
+    CPU time of a process and of the children it has reaped (websockify's
+    per-connection forks) or still runs.
+    """
+    p = psutil.Process(proc.pid)
+    times = p.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in p.children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return float(total)
+
+
+def handshakes(proc: subprocess.Popen[bytes], *args: str) -> dict[str, Any]:
+    """
+    The handshake load, with the CPU the server under test spent per
+    handshake: steadier than the rate on a busy or throttled machine.
+    """
+    settled(proc)  # the forks of an earlier measure are not this one's
+    before = cpu_seconds(proc)
+    result = load(*args)
+    settled(proc)  # this measure's forks have exited and been counted
+    result["cpu_us_per_handshake"] = (cpu_seconds(proc) - before) / max(1, result["count"]) * 1e6
+    return result
+
+
+def settled(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """
+    Wait (a bounded while) until C{proc} has no child processes left.
+    """
+    deadline = time.monotonic() + timeout
+    while psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def rss(proc: subprocess.Popen[bytes]) -> int:
     """
     Resident memory of a process and its children (twistd may fork none;
@@ -260,20 +299,23 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
         procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port, PEER_CPUS)
         procs.start(["node", str(HERE / "servers.js"), "rfb-stream", str(rfb_port)], rfb_port, PEER_CPUS)
         # the client's ceiling is measured against a server on the gateway's core
-        procs.start(
-            ["node", str(HERE / "servers.js"), "ws-echo", str(wsecho_port)], wsecho_port, GATEWAY_CPUS
-        )
-        start_gateway(procs, gw_port, echo_port, rfb_port)
+        servers = {
+            "client_ceiling_ws_echo": procs.start(
+                ["node", str(HERE / "servers.js"), "ws-echo", str(wsecho_port)], wsecho_port, GATEWAY_CPUS
+            ),
+            "tunnelgw": start_gateway(procs, gw_port, echo_port, rfb_port),
+        }
         for port, backend in ((wsfy_port, echo_port), (wsfy_rfb_port, rfb_port)):
-            procs.start(
+            proc = procs.start(
                 [str(BIN / "websockify"), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], port, GATEWAY_CPUS
             )
+            servers.setdefault("websockify", proc)
 
         # what autobahn and Twisted do alone (bench/floor.py), for handshakes
         floors = {}
         for kind in ("autobahn", "twisted"):
             port = free_port()
-            procs.start(
+            servers[f"floor_{kind}"] = procs.start(
                 [str(BIN / "python"), str(HERE / "floor.py"), kind, str(port), str(echo_port)],
                 port,
                 GATEWAY_CPUS,
@@ -299,10 +341,15 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                 if name != "direct_tcp":
                     measures["handshakes"] = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
                 for key, args in measures.items():
-                    runs[name].setdefault(key, []).append(load(*args, *target))
+                    if key == "handshakes":
+                        result = handshakes(servers[name], *args, *target)
+                    else:
+                        result = load(*args, *target)
+                    runs[name].setdefault(key, []).append(result)
             for name, target in floors.items():
                 args = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
-                runs.setdefault(name, {}).setdefault("handshakes", []).append(load(*args, *target))
+                result = handshakes(servers[name], *args, *target)
+                runs.setdefault(name, {}).setdefault("handshakes", []).append(result)
             print("round done", flush=True)
         for name, measured in runs.items():
             if measured:
@@ -381,6 +428,11 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{r['rtt_32']['p50_us']:.0f} | {r['rtt_32']['p99_us']:.0f} | {r['rtt_32']['msgs_per_s']:.0f} | {hs} |"
         )
     q = ratios(results)
+
+    def cpu(name: str) -> str:
+        value = results[name]["handshakes"].get("cpu_us_per_handshake")
+        return f"{value:.0f} µs" if value is not None else "–"
+
     e, w, w2 = results["idle_echo_10000"], results["idle_raw_9900"], results["idle_raw_10000_2p"]
     rfb = results["rfb_stream"]
     rfb_rows = "\n".join(
@@ -440,11 +492,16 @@ relays, with no admission, authentication, limits or logs; and a bare
 Twisted server that answers a canned 101 after connecting the backend:
 the TCP work of a handshake alone.
 
-| target | handshakes/s (16 concurrent) | vs websockify |
-| --- | ---: | ---: |
-| autobahn alone | {results["floor_autobahn"]["handshakes"]["per_s"]:.0f} | {q["floor_autobahn_vs_websockify"]:.1f}× |
-| Twisted alone | {results["floor_twisted"]["handshakes"]["per_s"]:.0f} | {q["floor_twisted_vs_websockify"]:.1f}× |
-| tunnelgw | {results["tunnelgw"]["handshakes"]["per_s"]:.0f} | {q["handshakes_vs_websockify"]:.1f}× ({q["handshakes_vs_floor_autobahn"]:.2f}× autobahn alone) |
+| target | handshakes/s (16 concurrent) | vs websockify | server CPU per handshake |
+| --- | ---: | ---: | ---: |
+| autobahn alone | {results["floor_autobahn"]["handshakes"]["per_s"]:.0f} | {q["floor_autobahn_vs_websockify"]:.1f}× | {cpu("floor_autobahn")} |
+| Twisted alone | {results["floor_twisted"]["handshakes"]["per_s"]:.0f} | {q["floor_twisted_vs_websockify"]:.1f}× | {cpu("floor_twisted")} |
+| tunnelgw | {results["tunnelgw"]["handshakes"]["per_s"]:.0f} | {q["handshakes_vs_websockify"]:.1f}× ({q["handshakes_vs_floor_autobahn"]:.2f}× autobahn alone) | {cpu("tunnelgw")} |
+| websockify | {results["websockify"]["handshakes"]["per_s"]:.0f} | 1× | {cpu("websockify")} |
+
+The CPU column is the server's own CPU time (websockify's forks
+included) divided by the handshakes it served: steadier than the rate
+when the machine is busy or throttled, and what to compare between runs.
 
 VNC: a framebuffer stream from an RFB server (`bench/servers.js
 rfb-stream`: RFB 3.8, security None, then framebuffer bytes as fast as the
