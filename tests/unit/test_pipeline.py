@@ -292,6 +292,20 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(refusal.value.status, 500)  # type: ignore[attr-defined]
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_unexpected_error_after_the_login_ends_it(self) -> None:
+        pipeline, logouts = self.logged_in_pipeline()
+
+        def broken(reactor: object, description: str, timeout: float) -> object:
+            raise ZeroDivisionError()
+
+        pipeline._endpoint_for = broken  # type: ignore[assignment]
+        refusal = self.failureResultOf(
+            pipeline.admit(self.request(), service(), check_websocket_upgrade), Refusal
+        )
+        self.assertEqual(refusal.value.status, 500)  # type: ignore[attr-defined]
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(logouts, ["out"])
+
 
 tokens = st.text(alphabet="abcdefghijklmnop.", min_size=1, max_size=6)
 

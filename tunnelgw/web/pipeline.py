@@ -231,21 +231,26 @@ class AdmissionPipeline:
     def _upstream(
         self, subject: Subject, request: AdmissionRequest, service: ServiceConfig, subprotocol: str | None
     ) -> Admission | defer.Deferred[Admission]:
-        factory = adapter_factory(service.adapter)
-        admission = Admission(request, service, subprotocol, subject, factory)
-        if not factory.needs_upstream:
-            return admission
+        # logged in: if no tunnel comes of it, nothing else will end the login
+        try:
+            factory = adapter_factory(service.adapter)
+            admission = Admission(request, service, subprotocol, subject, factory)
+            if not factory.needs_upstream:
+                return admission
+            d = self._connect(service, subject, subprotocol, request)
+        except Exception:
+            subject.logout()
+            raise
 
         def connected(backend: BackendLeg) -> Admission:
             admission.backend = backend
             return admission
 
         def not_connected(f: Failure) -> Failure:
-            # logged in, but no tunnel will end that login: end it here
             subject.logout()
             return f
 
-        return self._connect(service, subject, subprotocol, request).addCallbacks(connected, not_connected)
+        return d.addCallbacks(connected, not_connected)
 
     def _connect(
         self, service: ServiceConfig, subject: Subject, subprotocol: str | None, request: AdmissionRequest

@@ -166,7 +166,7 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
     host = request.single("Host")
     if not host:
         raise Refusal(400, "the Host header is missing")
-    name, colon, port = host.rpartition(":")
+    _, colon, port = host.rpartition(":")
     if colon and not host.endswith("]") and not port.strip().isdigit():
         raise Refusal(400, "the Host header has an invalid port")
     upgrade = [v.lower() for v in request.values("Upgrade")]
