@@ -473,8 +473,9 @@ than every gateway measured, so it is not what limits them.
 {chr(10).join(rows)}
 
 Single figures vary by about ±20% from one run to the next on this shared
-two-core machine; compare the ratios within one run, and raise `--repeat`
-for more confidence.
+two-core machine, and its speed has differed twofold from one day to
+another (direct TCP 1,458 MiB/s on one day, 719 on another); compare the
+ratios within one run, and raise `--repeat` for more confidence.
 
 Ratios, tunnelgw vs websockify (same run):
 
