@@ -329,6 +329,8 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
             "client_ceiling_ws_echo": ["--url", f"ws://127.0.0.1:{wsecho_port}/"],
         }
         s = str(seconds)
+        # the one handshake measure, for gateways and floors alike
+        handshake_args = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in targets}
         for _ in range(repeat) if "speed" in only else ():
             # interleaved: every target sees the same conditions in each round
@@ -339,7 +341,7 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                     "rtt_32": ("--mode", "rtt", "--size", "32", "--seconds", s),
                 }
                 if name != "direct_tcp":
-                    measures["handshakes"] = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
+                    measures["handshakes"] = handshake_args
                 for key, args in measures.items():
                     if key == "handshakes":
                         result = handshakes(servers[name], *args, *target)
@@ -347,8 +349,7 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                         result = load(*args, *target)
                     runs[name].setdefault(key, []).append(result)
             for name, target in floors.items():
-                args = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
-                result = handshakes(servers[name], *args, *target)
+                result = handshakes(servers[name], *handshake_args, *target)
                 runs.setdefault(name, {}).setdefault("handshakes", []).append(result)
             print("round done", flush=True)
         for name, measured in runs.items():
