@@ -33,14 +33,15 @@ _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 101
 
 
 class WebSocketLeg:
+    lease: Any = None
+    """The connection's L{tunnelgw.limits.Lease}, if it counts against the caps."""
+    # autobahn's, as this mixin reads them
     state: Any
     STATE_OPEN: Any
-    lease: Any = None
     is_closed: Any
     transport: Any
     send_queue: Any
     logOctets: bool
-    """The connection's L{tunnelgw.limits.Lease}, if it counts against the caps."""
 
     def connectionLost(self, reason: Any = None) -> None:
         try:
