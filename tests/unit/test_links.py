@@ -75,6 +75,36 @@ class LinkPoolTests(SynchronousTestCase):
         self.assertEqual(list(self.pool.idle), [links[1]])
 
 
+class LinkRefusalTests(SynchronousTestCase):
+    """
+    The inner's refusal of a session reaches the client as a forward
+    chain's would (L{tunnelgw.upstream.chain.refusal_of}).
+    """
+
+    def answer(self, reply: dict[str, Any]) -> Refusal:
+        import json
+
+        from twisted.internet import defer
+
+        from tunnelgw.upstream.links import LinkServerProtocol
+
+        link = LinkServerProtocol()
+        closed: list[tuple[int, str]] = []
+        link.close = lambda code, reason: closed.append((code, reason))  # type: ignore[method-assign]
+        link._answer = defer.Deferred()
+        answer = link._answer
+        link.onMessage(json.dumps(reply).encode(), False)
+        self.assertEqual(closed, [(1000, "session refused")])
+        return self.failureResultOf(answer, Refusal).value  # type: ignore[return-value]
+
+    def test_statuses(self) -> None:
+        refused = self.answer({"refuse": 401, "reason": "who"})
+        self.assertEqual((refused.status, refused.reason), (403, "the inner gateway refused: 401 who"))
+        busy = self.answer({"refuse": 429, "reason": "slow down"})
+        self.assertEqual((busy.status, busy.headers), (503, {"Retry-After": "5"}))
+        self.assertEqual(self.answer({"refuse": 404, "reason": "no such service"}).status, 502)
+
+
 class LinkDialerTests(SynchronousTestCase):
     def test_keeps_the_pool_full_and_backs_off(self) -> None:
         reactor = MemoryReactorClock()

@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from tunnelgw._wsleg import WebSocketLeg
-from tunnelgw.upstream.chain import MessageLeg, check_url
+from tunnelgw.upstream.chain import MessageLeg, check_url, refusal_of
 
 __all__ = [
     "LINK_SUBPROTOCOL",
@@ -215,10 +215,8 @@ class LinkServerProtocol(MessageLeg, WebSocketServerProtocol):  # type: ignore[m
             self.transport.pauseProducing()  # until the tunnel attaches
             answer.callback(self)
         elif isinstance(reply, dict) and isinstance(reply.get("refuse"), int):
-            status = reply["refuse"]
-            text = str(reply.get("reason", ""))[:200]
-            mapped = 403 if status in (401, 403) else 503 if status in (429, 503) else 502
-            answer.errback(Refusal(mapped, f"the inner gateway refused: {status} {text}"))
+            # the inner's refusal, relayed as a forward chain relays it
+            answer.errback(refusal_of(reply["refuse"], str(reply.get("reason", ""))[:200]))
             self.close(1000, "session refused")
         else:
             answer.errback(Refusal(502, "the inner gateway answered the link with nonsense"))
