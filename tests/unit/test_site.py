@@ -113,9 +113,19 @@ class _SiteCase(SynchronousTestCase):
         channel.makeConnection(transport)
         return channel, transport
 
+    # True: each request in two reads, which makes it twisted.web's to
+    # parse (the upgrade fast path takes a head that comes in one read)
+    split = False
+
+    def send(self, channel: GatewayChannel, data: bytes) -> None:
+        if self.split:
+            channel.dataReceived(data[:1])
+            data = data[1:]
+        channel.dataReceived(data)
+
     def upgrade(self, path: str, extra: str = "") -> tuple[GatewayChannel, HalfCloseStringTransport]:
         channel, transport = self.connect()
-        channel.dataReceived(UPGRADE.format(path=path, extra=extra).encode())
+        self.send(channel, UPGRADE.format(path=path, extra=extra).encode())
         return channel, transport
 
 
@@ -156,14 +166,14 @@ class SiteTests(_SiteCase):
             (UPGRADE.format(path="/echo", extra="").replace("HTTP/1.1", "HTTP/1.0"), b"505"),
         ):
             channel, transport = self.connect()
-            channel.dataReceived(request.encode())
+            self.send(channel, request.encode())
             head, body = transport.value().split(b"\r\n\r\n", 1)
             self.assertEqual(head.split()[1], status, head)
             self.assertTrue(body)
 
     def test_unknown_path_404(self) -> None:
         channel, transport = self.connect()
-        channel.dataReceived(b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n")
+        self.send(channel, b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "))
 
     def test_refusal_has_status_reason_and_length(self) -> None:
@@ -280,6 +290,14 @@ class SiteTests(_SiteCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 405 "))  # read, then refused as a POST
 
 
+class TwistedWebSiteTests(SiteTests):
+    """
+    The same, every request parsed by twisted.web (not the fast path).
+    """
+
+    split = True
+
+
 class NoCyclesTests(_SiteCase):
     """
     A tunnel that is over is freed by reference counting alone: the HTTP
@@ -345,3 +363,112 @@ class NoCyclesTests(_SiteCase):
 
     def test_raw(self) -> None:
         self.assert_freed("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+
+
+class TwistedWebNoCyclesTests(NoCyclesTests):
+    """
+    The same, the upgrade parsed by twisted.web (not the fast path).
+    """
+
+    split = True
+
+
+def _answer(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
+    """
+    A response as status line, sorted headers (names in lower case: the
+    fast path keeps a header's spelling, twisted.web capitalizes it; less
+    Date and the random session id) and the rest.
+    """
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = [(name.lower(), value) for name, _, value in (line.partition(b":") for line in lines)]
+    return status, sorted(h for h in headers if h[0] not in (b"date", b"x-tunnel-session")), rest
+
+
+class FastPathTests(_SiteCase):
+    """
+    An upgrade that comes whole in the first read skips twisted.web, and
+    gets the answer twisted.web's path would give it.
+    """
+
+    def test_twisted_web_does_not_parse_it(self) -> None:
+        def parse(*args: object) -> None:
+            raise AssertionError("twisted.web parsed a fast-path upgrade")
+
+        self.patch(GatewayChannel, "lineReceived", parse)
+        _, transport = self.upgrade("/echo")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+
+    def test_same_answers_as_twisted_web(self) -> None:
+        for request in (
+            UPGRADE.format(path="/echo", extra=""),
+            UPGRADE.format(path="/echo?token=a%20b&x=1", extra=""),
+            UPGRADE.format(path="/raw", extra="Sec-WebSocket-Protocol: mqtt\r\n"),
+            UPGRADE.format(
+                path="/raw", extra="Sec-WebSocket-Protocol: binary\r\nSec-WebSocket-Protocol: binary\r\n"
+            ),
+            UPGRADE.format(path="/raw", extra=""),
+            UPGRADE.format(path="/echo", extra="Origin: https://elsewhere.example\r\n"),
+            UPGRADE.format(
+                path="/echo", extra="Sec-WebSocket-Extensions: a\r\nSec-WebSocket-Extensions: b\r\n"
+            ),
+            UPGRADE.format(path="/echo", extra="").replace("Host: gw\r\n", ""),
+            UPGRADE.format(path="/echo", extra="").replace("Host: gw", "Host: gw:http"),
+            UPGRADE.format(path="/echo", extra="").replace("Version: 13", "Version: 8"),
+            UPGRADE.format(path="/echo", extra="").replace("Upgrade: websocket\r\n", ""),
+            UPGRADE.format(path="/echo", extra="").replace("dGhlIHNhbXBsZSBub25jZQ==", "short"),
+            "GET /echo HTTP/1.1\r\nHost: gw\r\n\r\n",
+        ):
+            answers = []
+            for split in (False, True):
+                self.split = split
+                channel, transport = self.connect()
+                self.send(channel, request.encode())
+                if self.endpoint.pending:
+                    self.endpoint.succeed()
+                answers.append(_answer(transport.value()))
+                self.assertTrue(transport.value(), request)
+                transport.protocol.connectionLost(Failure(ConnectionDone()))  # the channel, or autobahn's
+                self.assertEqual(self.site.limiter.total, 0)
+            self.assertEqual(answers[0], answers[1], request)
+
+    def test_frames_sent_before_the_101_reach_the_backend(self) -> None:
+        """
+        Bytes the client sent after its head, before its 101 (the backend
+        still connecting), are not lost: autobahn reads them as frames
+        once the connection is its.
+        """
+        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+        channel.dataReceived(client_frame(0x2, b"early"))
+        channel.dataReceived(client_frame(0x2, b" and more"))
+        _, backend_transport = self.endpoint.succeed()
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(backend_transport.value(), b"early and more")
+
+    def test_early_bytes_are_bounded(self) -> None:
+        """
+        Past EARLY_BYTES before the 101, the gateway stops reading (the
+        kernel's buffers hold the rest), and reads again once the tunnel
+        is open.
+        """
+        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+        chunk = client_frame(0x2, b"x" * 1000)
+        while transport.producerState == "producing":
+            channel.dataReceived(chunk)
+        self.assertLessEqual(
+            sum(map(len, channel._early or [])), GatewayChannel.EARLY_BYTES + len(chunk) + len(UPGRADE) + 64
+        )
+        _, backend_transport = self.endpoint.succeed()
+        self.assertNotEqual(transport.producerState, "paused")
+        self.assertTrue(backend_transport.value().startswith(b"x" * 1000))
+
+    def test_a_refusal_closes_the_connection(self) -> None:
+        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: mqtt\r\n")
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")  # not read: the connection closes
+        status, headers, body = _answer(transport.value())
+        self.assertEqual(status, b"HTTP/1.1 400 Bad Request")
+        self.assertIn((b"connection", b" close"), headers)
+        self.assertTrue(body.endswith(b"\n"))
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.site.limiter.total, 0)

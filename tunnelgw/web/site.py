@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import secrets
-from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
@@ -39,6 +39,7 @@ from tunnelgw.web.pipeline import (
     check_limits,
     check_origin,
 )
+from tunnelgw.web.upgrade import parse_upgrade_head, refusal_response, status_phrase, take_over
 from tunnelgw.web.websocket import AdmittedFactory, make_factory, start_tunnel
 
 __all__ = ["GatewayChannel", "GatewaySite", "ServiceResource", "check_websocket_upgrade"]
@@ -53,6 +54,10 @@ class GatewayChannel(http.HTTPChannel):
     An HTTP/1.1 channel that counts itself in the connection limits and
     gives a client C{handshake_timeout} seconds, in all, to send a complete
     request head (slowloris), not merely some byte now and then.
+
+    A service's upgrade that comes whole in the first read takes the fast
+    path (L{tunnelgw.web.upgrade}): admitted without twisted.web, then
+    handed to autobahn with the bytes it came in.
     """
 
     log = Logger()
@@ -61,6 +66,12 @@ class GatewayChannel(http.HTTPChannel):
     lease: Lease | None = None
     conn_id: str = ""
     _deadline: IDelayedCall | None = None
+    _first_read = True
+    # on the fast path, while the upgrade is admitted: the head and what
+    # the client sent after it (bounded: reading stops past EARLY_BYTES)
+    _upgrade: Upgrade | None = None
+    _early: list[bytes] | None = None
+    EARLY_BYTES = 0x4000  # as twisted.web's HTTPChannel (_optimisticEagerReadSize)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -92,6 +103,57 @@ class GatewayChannel(http.HTTPChannel):
         )
         self.transport.loseConnection()
         self.site.clock.callLater(1.0, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._early is not None:
+            self._early.append(data)
+            if sum(map(len, self._early)) > self.EARLY_BYTES:
+                self.transport.pauseProducing()
+            return
+        if self._first_read:
+            self._first_read = False
+            if self._fast_upgrade(data):
+                return
+        super().dataReceived(data)
+
+    def _fast_upgrade(self, data: bytes) -> bool:
+        head = parse_upgrade_head(data)
+        if head is None:
+            return False
+        resource = self.site.upgrades.get(head.path)
+        if resource is None or self.lease is None:
+            return False
+        self._stop_deadline()
+        areq = AdmissionRequest(
+            conn_id=self.conn_id,
+            peer_host=self.peer_host,
+            path=head.path.decode("ascii"),
+            method="GET",
+            headers=head.headers,
+            lease=self.lease,
+            secure=self.isSecure(),
+            query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in head.query.items()},
+            peer_certificate=_peer_certificate(self.transport),
+        )
+        self._early = [data]
+        upgrade = resource.upgrade(areq, self, self._hand_over, self._refuse_upgrade)
+        if self._early is not None:  # not yet decided (it may be at once)
+            self._upgrade = upgrade
+        return True
+
+    def _hand_over(self, factory: AdmittedFactory) -> None:
+        transport, self.transport = self.transport, None
+        early, self._early, self._upgrade = self._early or [], None, None
+        protocol = factory.buildProtocol(transport.getPeer())
+        take_over(transport, protocol)
+        transport.resumeProducing()  # if the early bytes paused it
+        # autobahn parses the head again, then takes what followed as frames
+        protocol.dataReceived(b"".join(early))
+
+    def _refuse_upgrade(self, refusal: Refusal) -> None:
+        self._early = self._upgrade = None
+        self.transport.write(refusal_response(refusal))
+        self.transport.loseConnection()
 
     def allHeadersReceived(self) -> None:
         # A declared body over the limit is refused before any of it is read
@@ -142,6 +204,9 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._stop_deadline()
+        if self._upgrade is not None:
+            upgrade, self._upgrade, self._early = self._upgrade, None, None
+            upgrade.cancel()
         if self.lease is not None:
             self.lease.release()
             self.lease = None
@@ -249,11 +314,7 @@ def _detach(request: server.Request) -> None:
 
 
 def _refuse(request: server.Request, refusal: Refusal) -> None:
-    try:
-        phrase = HTTPStatus(refusal.status).phrase
-    except ValueError:
-        phrase = "Client Closed Request" if refusal.status == 499 else "Error"
-    request.setResponseCode(refusal.status, phrase.encode("ascii"))
+    request.setResponseCode(refusal.status, status_phrase(refusal.status).encode("ascii"))
     for name, value in refusal.headers.items():
         request.setHeader(name, value)
     request.setHeader("Content-Type", "text/plain; charset=utf-8")
@@ -281,44 +342,97 @@ class ServiceResource(Resource):
         self._factory = make_factory(service, site.clock, site.registry, site.config.policy(service.policy))
 
     def render(self, request: server.Request) -> Any:
-        channel = cast(GatewayChannel, request.channel)
-        areq = admission_request(request)
-        d = self._site.pipeline.admit(areq, self.service, check_websocket_upgrade)
-        gone: list[bool] = []
-
-        def client_gone(_: object) -> None:
-            gone.append(True)
-            d.cancel()
-
-        request.notifyFinish().addErrback(client_gone)
-
-        def admitted(admission: Admission) -> None:
-            if gone:
-                admission.abandon()
-                return
-            self._site.pipeline.log_decision(
-                areq,
-                self.service.name,
-                admission.subprotocol,
-                "accept",
-                101,
-                "switching protocols",
-                admission.subject.principal,
-            )
-            lease = channel.take_lease()
-            resource = WebSocketResource(AdmittedFactory(self._factory, admission, lease, self._site.clock))
-            resource.render(request)
+        def hand_over(factory: AdmittedFactory) -> None:
+            WebSocketResource(factory).render(request)
             _detach(request)
 
-        def refused(f: Failure) -> None:
-            if f.check(defer.CancelledError) or gone:
-                return
-            f.trap(Refusal)
-            _refuse(request, cast(Refusal, f.value))
-
-        d.addCallbacks(admitted, refused)
-        d.addErrback(lambda f: self.log.failure("upgrade of {conn_id} failed", f, conn_id=areq.conn_id))
+        # asked for first: an upgrade may be decided at once, and the hand
+        # over then detaches the request from its notifications
+        finished = request.notifyFinish()
+        upgrade = self.upgrade(
+            admission_request(request),
+            cast(GatewayChannel, request.channel),
+            hand_over,
+            lambda refusal: _refuse(request, refusal),
+        )
+        finished.addErrback(lambda _: upgrade.cancel())
         return server.NOT_DONE_YET
+
+    def upgrade(
+        self,
+        areq: AdmissionRequest,
+        channel: GatewayChannel,
+        hand_over: Callable[[AdmittedFactory], None],
+        refuse: Callable[[Refusal], None],
+    ) -> Upgrade:
+        """
+        Admit C{areq}, an upgrade on C{channel}: then C{hand_over} the
+        connection to autobahn (a factory for its protocol), or C{refuse}.
+        """
+        return Upgrade(self._site, self.service, self._factory, areq, channel, hand_over, refuse)
+
+
+class Upgrade:
+    """
+    One WebSocket upgrade from admission to hand-over, whichever HTTP
+    parser read it (twisted.web's, or the fast path's).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        site: GatewaySite,
+        service: ServiceConfig,
+        factory: Any,
+        areq: AdmissionRequest,
+        channel: GatewayChannel,
+        hand_over: Callable[[AdmittedFactory], None],
+        refuse: Callable[[Refusal], None],
+    ) -> None:
+        self._site = site
+        self._service = service
+        self._factory = factory
+        self._areq = areq
+        self._channel = channel
+        self._hand_over = hand_over
+        self._refuse = refuse
+        self._gone = False
+        self._admission = d = site.pipeline.admit(areq, service, check_websocket_upgrade)
+        d.addCallbacks(self._admitted, self._refused)
+        d.addErrback(self._failed)
+
+    def cancel(self) -> None:
+        """
+        The client went away: stop the admission, or abandon what it admitted.
+        """
+        self._gone = True
+        self._admission.cancel()
+
+    def _admitted(self, admission: Admission) -> None:
+        if self._gone:
+            admission.abandon()
+            return
+        self._site.pipeline.log_decision(
+            self._areq,
+            self._service.name,
+            admission.subprotocol,
+            "accept",
+            101,
+            "switching protocols",
+            admission.subject.principal,
+        )
+        lease = self._channel.take_lease()
+        self._hand_over(AdmittedFactory(self._factory, admission, lease, self._site.clock))
+
+    def _refused(self, f: Failure) -> None:
+        if f.check(defer.CancelledError) or self._gone:
+            return
+        f.trap(Refusal)
+        self._refuse(cast(Refusal, f.value))
+
+    def _failed(self, f: Failure) -> None:
+        self.log.failure("upgrade of {conn_id} failed", f, conn_id=self._areq.conn_id)
 
 
 class LinkResource(Resource):
@@ -628,6 +742,8 @@ class GatewaySite(server.Site):
             routes[config.refresh_path.encode("utf-8")] = RefreshResource(self)
         for pool in pipeline.links.values():
             routes[pool.config.path.encode("utf-8")] = LinkResource(self, pool)
+        # the services' paths, for the upgrade fast path
+        self.upgrades = {path: r for path, r in routes.items() if isinstance(r, ServiceResource)}
         # timeout=None: twisted.web's idle timer (reset on every read) is
         # redundant with GatewayChannel's deadline, which is stricter.
         super().__init__(_Router(routes), timeout=None, reactor=reactor)

@@ -1,0 +1,148 @@
+"""
+The upgrade fast path: a WebSocket upgrade that arrives whole in the
+connection's first read, in the plainest HTTP/1.1, is admitted without
+twisted.web building a request for it.
+
+twisted.web parses a request line by line, builds a C{Request}, routes it
+through the site's resources, and autobahn then parses a copy of it again:
+a sixth of the CPU of a WebSocket handshake.  Here the head is checked
+once against a strict subset of what twisted.web accepts (see
+L{parse_upgrade_head}); the admission pipeline sees the same
+L{AdmissionRequest} it would see from twisted.web, and autobahn parses
+the very bytes that were checked.  Anything outside that subset (a head
+split over reads, a body, obsolete line folding, a header twisted.web
+treats specially, a path that is not a service's) goes to twisted.web,
+which answers exactly as it would without this module.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.web import http
+
+from tunnelgw.web.pipeline import Refusal
+
+__all__ = ["UpgradeHead", "parse_upgrade_head", "refusal_response", "status_phrase", "take_over"]
+
+# The largest head the fast path reads (a browser's, cookies and all, is a
+# few KiB); a larger one goes to twisted.web and its own limits.
+MAX_HEAD = 8192
+# Likewise the most header lines.
+MAX_HEADERS = 64
+
+# RFC 9110 5.1: field-name = token; the value as RFC 9110 5.5 allows it,
+# less obs-text: visible ASCII, spaces and tabs.  A line that does not match
+# (a bare CR or LF inside it, a NUL, a control character, obs-fold, a space
+# before the colon, bytes above 0x7e) goes to twisted.web.
+_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)")
+# an origin-form request target of visible ASCII (twisted.web allows more)
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+# headers whose meaning twisted.web implements (a body; 100-continue)
+_SLOW_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
+
+
+class UpgradeHead:
+    """
+    A request head taken by the fast path: its path, its query arguments
+    (as twisted.web's C{Request.args}) and its headers (lower-case names,
+    every value in order, as twisted.web's C{getAllRawHeaders} gives them).
+    """
+
+    __slots__ = ("path", "query", "headers")
+
+    def __init__(self, path: bytes, query: dict[bytes, list[bytes]], headers: dict[str, list[str]]) -> None:
+        self.path = path
+        self.query = query
+        self.headers = headers
+
+
+def parse_upgrade_head(data: bytes) -> UpgradeHead | None:
+    """
+    C{data}, a connection's first read, as a complete C{GET} request head
+    in HTTP/1.1 with nothing after it, or C{None} for twisted.web to parse.
+
+    Everything this accepts, twisted.web accepts too and reads the same
+    way: the request line C{GET SP origin-form SP HTTP/1.1}; header names
+    that are tokens with the colon right after them; values of visible
+    ASCII, spaces and tabs, their surrounding spaces and tabs stripped; no
+    body.
+    """
+    end = data.find(b"\r\n\r\n")
+    # Nothing may follow the head: a client waits for the 101 before it
+    # sends a frame (RFC 6455 4.1), so more bytes are another request.
+    if end < 0 or end + 4 != len(data) or end > MAX_HEAD:
+        return None
+    lines = data[:end].split(b"\r\n")
+    if len(lines) > MAX_HEADERS + 1:
+        return None
+    method, _, rest = lines[0].partition(b" ")
+    target, _, version = rest.partition(b" ")
+    if method != b"GET" or version != b"HTTP/1.1" or not _TARGET.fullmatch(target):
+        return None
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        match = _HEADER.fullmatch(line)
+        if match is None:
+            return None
+        name = match[1].decode("ascii").lower()
+        if name in _SLOW_HEADERS:
+            return None
+        value = match[2].strip(b" \t").decode("ascii")
+        values = headers.get(name)
+        if values is None:
+            headers[name] = [value]
+        else:
+            values.append(value)
+    path, question, query = target.partition(b"?")
+    return UpgradeHead(path, http.parse_qs(query, 1) if question else {}, headers)
+
+
+def status_phrase(status: int) -> str:
+    """
+    The reason phrase of an HTTP status (499: nginx's, for a client gone).
+    """
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Client Closed Request" if status == 499 else "Error"
+
+
+def refusal_response(refusal: Refusal) -> bytes:
+    """
+    The HTTP response of a refusal, as twisted.web writes it for a refused
+    request (C{tunnelgw.web.site._refuse}): status, the refusal's headers,
+    a plain-text reason, C{Connection: close}.
+    """
+    body = refusal.reason.encode("utf-8") + b"\n"
+    headers = {
+        "Server": "tunnelgw",
+        "Date": http.datetimeToString().decode("ascii"),
+        **refusal.headers,
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Connection": "close",
+        "Content-Length": str(len(body)),
+    }
+    lines = [f"HTTP/1.1 {refusal.status} {status_phrase(refusal.status)}"] + [
+        f"{name}: {value}" for name, value in headers.items()
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def take_over(transport: Any, protocol: Any) -> None:
+    """
+    Connect C{protocol} to a connection's C{transport} in place of the HTTP
+    channel, as autobahn's C{WebSocketResource} does it: on a TLS
+    connection the TLS protocol wrapper delivers to the new protocol.
+    """
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    elif isinstance(transport.protocol, ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
