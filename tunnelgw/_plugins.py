@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.plugin import getPlugins
 
 from tunnelgw.config import ConfigError
+from tunnelgw.logs import Logger
 
 log = Logger()
 

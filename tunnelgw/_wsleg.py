@@ -57,10 +57,12 @@ class WebSocketLeg:
                 self.is_closed = defer.succeed(None)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        # Open and not chopping, autobahn's sendData is transport.write plus
-        # a debug line whose arguments it formats whether debug is on or not;
-        # here the bytes go out at once (write_now) when nothing waits.
-        if self.state == self.STATE_OPEN and not (sync or chopsize or self.send_queue or self.logOctets):
+        # Not chopping, autobahn's sendData is transport.write plus a debug
+        # line whose arguments it formats whether debug is on or not (and
+        # traffic counters, which tunnelgw does not read); here the bytes go
+        # out at once (write_now) when nothing waits: the 101 and the close
+        # frames as much as the messages.
+        if not (sync or chopsize or self.send_queue or self.logOctets):
             write_now(self.transport, data)
             return
         if self.send_queue is NO_SEND_QUEUE:

@@ -11,10 +11,10 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.config import GatewayConfig
+from tunnelgw.logs import Logger
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.tls import context_factory
 from tunnelgw.tunnel import CloseCode

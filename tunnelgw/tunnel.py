@@ -30,13 +30,13 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, set_high_water, write_now
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
+from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 
 __all__ = ["BackendLeg", "BackendProtocol", "ClientLeg", "Tunnel", "TunnelRegistry", "CloseCode"]

@@ -180,6 +180,52 @@ def test_asynchronous_modules_run_in_order() -> None:
     assert subject.names("user") == {"a", "b"}
 
 
+def _slow_context(flags: list[Flag]) -> tuple[LoginContext, list[defer.Deferred[bool]], list[str]]:
+    pending: list[defer.Deferred[bool]] = []
+
+    @implementer(ILoginModule)
+    class Slow(Scripted):
+        def login(self) -> defer.Deferred[bool]:  # type: ignore[override]
+            self.log.append(f"login {self.name}")
+            d: defer.Deferred[bool] = defer.Deferred()
+            pending.append(d)
+            return d
+
+    log: list[str] = []
+
+    class SlowFactory(ScriptedFactory):
+        def create(self) -> Slow:
+            return Slow(self.name, self.outcome, self.log)
+
+    entries = [
+        ModuleEntry(f"m{i}", SlowFactory(f"m{i}", "success", log), flag, {}) for i, flag in enumerate(flags)
+    ]
+    return LoginContext("r", entries), pending, log
+
+
+def test_an_asynchronous_failure_is_that_modules_failure() -> None:
+    context, pending, log = _slow_context([Flag.OPTIONAL, Flag.REQUIRED])
+    d = context.login(object())
+    pending[0].errback(LoginFailed("m0 says no"))
+    assert log == ["login m0", "login m1"]
+    pending[1].callback(True)
+    results: list[Any] = []
+    d.addCallback(results.append)
+    assert results  # the optional module's failure does not fail the login
+    assert log == ["login m0", "login m1", "commit m0", "commit m1"]
+
+
+def test_cancelling_a_pending_login_cancels_the_module() -> None:
+    context, pending, log = _slow_context([Flag.REQUIRED])
+    d = context.login(object())
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    d.cancel()
+    assert pending[0].called  # cancelled: the module's failure, then the login's
+    assert failures and isinstance(failures[0].value, (LoginFailed, defer.CancelledError))
+    assert "abort m0" in log
+
+
 def test_a_crashing_module_is_a_failure_not_a_success() -> None:
     @implementer(ILoginModule)
     class Crash(Scripted):

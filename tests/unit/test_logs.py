@@ -142,3 +142,41 @@ class JSONTests(SynchronousTestCase):
         out.seek(0)
         back = list(eventsFromJSONLogFile(out))
         self.assertEqual([e["log_format"] for e in back], [e["log_format"] for e in events])
+
+
+class LoggerTests(SynchronousTestCase):
+    """
+    tunnelgw's Logger makes the events Twisted's makes, field for field.
+    """
+
+    def events(self, logger_class: type[Logger], level: str) -> list[dict[str, object]]:
+        events: list[dict[str, object]] = []
+        trace: list[object] = []
+
+        class Source:
+            log = logger_class(observer=events.append)
+
+        source = Source()
+        getattr(source.log, level)("x {a}", a=1, log_trace=trace)
+        source.log.emit(LogLevel.warn, "y", b=[2])
+        for event in events:
+            self.assertIs(event.pop("log_source"), source)
+            self.assertIsInstance(event.pop("log_logger"), logger_class)
+            self.assertLess(abs(float(event.pop("log_time")) - time.time()), 60)  # type: ignore[arg-type]
+        self.assertEqual(len(trace), 1)
+        events[0].pop("log_trace")
+        return events
+
+    def test_same_events_as_twisted(self) -> None:
+        from tunnelgw.logs import Logger as OurLogger
+
+        for level in ("debug", "info", "warn", "error", "critical"):
+            self.assertEqual(self.events(OurLogger, level), self.events(Logger, level))
+
+    def test_an_invalid_level_is_twisteds_complaint(self) -> None:
+        from tunnelgw.logs import Logger as OurLogger
+
+        events: list[dict[str, object]] = []
+        OurLogger(observer=events.append).emit("loud", "z")  # type: ignore[arg-type]
+        self.assertEqual(events[0]["log_level"], LogLevel.critical)
+        self.assertIn("invalid log level", str(events[0]["log_format"]))

@@ -37,11 +37,11 @@ from typing import Any
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from tunnelgw.config import ConfigError, Table, file_text, positive_int_value, string_value, strings_value
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.logs import Logger
 
 __all__ = ["RfbAdapter", "RfbAdapterFactory", "RfbOptions", "vnc_auth_response"]
 

@@ -21,15 +21,16 @@ any number of modules of any kind stack in one context.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import functools
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
+from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 
 __all__ = ["Flag", "LoginFailed", "ModuleEntry", "LoginContext", "LoginResult", "LoginSession"]
@@ -135,6 +136,37 @@ class LoginSession:
                 self.log.failure("logout failed in realm {realm}", realm=self.realm)
 
 
+def _run(steps: Generator[defer.Deferred[Any], Any, Subject]) -> defer.Deferred[Subject]:
+    """
+    Run C{steps} to its end: at once while it yields nothing (synchronous
+    modules, most of them), as L{defer.inlineCallbacks} would from the
+    first Deferred it yields.  A login of synchronous modules then costs
+    no generator trampoline and no Deferred but the one returned.
+    """
+    try:
+        pending = next(steps)
+    except StopIteration as done:
+        return defer.succeed(done.value)
+    except BaseException:
+        return defer.fail()
+    return _resume(steps, pending)
+
+
+@defer.inlineCallbacks
+def _resume(steps: Generator[defer.Deferred[Any], Any, Subject], pending: defer.Deferred[Any]):  # type: ignore[no-untyped-def]
+    while True:
+        try:
+            result = yield pending
+        except Exception as e:
+            step = functools.partial(steps.throw, e)
+        else:
+            step = functools.partial(steps.send, result)
+        try:
+            pending = step()
+        except StopIteration as done:
+            return done.value
+
+
 class LoginContext:
     """
     Runs the modules of a realm for one request.
@@ -147,8 +179,7 @@ class LoginContext:
         self.entries = tuple(entries)
         self.revalidate_interval = revalidate_interval
 
-    @defer.inlineCallbacks
-    def login(self, callbacks: Any, conn_id: str = ""):  # type: ignore[no-untyped-def]
+    def login(self, callbacks: Any, conn_id: str = "") -> defer.Deferred[Subject]:
         """
         Authenticate C{callbacks}.
 
@@ -156,6 +187,13 @@ class LoginContext:
             C{session} holds the modules that ran, for revalidation and
             logout), or failing with L{LoginFailed} (the first error, as JAAS
             reports it).
+        """
+        return _run(self._login(callbacks, conn_id))
+
+    def _login(self, callbacks: Any, conn_id: str):  # type: ignore[no-untyped-def]
+        """
+        The login, as a generator that yields only what a module made
+        asynchronous (see L{_run}).
         """
         subject = Subject.of()
         shared: dict[str, Any] = {}

@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw.config import GatewayConfig, ServiceConfig
 from tunnelgw.interfaces import IAuthenticator
+from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.security.callbacks import Callbacks
 from tunnelgw.security.jaas import LoginContext, LoginFailed

@@ -30,7 +30,6 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -44,6 +43,7 @@ from tunnelgw.config import (
     string_value,
 )
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
 

@@ -41,9 +41,9 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
 from tunnelgw._wsleg import WebSocketLeg
+from tunnelgw.logs import Logger
 from tunnelgw.upstream.chain import MessageLeg, check_url, refusal_of
 
 __all__ = [

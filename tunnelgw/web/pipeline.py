@@ -23,13 +23,13 @@ from typing import Any, cast
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnelgw.adapters import adapter_factory
 from tunnelgw.config import ServiceConfig, normalize_origin
 from tunnelgw.interfaces import IAdapterFactory, IAuthenticator
 from tunnelgw.limits import Lease
+from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.tunnel import BackendLeg, BackendProtocol
 from tunnelgw.upstream import endpoint_for, enforces_timeout

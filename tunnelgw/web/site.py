@@ -21,13 +21,13 @@ from typing import Any, cast
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from tunnelgw.config import GatewayConfig, ServiceConfig
 from tunnelgw.limits import ConnectionLimiter, Lease
+from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.tunnel import TunnelRegistry
 from tunnelgw.upstream.links import LINK_SUBPROTOCOL, link_factory

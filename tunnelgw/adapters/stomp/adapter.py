@@ -37,7 +37,6 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from tunnelgw.adapters.stomp.frames import (
@@ -59,6 +58,7 @@ from tunnelgw.config import (
     strings_value,
 )
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.logs import Logger
 
 __all__ = ["BrokerCredentials", "StompAdapter", "StompAdapterFactory", "StompOptions", "SUBPROTOCOLS"]
 

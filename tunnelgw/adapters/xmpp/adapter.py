@@ -44,7 +44,6 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.words.xish import domish
 from zope.interface import implementer
 
@@ -64,6 +63,7 @@ from tunnelgw.adapters.xmpp.xml import (
 )
 from tunnelgw.config import ConfigError, Table, bool_value, file_bytes, positive_int_value, string_value
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.logs import Logger
 
 __all__ = ["XmppAdapter", "XmppAdapterFactory", "XmppOptions"]
 
