@@ -257,6 +257,19 @@ class SiteTests(_SiteCase):
         backend.dataReceived(b"RFB 003.008\n")
         self.assertEqual(server_frames(transport.value()), [(0x2, b"RFB 003.008\n")])
 
+    def test_frames_sent_before_the_101_reach_the_backend(self) -> None:
+        """
+        Bytes the client sent after its head, before its 101 (the backend
+        still connecting), are not lost: autobahn reads them as frames
+        once the connection is its.
+        """
+        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+        channel.dataReceived(client_frame(0x2, b"early"))
+        channel.dataReceived(client_frame(0x2, b" and more"))
+        _, backend_transport = self.endpoint.succeed()
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(backend_transport.value(), b"early and more")
+
     def test_client_gone_during_backend_connect_abandons_backend(self) -> None:
         channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
         from twisted.internet.error import ConnectionLost
@@ -432,18 +445,6 @@ class FastPathTests(_SiteCase):
                 self.assertEqual(self.site.limiter.total, 0)
             self.assertEqual(answers[0], answers[1], request)
 
-    def test_frames_sent_before_the_101_reach_the_backend(self) -> None:
-        """
-        Bytes the client sent after its head, before its 101 (the backend
-        still connecting), are not lost: autobahn reads them as frames
-        once the connection is its.
-        """
-        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
-        channel.dataReceived(client_frame(0x2, b"early"))
-        channel.dataReceived(client_frame(0x2, b" and more"))
-        _, backend_transport = self.endpoint.succeed()
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
-        self.assertEqual(backend_transport.value(), b"early and more")
 
     def test_early_bytes_are_bounded(self) -> None:
         """

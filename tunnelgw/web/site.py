@@ -343,8 +343,14 @@ class ServiceResource(Resource):
 
     def render(self, request: server.Request) -> Any:
         def hand_over(factory: AdmittedFactory) -> None:
+            # What the client sent after its head, before its 101, waits in
+            # the channel (which stopped reading past 16 KiB of it) and
+            # would be dropped with it: autobahn reads it after the head.
+            early = b"".join(getattr(request.channel, "_dataBuffer", None) or ())
             WebSocketResource(factory).render(request)
             _detach(request)
+            if early and factory.protocol is not None:
+                factory.protocol.dataReceived(early)
 
         # asked for first: an upgrade may be decided at once, and the hand
         # over then detaches the request from its notifications

@@ -271,6 +271,7 @@ class AdmittedFactory:
         self._admission = admission
         self._lease = lease
         self._clock = clock
+        self.protocol: TunnelWebSocket | None = None  # the one built
 
     def buildProtocol(self, addr: Any) -> TunnelWebSocket:
         protocol = self._factory.buildProtocol(addr)
@@ -278,4 +279,5 @@ class AdmittedFactory:
         protocol.admission = self._admission
         protocol.lease = self._lease
         protocol.clock = self._clock
+        self.protocol = protocol
         return protocol
