@@ -163,8 +163,11 @@ class BackendProtocol(Protocol):
     """
     The backend leg: a TCP (or TLS, or UNIX) connection to the service.
 
-    It pauses its transport as soon as it is connected and holds what
-    happens until a tunnel attaches.
+    It holds what happens until a tunnel attaches: what the service sends
+    first (one read: it stops reading then), its end.  A tunnel usually
+    attaches in the very reactor turn the connection is made, before
+    anything can be read; pausing the transport at once would cost two
+    epoll calls per connection for nothing.
     """
 
     transport: Any  # an ITCPTransport (or TLS/UNIX); untyped in Twisted
@@ -173,9 +176,9 @@ class BackendProtocol(Protocol):
         self.tunnel: Tunnel | None = None
         self.lost: Failure | None = None
         self.eof = False
+        self._early: list[bytes] | None = None
 
     def connectionMade(self) -> None:
-        self.transport.pauseProducing()
         # Interactive protocols (VNC input, STOMP, XMPP) must not wait on
         # Nagle; the client side is set the same way by autobahn.
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -184,6 +187,9 @@ class BackendProtocol(Protocol):
 
     def attach(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
+        early, self._early = self._early, None
+        for data in early or ():
+            tunnel.backend_data(data)
         if self.lost is not None:
             tunnel.backend_lost(self.lost)
         elif self.eof:
@@ -192,6 +198,12 @@ class BackendProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.backend_data(data)
+            return
+        # the service spoke before the tunnel attached: keep it, read no more
+        if self._early is None:
+            self._early = []
+        self._early.append(data)
+        self.transport.pauseProducing()
 
     # -- BackendLeg ------------------------------------------------------------
 

@@ -46,6 +46,22 @@ def service(**overrides: object) -> ServiceConfig:
     return ServiceConfig(**values)  # type: ignore[arg-type]
 
 
+class FakeTunnel:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.events: list[str] = []
+
+    def backend_data(self, data: bytes) -> None:
+        self.data.append(data)
+        self.events.append("data")
+
+    def backend_eof(self) -> None:
+        self.events.append("eof")
+
+    def backend_lost(self, reason: object) -> None:
+        self.events.append("lost")
+
+
 class PipelineTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
@@ -82,7 +98,23 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(admission.subprotocol, "binary")
         self.assertIs(admission.backend, protocol)
         self.assertIsInstance(protocol, BackendProtocol)
+        # read from the start; what the service says first waits (one read,
+        # then no more reading) until the tunnel attaches
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"RFB 003.008\n")
         self.assertEqual(transport.producerState, "paused")
+        tunnel = FakeTunnel()
+        protocol.attach(tunnel)  # type: ignore[arg-type]
+        self.assertEqual(tunnel.data, [b"RFB 003.008\n"])
+
+    def test_what_the_service_said_first_comes_before_its_end(self) -> None:
+        self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        protocol, _ = self.endpoint.succeed()
+        protocol.dataReceived(b"hello")
+        protocol.readConnectionLost()
+        tunnel = FakeTunnel()
+        protocol.attach(tunnel)  # type: ignore[arg-type]
+        self.assertEqual(tunnel.events, ["data", "eof"])
 
     def test_echo_needs_no_backend(self) -> None:
         admission = self.successResultOf(

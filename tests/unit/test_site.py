@@ -445,7 +445,6 @@ class FastPathTests(_SiteCase):
                 self.assertEqual(self.site.limiter.total, 0)
             self.assertEqual(answers[0], answers[1], request)
 
-
     def test_early_bytes_are_bounded(self) -> None:
         """
         Past EARLY_BYTES before the 101, the gateway stops reading (the

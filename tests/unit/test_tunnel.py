@@ -53,13 +53,17 @@ class TunnelTests(SynchronousTestCase):
 
     def test_backend_paused_until_start(self) -> None:
         """
-        Nothing is read from the backend before the WebSocket is open.
+        What the backend sends before the WebSocket is open waits (one
+        read; then the backend is not read until the tunnel starts) and is
+        the first the client gets.
         """
+        self.backend.dataReceived(b"RFB 003.008\n")
         self.assertEqual(self.backend_transport.producerState, "paused")
         tunnel = self.make()
         tunnel.start(self.client)
         self.assertEqual(self.backend_transport.producerState, "producing")
         self.assertIn(tunnel, self.registry.tunnels)
+        self.assertEqual(self.client.messages, [(b"RFB 003.008\n", True)])
 
     def test_each_side_is_the_streaming_producer_of_the_other(self) -> None:
         self.make().start(self.client)
