@@ -152,32 +152,16 @@ def test_all_ignored_fails() -> None:
 
 
 def test_asynchronous_modules_run_in_order() -> None:
-    pending: list[defer.Deferred[bool]] = []
-
-    @implementer(ILoginModule)
-    class Slow(Scripted):
-        def login(self) -> defer.Deferred[bool]:  # type: ignore[override]
-            self.log.append(f"login {self.name}")
-            d: defer.Deferred[bool] = defer.Deferred()
-            pending.append(d)
-            return d
-
-    log: list[str] = []
-
-    class SlowFactory(ScriptedFactory):
-        def create(self) -> Slow:
-            return Slow(self.name, self.outcome, self.log)
-
-    entries = [ModuleEntry(n, SlowFactory(n, "success", log), Flag.REQUIRED, {}) for n in ("a", "b")]
-    d = LoginContext("r", entries).login(object())
-    assert log == ["login a"]
+    context, pending, log = _slow_context([Flag.REQUIRED, Flag.REQUIRED])
+    d = context.login(object())
+    assert log == ["login m0"]
     pending[0].callback(True)
-    assert log == ["login a", "login b"]
+    assert log == ["login m0", "login m1"]
     pending[1].callback(True)
     results: list[Any] = []
     d.addCallback(results.append)
     subject = results[0]
-    assert subject.names("user") == {"a", "b"}
+    assert subject.names("user") == {"m0", "m1"}
 
 
 def _slow_context(flags: list[Flag]) -> tuple[LoginContext, list[defer.Deferred[bool]], list[str]]:
