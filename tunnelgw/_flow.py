@@ -32,6 +32,35 @@ def _layers(transport: Any) -> list[Any]:
     return layers
 
 
+def release_connector(transport: Any) -> None:
+    """
+    Unlink a lost outgoing connection from its connector, and the connector
+    from the endpoint's factory, so that reference counting frees them.
+
+    Twisted leaves every outgoing connection in reference cycles: the
+    connection and its connector refer to each other (C{connector},
+    C{transport}), and an endpoint's wrapping factory refers to the
+    connector and to its own Deferred, whose canceller is the factory's
+    method.  Only the garbage collector frees them then, with all they
+    hold: for a backend connection that lived long, its protocol and its
+    tunnel, kept in the oldest generation until a full collection (which
+    scans every tunnel).  None of these links is followed once the
+    connection is lost.  Twisted's attributes are read with getattr: where
+    one is missing (another Twisted), it is left alone.
+    """
+    for layer in _layers(transport):
+        connector = getattr(layer, "connector", None)
+        if connector is None:
+            continue
+        if getattr(connector, "transport", None) is layer:
+            connector.transport = None
+        factory: Any = getattr(connector, "factory", None)
+        if getattr(factory, "_connector", None) is connector:
+            factory._connector = None
+        if getattr(getattr(factory, "_onConnection", None), "called", False):
+            factory._onConnection = None
+
+
 def pending_bytes(transport: Any) -> int:
     """
     Bytes written to C{transport} that have not reached the kernel yet,

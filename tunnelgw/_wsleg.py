@@ -15,7 +15,7 @@ from typing import Any
 from autobahn.util import encode_truncate
 from twisted.internet import defer
 
-from tunnelgw._flow import write_now
+from tunnelgw._flow import release_connector, write_now
 
 __all__ = ["NO_SEND_QUEUE", "WebSocketLeg"]
 
@@ -47,6 +47,7 @@ class WebSocketLeg:
         try:
             super().connectionLost(reason)  # type: ignore[misc]
         finally:
+            release_connector(self.transport)  # a link or chain leg dialled out
             lease, self.lease = self.lease, None
             if lease is not None:
                 lease.release()

@@ -26,8 +26,9 @@ __all__ = ["GatewayService", "build_site", "tune_collector"]
 
 # Young objects the collector lets pile up before it looks at them (CPython's
 # default is 700).  A handshake allocates a few hundred short-lived objects,
-# all freed by reference counting (no cycles: see NoCyclesTests); with the
-# default the collector ran every couple of handshakes for nothing.
+# all freed by reference counting (no cycles: see NoCyclesTests and
+# tests/integration/test_no_cycles.py); with the default the collector ran
+# every couple of handshakes for nothing.
 YOUNG_THRESHOLD = 7000
 
 

@@ -33,7 +33,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, set_high_water, write_now
+from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, release_connector, set_high_water, write_now
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.logs import Logger
@@ -232,6 +232,7 @@ class BackendProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = _DONE) -> None:
         self.lost = reason
+        release_connector(self.transport)
         if self.tunnel is not None:
             self.tunnel.backend_lost(reason)
 

@@ -99,3 +99,48 @@ class WriteNowTests(SynchronousTestCase):
         transport = StringTransport()
         write_now(transport, b"bytes")
         self.assertEqual(transport.value(), b"bytes")
+
+
+class ReleaseConnectorTests(SynchronousTestCase):
+    """
+    A lost outgoing connection is unlinked from its connector, and the
+    connector from the endpoint's factory (what only the collector would
+    otherwise free); anything else is left as it is.
+    """
+
+    def test_unlinks_connection_connector_and_endpoint_factory(self) -> None:
+        from types import SimpleNamespace
+
+        from twisted.internet import defer
+
+        from tunnelgw._flow import release_connector
+
+        fired: defer.Deferred[None] = defer.succeed(None)
+        factory = SimpleNamespace(_onConnection=fired)
+        connector = SimpleNamespace(factory=factory)
+        factory._connector = connector
+        tcp_layer = SimpleNamespace(connector=connector)
+        connector.transport = tcp_layer
+        tls_layer = SimpleNamespace(transport=tcp_layer)  # TLS over TCP: the connector is under it
+        release_connector(tls_layer)
+        self.assertIsNone(connector.transport)
+        self.assertIsNone(factory._connector)
+        self.assertIsNone(factory._onConnection)
+        self.assertIs(tcp_layer.connector, connector)  # Twisted reads it after the protocol's connectionLost
+
+    def test_leaves_what_it_does_not_know(self) -> None:
+        from types import SimpleNamespace
+
+        from twisted.internet import defer
+
+        from tunnelgw._flow import release_connector
+
+        waiting: defer.Deferred[None] = defer.Deferred()
+        other = SimpleNamespace()
+        factory = SimpleNamespace(_onConnection=waiting, _connector=other)
+        connector = SimpleNamespace(factory=factory, transport=other)
+        release_connector(SimpleNamespace(connector=connector))
+        self.assertIs(connector.transport, other)
+        self.assertIs(factory._connector, other)
+        self.assertIs(factory._onConnection, waiting)  # not fired: the endpoint still needs it
+        release_connector(StringTransport())  # no connector at all
