@@ -532,6 +532,8 @@ class Tunnel:
     def _close_backend(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         if self._backend is not None and not self._backend_gone:
             self._backend.close(code, reason)
+            # Closing a connection whose write side is already shut (after
+            # a half-close) ends it at once, and the tunnel with it.
             self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
 
     def _abort_backend(self) -> None:
@@ -668,6 +670,10 @@ class Tunnel:
 
     def _schedule(self, name: str, delay: float, f: Any) -> None:
         self._cancel(name)
+        if self._state is _State.CLOSED:
+            # nothing is left to time out; a timer would keep the finished
+            # tunnel (and all it refers to) alive until it fired
+            return
         setattr(self, f"_t_{name}", self.reactor.callLater(delay, self._fire, name, f))
 
     def _fire(self, name: str, f: Any) -> None:

@@ -2,8 +2,9 @@
 Run by test_no_cycles.py in a process of its own: the gateway's site on
 Twisted's real reactor, with real sockets to a real TCP echo backend;
 WebSocket clients open and close tunnels through it, one after another.
-Prints, as JSON, how many tunnels closed and what (of tunnelgw's,
-Twisted's and autobahn's) the garbage collector found in cycles after them.
+Prints, as JSON, how many tunnels closed, what (of tunnelgw's, Twisted's
+and autobahn's) the garbage collector found in cycles after them, how many
+tunnel objects are still alive and how many timers are pending.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import collections
 import gc
 import json
 import sys
+from typing import cast
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.main import CONNECTION_DONE
+from twisted.logger import ILogObserver, globalLogBeginner
 from twisted.python.failure import Failure
 
 from tunnelgw._flow import release_connector
 from tunnelgw.config import loads
 from tunnelgw.service import build_site
+from tunnelgw.tunnel import Tunnel
 
 TUNNELS = 30
 HEAD = (
@@ -122,10 +126,19 @@ allow_missing_origin = true
         if id(o) not in before and type(o).__module__.startswith(("tunnelgw", "twisted", "autobahn", "txaio"))
     )
     gc.set_debug(0)
-    print(json.dumps({"tunnels": closed, "garbage": dict(ours)}))
+    gc.garbage.clear()
+    gc.collect()
+    alive = sum(isinstance(o, Tunnel) for o in gc.get_objects())
+    # the site's clock for its date header and this probe's own deadline aside
+    ignored: tuple[object, ...] = (site, reactor)
+    timers = sum(getattr(c.func, "__self__", None) not in ignored for c in reactor.getDelayedCalls())
+    print(json.dumps({"tunnels": closed, "garbage": dict(ours), "tunnels_alive": alive, "timers": timers}))
 
 
 def run() -> None:
+    # as twistd does: events go to an observer (here none) and are not
+    # kept in twisted.logger's start-up buffer, which holds their sources
+    globalLogBeginner.beginLoggingTo([cast(ILogObserver, lambda event: None)], redirectStandardIO=False)
     failure: list[object] = []
     d = main()
     d.addErrback(lambda f: failure.append(f.getTraceback()))

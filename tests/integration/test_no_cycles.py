@@ -23,3 +23,6 @@ def test_finished_tunnels_leave_no_cycles() -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["tunnels"] == 30
     assert result["garbage"] == {}
+    # nothing holds a finished tunnel: no timer of its is left to fire
+    assert result["tunnels_alive"] == 0
+    assert result["timers"] == 0, result

@@ -226,6 +226,33 @@ class TunnelTests(SynchronousTestCase):
         self.backend.readConnectionLost()
         self.assertTrue(self.backend_transport.disconnecting)
 
+    def test_a_finished_tunnel_leaves_no_timer(self) -> None:
+        """
+        The backend's EOF after the client's clean close: the backend's
+        write side is already shut, so closing it ends the connection at
+        once (as Twisted does), and the tunnel is over with no timer left
+        behind (one would keep the finished tunnel alive until it fired).
+        """
+
+        class ShutTransport(HalfCloseStringTransport):
+            def loseConnection(self) -> None:
+                super().loseConnection()
+                if self.write_closed:
+                    self.protocol.connectionLost(Failure(ConnectionDone()))
+
+        backend = BackendProtocol()
+        transport = ShutTransport()
+        transport.protocol = backend
+        backend.makeConnection(transport)
+        self.backend = backend
+        tunnel = self.make()
+        tunnel.start(self.client)
+        tunnel.client_closed(True, 1000, "bye")
+        self.assertTrue(transport.write_closed)
+        backend.readConnectionLost()
+        self.assertNotIn(tunnel, self.registry.tunnels)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_unclean_client_close_closes_backend_after_flush(self) -> None:
         tunnel = self.make()
         tunnel.start(self.client)

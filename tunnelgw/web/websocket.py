@@ -183,9 +183,11 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
         # at once (the client sees 1006), or the last data before it.  A
         # clean close is a graceful one instead, bounded in time.
         if abort and self.wasClean:
-            self.transport.loseConnection()
             linger = getattr(self, "closeHandshakeTimeout", 0) or _TIMER_GRANULARITY
+            # armed first: should closing end the connection at once, its
+            # connectionLost cancels it
             self._linger = self.clock.callLater(linger, self.transport.abortConnection)
+            self.transport.loseConnection()
             return
         super()._closeConnection(abort)
 
