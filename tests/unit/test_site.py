@@ -469,6 +469,7 @@ class FastPathTests(_SiteCase):
         self.assertEqual(status, b"HTTP/1.1 400 Bad Request")
         self.assertIn((b"connection", b" close"), headers)
         self.assertTrue(body.endswith(b"\n"))
+        self.assertNotIn(b"HTTP/1.1", body)  # the request after it was not answered
         self.assertTrue(transport.disconnecting)
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.site.limiter.total, 0)

@@ -80,7 +80,10 @@ class GatewayChannel(http.HTTPChannel):
     EARLY_BYTES = 0x4000  # as twisted.web's HTTPChannel (_optimisticEagerReadSize)
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        # twisted.web's own set-up (TCP_NODELAY, the channel registered as
+        # its transport's producer) waits until twisted.web reads this
+        # connection (the first read, in dataReceived): an upgrade on the
+        # fast path never needs it (autobahn sets TCP_NODELAY itself).
         self.conn_id = _new_conn_id()
         peer = self.transport.getPeer()
         self.peer_host = getattr(peer, "host", "unix")
@@ -120,6 +123,7 @@ class GatewayChannel(http.HTTPChannel):
             self._first_read = False
             if self._fast_upgrade(data):
                 return
+            super().connectionMade()  # twisted.web's part of it, now needed
         super().dataReceived(data)
 
     def _fast_upgrade(self, data: bytes) -> bool:
@@ -158,6 +162,9 @@ class GatewayChannel(http.HTTPChannel):
 
     def _refuse_upgrade(self, refusal: Refusal) -> None:
         self._early = self._upgrade = None
+        # the connection closes: nothing more is read (as twisted.web's
+        # channel drops what follows a request it will not keep alive for)
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
         self.transport.write(refusal_response(refusal))
         self.transport.loseConnection()
 
@@ -353,6 +360,7 @@ class ServiceResource(Resource):
             # the channel (which stopped reading past 16 KiB of it) and
             # would be dropped with it: autobahn reads it after the head.
             early = b"".join(getattr(request.channel, "_dataBuffer", None) or ())
+            factory.channel_is_producer = True
             WebSocketResource(factory).render(request)
             _detach(request)
             if early and factory.protocol is not None:

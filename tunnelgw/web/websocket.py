@@ -133,11 +133,15 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
         self.session_id = secrets.token_urlsafe(24)
         return self.admission.subprotocol, {"X-Tunnel-Session": self.session_id}
 
+    # twisted.web's HTTP channel registered itself as the producer of this
+    # transport (not on the upgrade fast path, where twisted.web never read it)
+    channel_is_producer = False
+
     def onOpen(self) -> None:
-        # twisted.web's HTTP channel registered itself as the producer of
-        # this transport and never learnt of the upgrade: the tunnel wires
-        # its own producers.
-        self.transport.unregisterProducer()
+        if self.channel_is_producer:
+            # the channel never learnt of the upgrade: the tunnel wires its
+            # own producers
+            self.transport.unregisterProducer()
         admission = self.admission
         assert admission is not None
         # The tunnel copies what it needs; the request (headers and all)
@@ -274,6 +278,7 @@ class AdmittedFactory:
         self._lease = lease
         self._clock = clock
         self.protocol: TunnelWebSocket | None = None  # the one built
+        self.channel_is_producer = False  # see TunnelWebSocket.channel_is_producer
 
     def buildProtocol(self, addr: Any) -> TunnelWebSocket:
         protocol = self._factory.buildProtocol(addr)
@@ -281,5 +286,6 @@ class AdmittedFactory:
         protocol.admission = self._admission
         protocol.lease = self._lease
         protocol.clock = self._clock
+        protocol.channel_is_producer = self.channel_is_producer
         self.protocol = protocol
         return protocol
