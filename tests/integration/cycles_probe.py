@@ -20,6 +20,7 @@ from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import ILogObserver, globalLogBeginner
 from twisted.python.failure import Failure
 
+from tests.integration.harness import raw_gateway_config
 from tunnelgw._flow import release_connector
 from tunnelgw.config import loads
 from tunnelgw.service import build_site
@@ -74,25 +75,7 @@ class ClientFactory(protocol.ClientFactory):
 @defer.inlineCallbacks
 def main():  # type: ignore[no-untyped-def]
     echo = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
-    config = loads(
-        f"""
-[gateway]
-listen = ["tcp:0"]
-
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
-[services.raw]
-path = "/raw"
-adapter = "raw"
-realm = "public"
-upstream = "tcp:127.0.0.1:{echo.getHost().port}"
-subprotocols = ["binary"]
-allow_missing_origin = true
-"""
-    )
+    config = loads(raw_gateway_config("tcp:0", echo.getHost().port))
     site = build_site(config, reactor)
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     closed = 0

@@ -30,6 +30,32 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
+def raw_gateway_config(listen: str, upstream_port: int, extra: str = "") -> str:
+    """
+    A gateway's configuration (TOML) with one C{raw} service at C{/raw}
+    (subprotocol C{binary}, no Origin needed) in an anonymous realm, its
+    backend on 127.0.0.1:C{upstream_port}; C{extra} lines go into the
+    service's table.
+    """
+    return f"""
+[gateway]
+listen = ["{listen}"]
+
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
+[services.raw]
+path = "/raw"
+adapter = "raw"
+realm = "public"
+upstream = "tcp:127.0.0.1:{upstream_port}"
+subprotocols = ["binary"]
+allow_missing_origin = true
+{extra}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

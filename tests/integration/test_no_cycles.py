@@ -14,10 +14,14 @@ from pathlib import Path
 
 
 def test_finished_tunnels_leave_no_cycles() -> None:
-    probe = Path(__file__).with_name("cycles_probe.py")
     root = Path(__file__).parents[2]
     done = subprocess.run(
-        [sys.executable, str(probe)], capture_output=True, text=True, timeout=60, cwd=root, check=False
+        [sys.executable, "-m", "tests.integration.cycles_probe"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -13,25 +13,7 @@ import struct
 
 import pytest
 
-from tests.integration.harness import EchoServer, Gateway
-
-CONFIG = """
-[gateway]
-listen = ["tcp:{{port}}:interface=127.0.0.1"]
-
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
-[services.raw]
-path = "/raw"
-adapter = "raw"
-realm = "public"
-upstream = "tcp:127.0.0.1:{echo}"
-subprotocols = ["binary"]
-allow_missing_origin = true
-"""
+from tests.integration.harness import EchoServer, Gateway, raw_gateway_config
 
 HEADS = {
     "plain": b"",  # the fast path when the head comes alone in a read
@@ -67,7 +49,7 @@ def read_frame(sock: socket.socket) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("path", list(HEADS))
 def test_frames_before_the_101_arrive(start_gateway, echo_server: EchoServer, path: str) -> None:  # type: ignore[no-untyped-def]
-    gw: Gateway = start_gateway(CONFIG.format(echo=echo_server.port))
+    gw: Gateway = start_gateway(raw_gateway_config("tcp:{port}:interface=127.0.0.1", echo_server.port))
     sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
     head = (
         b"GET /raw HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
