@@ -30,16 +30,17 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def raw_gateway_config(listen: str, upstream_port: int, extra: str = "") -> str:
+def raw_gateway_config(listen: str, upstream_port: int, extra: str = "", gateway: str = "") -> str:
     """
     A gateway's configuration (TOML) with one C{raw} service at C{/raw}
     (subprotocol C{binary}, no Origin needed) in an anonymous realm, its
     backend on 127.0.0.1:C{upstream_port}; C{extra} lines go into the
-    service's table.
+    service's table, C{gateway} lines into C{[gateway]}.
     """
     return f"""
 [gateway]
 listen = ["{listen}"]
+{gateway}
 
 [realms.public]
 [[realms.public.modules]]

@@ -8,30 +8,20 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.integration.harness import EchoServer, expect_close, port_open, ws_connect
+from tests.integration.harness import EchoServer, expect_close, port_open, raw_gateway_config, ws_connect
 
-CONFIG = """
-[gateway]
-listen = ["tcp:{port}:interface=127.0.0.1"]
-drain_timeout = 5
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
-[services.raw]
-path = "/raw"
-adapter = "raw"
-realm = "public"
-upstream = "tcp:127.0.0.1:%d"
-allow_no_subprotocol = true
-allow_missing_origin = true
-"""
+def config(backend_port: int) -> str:
+    return raw_gateway_config(
+        "tcp:{port}:interface=127.0.0.1",
+        backend_port,
+        "allow_no_subprotocol = true",
+        gateway="drain_timeout = 5",
+    )
 
 
 def test_sigterm_drains_open_tunnels(start_gateway, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
-    gateway = start_gateway(CONFIG % echo_server.port)
+    gateway = start_gateway(config(echo_server.port))
     ws = ws_connect(gateway.url("/raw"))
     ws.send_binary(b"before the stop")
     assert ws.recv_data()[1] == b"before the stop"

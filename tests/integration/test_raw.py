@@ -16,33 +16,19 @@ from collections.abc import Callable, Iterator
 import pytest
 import websocket
 
-from tests.integration.harness import EchoServer, expect_close, pump, ws_connect
+from tests.integration.harness import EchoServer, expect_close, pump, raw_gateway_config, ws_connect
 
 SIZE = 64 * 1024 * 1024
 MESSAGE = 64 * 1024
 HIGH_WATER = 64 * 1024
 
-CONFIG = """
-[gateway]
-listen = ["tcp:{port}:interface=127.0.0.1"]
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
-[services.raw]
-path = "/raw"
-adapter = "raw"
-realm = "public"
-upstream = "tcp:127.0.0.1:%d"
-subprotocols = ["binary"]
-allow_no_subprotocol = true
-allow_missing_origin = true
-
-[services.raw.limits]
-high_water = %d
-"""
+def config(backend_port: int) -> str:
+    return raw_gateway_config(
+        "tcp:{port}:interface=127.0.0.1",
+        backend_port,
+        f"allow_no_subprotocol = true\n\n[services.raw.limits]\nhigh_water = {HIGH_WATER}",
+    )
 
 
 def check_close_event(gateway, conn_subprotocol: str = "binary") -> dict:  # type: ignore[no-untyped-def]
@@ -67,7 +53,7 @@ def test_64mib_each_way_with_a_stalled_side(start_gateway, stalled: str) -> None
     else:
         backend = EchoServer()
     try:
-        gateway = start_gateway(CONFIG % (backend.port, HIGH_WATER))
+        gateway = start_gateway(config(backend.port))
         ws = ws_connect(gateway.url("/raw"), subprotocols=["binary"])
         assert ws.subprotocol == "binary"
         data = os.urandom(SIZE)
@@ -84,7 +70,7 @@ def test_64mib_each_way_with_a_stalled_side(start_gateway, stalled: str) -> None
 
 
 def test_stock_novnc_style_client_offering_no_subprotocol(start_gateway, echo_server) -> None:  # type: ignore[no-untyped-def]
-    gateway = start_gateway(CONFIG % (echo_server.port, HIGH_WATER))
+    gateway = start_gateway(config(echo_server.port))
     ws = ws_connect(gateway.url("/raw"))
     assert ws.subprotocol is None
     ws.send_binary(b"RFB 003.008\n")
@@ -141,7 +127,7 @@ def test_backend_eof_flushes_then_closes_1000(start_gateway) -> None:  # type: i
     """
     payload = b"BANNER\n" + os.urandom(2 * 1024 * 1024)
     with one_connection_backend(send_then_close(payload)) as port:
-        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
+        gateway = start_gateway(config(port))
         ws = ws_connect(gateway.url("/raw"))
         time.sleep(0.5)  # let the backend finish first: the tunnel must flush anyway
         received, code = read_until_close(ws, 10)
@@ -167,7 +153,7 @@ def test_client_close_delivers_everything_then_half_closes_backend(start_gateway
         conn.close()
 
     with one_connection_backend(serve) as port:
-        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
+        gateway = start_gateway(config(port))
         ws = ws_connect(gateway.url("/raw"))
         data = os.urandom(4 * 1024 * 1024)
         for offset in range(0, len(data), MESSAGE):
@@ -186,7 +172,7 @@ def test_slow_client_gets_everything_then_1000_after_backend_eof(start_gateway) 
     """
     payload = os.urandom(32 * 1024 * 1024)
     with one_connection_backend(send_then_close(payload)) as port:
-        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
+        gateway = start_gateway(config(port))
         ws = ws_connect(gateway.url("/raw"))
         time.sleep(1.5)  # a deliberately slow reader: the backend is long done
         received, code = read_until_close(ws, 20)
@@ -218,7 +204,7 @@ def test_backend_may_still_answer_after_the_client_closed(start_gateway) -> None
             done.set()
 
     with one_connection_backend(serve) as port:
-        gateway = start_gateway(CONFIG % (port, HIGH_WATER))
+        gateway = start_gateway(config(port))
         ws = ws_connect(gateway.url("/raw"))
         ws.send_binary(b"request")
         ws.send_close(1000, b"")

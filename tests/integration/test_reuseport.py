@@ -8,25 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.integration.harness import EchoServer, Gateway, free_port, wait_for, ws_connect
-
-CONFIG = """
-[gateway]
-listen = ["reuseport:{port}:interface=127.0.0.1"]
-
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
-[services.raw]
-path = "/raw"
-adapter = "raw"
-realm = "public"
-upstream = "tcp:127.0.0.1:{backend}"
-subprotocols = ["binary"]
-allow_missing_origin = true
-"""
+from tests.integration.harness import EchoServer, Gateway, free_port, raw_gateway_config, wait_for, ws_connect
 
 
 def accepted(gateway: Gateway) -> int:
@@ -35,7 +17,7 @@ def accepted(gateway: Gateway) -> int:
 
 def test_two_processes_share_one_port(tmp_path: Path, echo_server: EchoServer) -> None:
     port = free_port()
-    config = CONFIG.replace("{port}", str(port)).replace("{backend}", str(echo_server.port))
+    config = raw_gateway_config(f"reuseport:{port}:interface=127.0.0.1", echo_server.port)
     gateways: list[Gateway] = []
     try:
         for i in range(2):
