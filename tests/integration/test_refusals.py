@@ -18,6 +18,7 @@ from tests.integration.harness import (
     Gateway,
     free_port,
     handshake_status,
+    raw_gateway_config,
     raw_upgrade,
     read_close_frame,
     ws_connect,
@@ -238,24 +239,12 @@ def test_not_an_upgrade_426_unknown_path_404(gateway: Gateway) -> None:
 def test_connection_caps(start_gateway, echo_server: EchoServer, cap: str) -> None:  # type: ignore[no-untyped-def]
     key = "max_connections_per_address" if cap == "per_address" else "max_connections"
     gw = start_gateway(
-        f"""
-[gateway]
-listen = ["tcp:{{port}}:interface=127.0.0.1"]
-{key} = 2
-
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
-[services.raw]
-path = "/raw"
-adapter = "raw"
-realm = "public"
-upstream = "tcp:127.0.0.1:{echo_server.port}"
-allow_no_subprotocol = true
-allow_missing_origin = true
-"""
+        raw_gateway_config(
+            "tcp:{port}:interface=127.0.0.1",
+            echo_server.port,
+            "allow_no_subprotocol = true",
+            gateway=f"{key} = 2",
+        )
     )
     held = [ws_connect(gw.url("/raw")) for _ in range(2)]
     status, _ = handshake_status(gw.url("/raw"))
