@@ -23,6 +23,7 @@ Closing rules:
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -33,6 +34,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnelgw._deadlines import Deadline, deadlines
 from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, release_connector, set_high_water, write_now
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
@@ -309,11 +311,11 @@ class Tunnel:
         self._state = _State.OPEN
         self._client_gone = False
         self._backend_gone = backend is None
-        self._t_idle: IDelayedCall | None = None
-        self._t_flush: IDelayedCall | None = None
-        self._t_linger: IDelayedCall | None = None
-        self._t_expiry: IDelayedCall | None = None
-        self._t_revalidate: IDelayedCall | None = None
+        self._t_idle: IDelayedCall | Deadline | None = None
+        self._t_flush: IDelayedCall | Deadline | None = None
+        self._t_linger: IDelayedCall | Deadline | None = None
+        self._t_expiry: IDelayedCall | Deadline | None = None
+        self._t_revalidate: IDelayedCall | Deadline | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self.peak_up = 0
@@ -346,7 +348,7 @@ class Tunnel:
             # that does not read must stop being read.
             client_transport.registerProducer(Valve(client_transport), True)
         if limits.idle_timeout > 0:
-            self._schedule("idle", limits.idle_timeout, self._check_idle)
+            self._schedule("idle", limits.idle_timeout, self._check_idle, fixed=True)
         self._schedule_expiry()
         session = self.subject.session
         if session is not None and session.revalidate_interval > 0:
@@ -489,7 +491,7 @@ class Tunnel:
         # let it drain before the close frame starts the close handshake
         # timer, so a slow reader gets every byte.
         client.transport.unregisterProducer()
-        self._schedule("flush", self.service.limits.flush_timeout, self._flush_expired)
+        self._schedule("flush", self.service.limits.flush_timeout, self._flush_expired, fixed=True)
         FlushWatcher(client.transport, lambda: self._flushed(code, reason)).start()
 
     def _flushed(self, code: int, reason: str) -> None:
@@ -524,7 +526,9 @@ class Tunnel:
                     # been written; shut our write side down once flushed
                     # and let the backend finish.
                     self._backend.finish()
-                    self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
+                    self._schedule(
+                        "linger", self.service.limits.flush_timeout, self._abort_backend, fixed=True
+                    )
                 else:
                     self._close_backend()
         self._maybe_done()
@@ -534,7 +538,7 @@ class Tunnel:
             self._backend.close(code, reason)
             # Closing a connection whose write side is already shut (after
             # a half-close) ends it at once, and the tunnel with it.
-            self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend)
+            self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend, fixed=True)
 
     def _abort_backend(self) -> None:
         if self._backend is not None and not self._backend_gone:
@@ -668,13 +672,19 @@ class Tunnel:
         else:
             self._schedule("idle", timeout - idle, self._check_idle)
 
-    def _schedule(self, name: str, delay: float, f: Any) -> None:
+    def _schedule(self, name: str, delay: float, f: Any, fixed: bool = False) -> None:
+        """
+        Arm timer C{name}; C{fixed}: C{delay} is a configured one (shared
+        L{deadlines}), not computed.
+        """
         self._cancel(name)
         if self._state is _State.CLOSED:
             # nothing is left to time out; a timer would keep the finished
             # tunnel (and all it refers to) alive until it fired
             return
-        setattr(self, f"_t_{name}", self.reactor.callLater(delay, self._fire, name, f))
+        fire = functools.partial(self._fire, name, f)
+        call = deadlines(self.reactor, delay).call(fire) if fixed else self.reactor.callLater(delay, fire)
+        setattr(self, f"_t_{name}", call)
 
     def _fire(self, name: str, f: Any) -> None:
         setattr(self, f"_t_{name}", None)

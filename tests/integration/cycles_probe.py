@@ -21,6 +21,7 @@ from twisted.logger import ILogObserver, globalLogBeginner
 from twisted.python.failure import Failure
 
 from tests.integration.harness import raw_gateway_config
+from tunnelgw._deadlines import Deadlines, pending_on
 from tunnelgw._flow import release_connector
 from tunnelgw.config import loads
 from tunnelgw.service import build_site
@@ -112,9 +113,14 @@ def main():  # type: ignore[no-untyped-def]
     gc.garbage.clear()
     gc.collect()
     alive = sum(isinstance(o, Tunnel) for o in gc.get_objects())
-    # the site's clock for its date header and this probe's own deadline aside
+    # armed timers: in the shared queues, or in the reactor (the site's
+    # clock for its date header and this probe's own deadline aside)
     ignored: tuple[object, ...] = (site, reactor)
-    timers = sum(getattr(c.func, "__self__", None) not in ignored for c in reactor.getDelayedCalls())
+    timers = pending_on(reactor) + sum(
+        getattr(c.func, "__self__", None) not in ignored
+        and not isinstance(getattr(c.func, "__self__", None), Deadlines)  # the shared queues' own timers
+        for c in reactor.getDelayedCalls()
+    )
     print(json.dumps({"tunnels": closed, "garbage": dict(ours), "tunnels_alive": alive, "timers": timers}))
 
 

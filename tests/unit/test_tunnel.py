@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tunnelgw._deadlines import Deadlines, pending_on
 from tunnelgw.adapters import adapter_factory
 from tunnelgw.config import Limits, ServiceConfig
 from tunnelgw.security import Subject
@@ -36,6 +37,21 @@ class TunnelTests(SynchronousTestCase):
         self.backend = BackendProtocol()
         self.backend_transport = HalfCloseStringTransport()
         self.backend.makeConnection(self.backend_transport)
+
+    def assert_no_timers(self) -> None:
+        """
+        No timer is armed: none in the shared queues (L{deadlines}), none
+        in the clock but those queues' own.
+        """
+        self.assertEqual(pending_on(self.clock), 0)
+        self.assertEqual(
+            [
+                c
+                for c in self.clock.getDelayedCalls()
+                if not isinstance(getattr(c.func, "__self__", None), Deadlines)
+            ],
+            [],
+        )
 
     def make(self, svc: ServiceConfig | None = None, backend: bool = True) -> Tunnel:
         svc = svc or service()
@@ -251,7 +267,7 @@ class TunnelTests(SynchronousTestCase):
         self.assertTrue(transport.write_closed)
         backend.readConnectionLost()
         self.assertNotIn(tunnel, self.registry.tunnels)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assert_no_timers()
 
     def test_unclean_client_close_closes_backend_after_flush(self) -> None:
         tunnel = self.make()
@@ -281,7 +297,7 @@ class TunnelTests(SynchronousTestCase):
         tunnel.start(self.client)
         tunnel.client_closed(True, 1000, "bye")
         self.backend.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assert_no_timers()
         self.assertEqual(len(self.registry), 0)
 
     def test_peaks_measure_input_backlog(self) -> None:

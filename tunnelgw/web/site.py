@@ -20,11 +20,12 @@ from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from tunnelgw._deadlines import Deadline, deadlines
 from tunnelgw.config import GatewayConfig, ServiceConfig
 from tunnelgw.limits import ConnectionLimiter, Lease
 from tunnelgw.logs import Logger
@@ -71,7 +72,7 @@ class GatewayChannel(http.HTTPChannel):
     site: GatewaySite
     lease: Lease | None = None
     conn_id: str = ""
-    _deadline: IDelayedCall | None = None
+    _deadline: Deadline | None = None
     _first_read = True
     # on the fast path, while the upgrade is admitted: the head and what
     # the client sent after it (bounded: reading stops past EARLY_BYTES)
@@ -91,7 +92,8 @@ class GatewayChannel(http.HTTPChannel):
         self._start_deadline()
 
     def _start_deadline(self) -> None:
-        self._deadline = self.site.clock.callLater(self.site.config.handshake_timeout, self._deadline_passed)
+        queue = deadlines(self.site.clock, self.site.config.handshake_timeout)
+        self._deadline = queue.call(self._deadline_passed)
 
     def _stop_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

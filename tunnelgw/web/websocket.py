@@ -19,9 +19,10 @@ import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from tunnelgw._deadlines import Deadline, deadlines
 from tunnelgw._wsleg import NO_SEND_QUEUE, WebSocketLeg
 from tunnelgw.config import ServiceConfig
 from tunnelgw.limits import Lease
@@ -178,7 +179,7 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
             # autobahn refused the handshake after our admission
             self.admission.abandon()
 
-    _linger: IDelayedCall | None = None
+    _linger: Deadline | None = None
 
     def _closeConnection(self, abort: bool = False) -> None:
         # autobahn aborts the TCP connection (RST) as soon as a server's
@@ -190,7 +191,7 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
             linger = getattr(self, "closeHandshakeTimeout", 0) or _TIMER_GRANULARITY
             # armed first: should closing end the connection at once, its
             # connectionLost cancels it
-            self._linger = self.clock.callLater(linger, self.transport.abortConnection)
+            self._linger = deadlines(self.clock, linger).call(self.transport.abortConnection)
             self.transport.loseConnection()
             return
         super()._closeConnection(abort)
