@@ -9,7 +9,8 @@ microseconds a timer, every time.  Timers of one fixed delay expire in the
 order they were armed, so they can wait in an ordered dictionary instead
 (armed: appended; cancelled: removed, at once) behind a single reactor
 timer set for the earliest of them.  They fire at the same moments as
-C{callLater} would make them fire.
+C{callLater} would make them fire (should the clock be set back, a timer
+armed after that waits for the ones armed before it).
 """
 
 from __future__ import annotations
