@@ -40,7 +40,7 @@ from tunnelgw.web.pipeline import (
     check_limits,
     check_origin,
 )
-from tunnelgw.web.upgrade import parse_upgrade_head, refusal_response, status_phrase, take_over
+from tunnelgw.web.upgrade import parse_upgrade_head, refusal_parts, refusal_response, status_phrase, take_over
 from tunnelgw.web.websocket import AdmittedFactory, make_factory, start_tunnel
 
 __all__ = ["GatewayChannel", "GatewaySite", "ServiceResource", "check_websocket_upgrade"]
@@ -144,7 +144,7 @@ class GatewayChannel(http.HTTPChannel):
             headers=head.headers,
             lease=self.lease,
             secure=self.isSecure(),
-            query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in head.query.items()},
+            query=_decoded_args(head.query),
             peer_certificate=_peer_certificate(self.transport),
         )
         self._early = [data]
@@ -281,6 +281,13 @@ def _headers_of(request: server.Request) -> dict[str, list[str]]:
     }
 
 
+def _decoded_args(args: dict[bytes, list[bytes]]) -> dict[str, list[str]]:
+    """
+    Query arguments as twisted.web parses them (C{Request.args}), as text.
+    """
+    return {k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in args.items()}
+
+
 def admission_request(request: server.Request) -> AdmissionRequest:
     """
     What the pipeline and the login modules see of a twisted.web request.
@@ -296,7 +303,7 @@ def admission_request(request: server.Request) -> AdmissionRequest:
         headers=_headers_of(request),
         lease=channel.lease,
         secure=request.isSecure(),
-        query={k.decode("latin-1"): [v.decode("latin-1") for v in vs] for k, vs in request.args.items()},
+        query=_decoded_args(request.args),
         peer_certificate=_peer_certificate(channel.transport),
     )
 
@@ -330,13 +337,9 @@ def _detach(request: server.Request) -> None:
 
 def _refuse(request: server.Request, refusal: Refusal) -> None:
     request.setResponseCode(refusal.status, status_phrase(refusal.status).encode("ascii"))
-    for name, value in refusal.headers.items():
+    headers, body = refusal_parts(refusal)
+    for name, value in headers.items():
         request.setHeader(name, value)
-    request.setHeader("Content-Type", "text/plain; charset=utf-8")
-    request.setHeader("Cache-Control", "no-store")
-    request.setHeader("Connection", "close")
-    body = refusal.reason.encode("utf-8") + b"\n"
-    request.setHeader("Content-Length", str(len(body)))
     request.write(body)
     request.finish()
 
@@ -352,9 +355,9 @@ class ServiceResource(Resource):
 
     def __init__(self, site: GatewaySite, service: ServiceConfig) -> None:
         super().__init__()
-        self._site = site
+        self.site = site
         self.service = service
-        self._factory = make_factory(service, site.clock, site.registry, site.config.policy(service.policy))
+        self.factory = make_factory(service, site.clock, site.registry, site.config.policy(service.policy))
 
     def render(self, request: server.Request) -> Any:
         def hand_over(factory: AdmittedFactory) -> None:
@@ -391,7 +394,7 @@ class ServiceResource(Resource):
         Admit C{areq}, an upgrade on C{channel}: then C{hand_over} the
         connection to autobahn (a factory for its protocol), or C{refuse}.
         """
-        return Upgrade(self._site, self.service, self._factory, areq, channel, hand_over, refuse)
+        return Upgrade(self, areq, channel, hand_over, refuse)
 
 
 class Upgrade:
@@ -404,23 +407,19 @@ class Upgrade:
 
     def __init__(
         self,
-        site: GatewaySite,
-        service: ServiceConfig,
-        factory: Any,
+        resource: ServiceResource,
         areq: AdmissionRequest,
         channel: GatewayChannel,
         hand_over: Callable[[AdmittedFactory], None],
         refuse: Callable[[Refusal], None],
     ) -> None:
-        self._site = site
-        self._service = service
-        self._factory = factory
+        self._resource = resource
         self._areq = areq
         self._channel = channel
         self._hand_over = hand_over
         self._refuse = refuse
         self._gone = False
-        self._admission = d = site.pipeline.admit(areq, service, check_websocket_upgrade)
+        self._admission = d = resource.site.pipeline.admit(areq, resource.service, check_websocket_upgrade)
         d.addCallbacks(self._admitted, self._refused)
         d.addErrback(self._failed)
 
@@ -435,9 +434,10 @@ class Upgrade:
         if self._gone:
             admission.abandon()
             return
-        self._site.pipeline.log_decision(
+        resource = self._resource
+        resource.site.pipeline.log_decision(
             self._areq,
-            self._service.name,
+            resource.service.name,
             admission.subprotocol,
             "accept",
             101,
@@ -445,7 +445,7 @@ class Upgrade:
             admission.subject.principal,
         )
         lease = self._channel.take_lease()
-        self._hand_over(AdmittedFactory(self._factory, admission, lease, self._site.clock))
+        self._hand_over(AdmittedFactory(resource.factory, admission, lease, resource.site.clock))
 
     def _refused(self, f: Failure) -> None:
         if f.check(defer.CancelledError) or self._gone:

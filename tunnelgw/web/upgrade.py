@@ -26,7 +26,14 @@ from twisted.web import http
 
 from tunnelgw.web.pipeline import Refusal
 
-__all__ = ["UpgradeHead", "parse_upgrade_head", "refusal_response", "status_phrase", "take_over"]
+__all__ = [
+    "UpgradeHead",
+    "parse_upgrade_head",
+    "refusal_parts",
+    "refusal_response",
+    "status_phrase",
+    "take_over",
+]
 
 # The largest head the fast path reads (a browser's, cookies and all, is a
 # few KiB); a larger one goes to twisted.web and its own limits.
@@ -111,22 +118,31 @@ def status_phrase(status: int) -> str:
         return "Client Closed Request" if status == 499 else "Error"
 
 
-def refusal_response(refusal: Refusal) -> bytes:
+def refusal_parts(refusal: Refusal) -> tuple[dict[str, str], bytes]:
     """
-    The HTTP response of a refusal, as twisted.web writes it for a refused
-    request (C{tunnelgw.web.site._refuse}): status, the refusal's headers,
-    a plain-text reason, C{Connection: close}.
+    The headers and body of a refusal's response, whichever HTTP path
+    writes it: the refusal's own headers, then a plain-text reason and
+    C{Connection: close}.
     """
     body = refusal.reason.encode("utf-8") + b"\n"
     headers = {
-        "Server": "tunnelgw",
-        "Date": http.datetimeToString().decode("ascii"),
         **refusal.headers,
         "Content-Type": "text/plain; charset=utf-8",
         "Cache-Control": "no-store",
         "Connection": "close",
         "Content-Length": str(len(body)),
     }
+    return headers, body
+
+
+def refusal_response(refusal: Refusal) -> bytes:
+    """
+    The HTTP response of a refusal, as twisted.web writes it for a refused
+    request (C{tunnelgw.web.site._refuse}): status, C{Server} and C{Date}
+    (which twisted.web's path adds), then L{refusal_parts}.
+    """
+    parts, body = refusal_parts(refusal)
+    headers = {"Server": "tunnelgw", "Date": http.datetimeToString().decode("ascii"), **parts}
     lines = [f"HTTP/1.1 {refusal.status} {status_phrase(refusal.status)}"] + [
         f"{name}: {value}" for name, value in headers.items()
     ]
