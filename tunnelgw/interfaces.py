@@ -147,9 +147,12 @@ class IAuthenticator(Interface):
         Authenticate an L{tunnelgw.web.pipeline.AdmissionRequest} for a
         L{tunnelgw.config.ServiceConfig}.
 
-        @return: a L{Deferred} firing with the authenticated
-            L{tunnelgw.security.Subject}, or failing with
-            L{tunnelgw.web.pipeline.Refusal} (401 or 403).
+        @return: the authenticated L{tunnelgw.security.Subject}, or a
+            L{Deferred} firing with it (an authenticator that answers at
+            once need not make one: a handshake is short, and a Deferred is
+            a noticeable part of it).
+        @raise tunnelgw.web.pipeline.Refusal: (401 or 403) refused, or the
+            returned Deferred fails with it.
         """
 
 

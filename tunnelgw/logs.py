@@ -84,7 +84,7 @@ class Logger(twisted.logger.Logger):
 _LEVEL_UUID = "02E59486-F24D-46AD-8224-3ACDF2A5732A"
 _LEVELS = {level: {"name": level.name, "__class_uuid__": _LEVEL_UUID} for level in LogLevel.iterconstants()}
 # Objects that Twisted's JSON would only mark as unpersistable.
-_DROPPED = frozenset({"log_logger", "log_source"})
+_DROPPED = ("log_logger", "log_source")
 # Plain values (str, int, float, bool, None, lists, dicts of them) are
 # encoded by orjson; objects it would otherwise turn into JSON its own way
 # (dataclasses, dates, subclasses of str or int, NumPy arrays) go to
@@ -155,7 +155,9 @@ def format_json(event: LogEvent) -> str:
     C{event} as L{twisted.logger.jsonFileLogObserver} writes it: one
     record, readable with L{twisted.logger.eventsFromJSONLogFile}.
     """
-    record = {key: value for key, value in event.items() if key not in _DROPPED}
+    record = dict(event)
+    for key in _DROPPED:
+        record.pop(key, None)
     try:
         text = orjson.dumps(record, default=_level_or_refuse, option=_ORJSON_OPTIONS).decode("utf-8")
     except TypeError:  # orjson.JSONEncodeError is a TypeError

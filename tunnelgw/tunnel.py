@@ -114,6 +114,8 @@ _DONE = Failure(ConnectionDone())
 # bytes does not pause the client either.
 FRAME_HEADER_ROOM = 14
 _TIMERS = ("idle", "flush", "linger", "expiry", "revalidate")
+# the slot of each timer, named once rather than on every arm and cancel
+_TIMER_SLOTS = {name: f"_t_{name}" for name in _TIMERS}
 
 
 class _State(enum.Enum):
@@ -553,8 +555,8 @@ class Tunnel:
         if self._state is _State.CLOSED or not (self._client_gone and self._backend_gone):
             return
         self._state = _State.CLOSED
-        for name in _TIMERS:
-            self._cancel(name)
+        for slot in _TIMER_SLOTS.values():
+            self._cancel_slot(slot)
         self._registry.discard(self)
         # Both legs are gone and nothing reaches the adapter any more: the
         # references to them go, so that the tunnel, its legs and its
@@ -677,21 +679,26 @@ class Tunnel:
         Arm timer C{name}; C{fixed}: C{delay} is a configured one (shared
         L{deadlines}), not computed.
         """
-        self._cancel(name)
+        slot = _TIMER_SLOTS[name]
+        self._cancel_slot(slot)
         if self._state is _State.CLOSED:
             # nothing is left to time out; a timer would keep the finished
             # tunnel (and all it refers to) alive until it fired
             return
-        fire = functools.partial(self._fire, name, f)
+        fire = functools.partial(self._fire, slot, f)
         call = deadlines(self.reactor, delay).call(fire) if fixed else self.reactor.callLater(delay, fire)
-        setattr(self, f"_t_{name}", call)
+        setattr(self, slot, call)
 
-    def _fire(self, name: str, f: Any) -> None:
-        setattr(self, f"_t_{name}", None)
+    def _fire(self, slot: str, f: Any) -> None:
+        setattr(self, slot, None)
         f()
 
     def _cancel(self, name: str) -> None:
-        call = getattr(self, f"_t_{name}")
-        setattr(self, f"_t_{name}", None)
-        if call is not None and call.active():
-            call.cancel()
+        self._cancel_slot(_TIMER_SLOTS[name])
+
+    def _cancel_slot(self, slot: str) -> None:
+        call = getattr(self, slot)
+        if call is not None:
+            setattr(self, slot, None)
+            if call.active():
+                call.cancel()

@@ -151,6 +151,31 @@ def test_all_ignored_fails() -> None:
     assert failure[0].value.reason == "no login module applied"
 
 
+def test_a_login_of_modules_that_answer_at_once_needs_no_deferred() -> None:
+    log: list[str] = []
+    entries = [
+        ModuleEntry(f"m{i}", ScriptedFactory(f"m{i}", "success", log), Flag.REQUIRED, {}) for i in range(2)
+    ]
+    subject = LoginContext("r", entries).attempt(object())
+    assert isinstance(subject, Subject) and subject.names("user") == {"m0", "m1"}
+    assert log == ["login m0", "login m1", "commit m0", "commit m1"]
+
+
+def test_a_failed_or_asynchronous_login_is_a_deferred() -> None:
+    log: list[str] = []
+    failed = LoginContext("r", [ModuleEntry("m0", ScriptedFactory("m0", "failure", log), Flag.REQUIRED, {})])
+    d = failed.attempt(object())
+    assert isinstance(d, defer.Deferred)
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert isinstance(failures[0].value, LoginFailed) and log == ["login m0", "abort m0"]
+    context, pending, log = _slow_context([Flag.REQUIRED])
+    d = context.attempt(object())
+    assert isinstance(d, defer.Deferred) and not d.called
+    pending[0].callback(True)
+    assert isinstance(d.result, Subject)
+
+
 def test_asynchronous_modules_run_in_order() -> None:
     context, pending, log = _slow_context([Flag.REQUIRED, Flag.REQUIRED])
     d = context.login(object())
@@ -229,6 +254,59 @@ def test_a_crashing_module_is_a_failure_not_a_success() -> None:
     assert isinstance(failure[0].value, LoginFailed)
 
 
+def _realm(outcome: str, log: list[str], modules: int = 1) -> Any:
+    from types import SimpleNamespace
+
+    from tunnelgw.security.realm import RealmAuthenticator
+
+    realm = SimpleNamespace(
+        name="r",
+        modules=[
+            ModuleEntry(f"m{i}", ScriptedFactory(f"m{i}", outcome, log), Flag.REQUIRED, {})
+            for i in range(modules)
+        ],
+        revalidate_interval=0.0,
+        challenge="Basic",
+    )
+    return RealmAuthenticator(SimpleNamespace(realms=[realm]))  # type: ignore[arg-type]
+
+
+def _request_and_service(roles: frozenset[str] = frozenset()) -> tuple[Any, Any]:
+    from types import SimpleNamespace
+
+    request = SimpleNamespace(conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None)
+    return request, SimpleNamespace(name="svc", realm="r", require_roles=roles)
+
+
+def test_realm_answers_at_once_when_its_modules_do() -> None:
+    log: list[str] = []
+    subject = _realm("success", log).authenticate(*_request_and_service())
+    assert isinstance(subject, Subject)
+    assert subject.user == "m0" and subject.attributes == {"address": "192.0.2.1", "realm": "r"}
+
+
+def test_realm_refuses_a_failed_login_with_its_challenge() -> None:
+    from tunnelgw.web.pipeline import Refusal
+
+    log: list[str] = []
+    failures: list[Any] = []
+    _realm("failure", log).authenticate(*_request_and_service()).addErrback(failures.append)
+    refusal = failures[0].value
+    assert isinstance(refusal, Refusal) and refusal.status == 401
+    assert refusal.headers == {"WWW-Authenticate": 'Basic realm="r"'}
+    with pytest.raises(Refusal) as raised:  # no module at all: refused at once
+        _realm("success", log, modules=0).authenticate(*_request_and_service())
+    assert raised.value.status == 401
+
+
+def test_realm_login_is_a_deferred_of_the_subject() -> None:
+    log: list[str] = []
+    request, _ = _request_and_service()
+    results: list[Any] = []
+    _realm("success", log).login(request, "r").addCallback(results.append)
+    assert results[0].attributes["realm"] == "r"
+
+
 def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
     from types import SimpleNamespace
 
@@ -245,7 +323,7 @@ def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
     authenticator = RealmAuthenticator(SimpleNamespace(realms=[realm]))  # type: ignore[arg-type]
     request = SimpleNamespace(conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None)
     service = SimpleNamespace(name="admin", realm="r", require_roles=frozenset({"admin"}))
-    failures: list[Any] = []
-    authenticator.authenticate(request, service).addErrback(failures.append)  # type: ignore[arg-type]
-    assert failures[0].value.status == 403 and isinstance(failures[0].value, Refusal)
+    with pytest.raises(Refusal) as refused:
+        authenticator.authenticate(request, service)  # type: ignore[arg-type]
+    assert refused.value.status == 403
     assert log == ["login m0", "commit m0", "logout m0"]

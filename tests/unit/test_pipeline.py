@@ -311,6 +311,29 @@ class PipelineTests(SynchronousTestCase):
         self.assertEqual(refusal.status, 401)  # type: ignore[attr-defined]
         self.assertEqual(self.endpoint.pending, [])  # never reached the backend
 
+    def test_an_authenticator_may_answer_without_a_deferred(self) -> None:
+        @implementer(IAuthenticator)
+        class AtOnce:
+            def authenticate(self, request: object, service: object) -> Subject:
+                return Subject.of("alice")
+
+        pipeline = AdmissionPipeline(self.reactor, AtOnce(), self.endpoint)
+        d = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.assertNoResult(d)  # on to the backend
+        self.endpoint.succeed()
+        self.assertEqual(self.successResultOf(d).subject.user, "alice")
+
+    def test_an_authenticator_may_refuse_by_raising(self) -> None:
+        @implementer(IAuthenticator)
+        class No:
+            def authenticate(self, request: object, service: object) -> Subject:
+                raise Refusal(403, "not you")
+
+        pipeline = AdmissionPipeline(self.reactor, No(), self.endpoint)
+        d = pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 403)  # type: ignore[attr-defined]
+        self.assertEqual(self.endpoint.pending, [])
+
     def test_unexpected_error_is_500_and_logged(self) -> None:
         @implementer(IAuthenticator)
         class Broken:

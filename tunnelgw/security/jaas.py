@@ -136,22 +136,6 @@ class LoginSession:
                 self.log.failure("logout failed in realm {realm}", realm=self.realm)
 
 
-def _run(steps: Generator[defer.Deferred[Any], Any, Subject]) -> defer.Deferred[Subject]:
-    """
-    Run C{steps} to its end: at once while it yields nothing (synchronous
-    modules, most of them), as L{defer.inlineCallbacks} would from the
-    first Deferred it yields.  A login of synchronous modules then costs
-    no generator trampoline and no Deferred but the one returned.
-    """
-    try:
-        pending = next(steps)
-    except StopIteration as done:
-        return defer.succeed(done.value)
-    except BaseException:
-        return defer.fail()
-    return _resume(steps, pending)
-
-
 @defer.inlineCallbacks
 def _resume(steps: Generator[defer.Deferred[Any], Any, Subject], pending: defer.Deferred[Any]):  # type: ignore[no-untyped-def]
     while True:
@@ -188,12 +172,31 @@ class LoginContext:
             logout), or failing with L{LoginFailed} (the first error, as JAAS
             reports it).
         """
-        return _run(self._login(callbacks, conn_id))
+        try:
+            subject = self.attempt(callbacks, conn_id)
+        except BaseException:
+            return defer.fail()
+        return subject if isinstance(subject, defer.Deferred) else defer.succeed(subject)
+
+    def attempt(self, callbacks: Any, conn_id: str = "") -> Subject | defer.Deferred[Subject]:
+        """
+        L{login}, without a Deferred when it succeeds with every module
+        answering at once (most do): then the committed L{Subject}.
+        Otherwise, from the first module that answers with a Deferred (or
+        the aborts of a failed login), the login goes on as
+        L{defer.inlineCallbacks} would, and its Deferred is returned.
+        """
+        steps = self._login(callbacks, conn_id)
+        try:
+            pending = next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        return _resume(steps, pending)  # type: ignore[no-any-return]
 
     def _login(self, callbacks: Any, conn_id: str):  # type: ignore[no-untyped-def]
         """
         The login, as a generator that yields only what a module made
-        asynchronous (see L{_run}).
+        asynchronous (see L{attempt}).
         """
         subject = Subject.of()
         shared: dict[str, Any] = {}

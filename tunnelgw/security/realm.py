@@ -47,39 +47,56 @@ class RealmAuthenticator:
         @return: the subject, or a failure with L{Refusal} 401 carrying the
             realm's challenge.
         """
-        from tunnelgw.web.pipeline import Refusal
-
         d = self._contexts[realm].login(Callbacks.from_request(request), request.conn_id)
+        return d.addCallbacks(
+            self._logged_in, self._failed, callbackArgs=(request, realm), errbackArgs=(realm,)
+        )
 
-        def failed(f: Failure) -> Subject:
-            f.trap(LoginFailed)
-            challenge = f'{self._challenges[realm]} realm="{realm}"'
-            raise Refusal(401, "authentication required", {"WWW-Authenticate": challenge})
+    def authenticate(self, request: Any, service: ServiceConfig) -> Subject | defer.Deferred[Subject]:
+        """
+        See L{IAuthenticator.authenticate}: the subject at once when the
+        realm's modules answered at once.
+        """
+        realm = service.realm
+        try:
+            subject = self._contexts[realm].attempt(Callbacks.from_request(request), request.conn_id)
+        except LoginFailed:
+            raise self._refusal(realm) from None
+        if isinstance(subject, defer.Deferred):
+            return subject.addCallbacks(
+                self._logged_in, self._failed, callbackArgs=(request, realm), errbackArgs=(realm,)
+            ).addCallback(self._authorized, request, service)
+        return self._authorized(self._logged_in(subject, request, realm), request, service)
 
-        def logged_in(subject: Subject) -> Subject:
-            subject.attributes.setdefault("address", request.peer_host)
-            subject.attributes["realm"] = realm
-            return subject
+    def _logged_in(self, subject: Subject, request: Any, realm: str) -> Subject:
+        subject.attributes.setdefault("address", request.peer_host)
+        subject.attributes["realm"] = realm
+        return subject
 
-        return d.addCallbacks(logged_in, failed)
+    def _failed(self, f: Failure, realm: str) -> Subject:
+        f.trap(LoginFailed)
+        raise self._refusal(realm)
 
-    def authenticate(self, request: Any, service: ServiceConfig) -> defer.Deferred[Subject]:
+    def _refusal(self, realm: str) -> Exception:
         from tunnelgw.web.pipeline import Refusal
 
-        def authorized(subject: Subject) -> Subject:
-            if service.require_roles and not (service.require_roles & subject.roles):
-                self.log.info(
-                    "authorization {conn_id}: {principal} lacks the roles of {service}",
-                    event="authorization",
-                    decision="deny",
-                    conn_id=request.conn_id,
-                    principal=subject.principal,
-                    service=service.name,
-                    required=sorted(service.require_roles),
-                    roles=sorted(subject.roles),
-                )
-                subject.logout()
-                raise Refusal(403, "not allowed to use this service")
-            return subject
+        challenge = f'{self._challenges[realm]} realm="{realm}"'
+        return Refusal(401, "authentication required", {"WWW-Authenticate": challenge})
 
-        return self.login(request, service.realm).addCallback(authorized)
+    def _authorized(self, subject: Subject, request: Any, service: ServiceConfig) -> Subject:
+        from tunnelgw.web.pipeline import Refusal
+
+        if service.require_roles and not (service.require_roles & subject.roles):
+            self.log.info(
+                "authorization {conn_id}: {principal} lacks the roles of {service}",
+                event="authorization",
+                decision="deny",
+                conn_id=request.conn_id,
+                principal=subject.principal,
+                service=service.name,
+                required=sorted(service.require_roles),
+                roles=sorted(subject.roles),
+            )
+            subject.logout()
+            raise Refusal(403, "not allowed to use this service")
+        return subject

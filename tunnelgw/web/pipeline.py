@@ -220,11 +220,13 @@ class AdmissionPipeline:
             check_origin(request, service)
             subprotocol = choose_subprotocol(request.values("Sec-WebSocket-Protocol"), service)
             subject = self._authenticator.authenticate(request, service)
+            if isinstance(subject, defer.Deferred):
+                d: defer.Deferred[Any] = subject.addCallback(self._upstream, request, service, subprotocol)
+            else:
+                admitted = self._upstream(subject, request, service, subprotocol)
+                d = admitted if isinstance(admitted, defer.Deferred) else defer.succeed(admitted)
         except Exception:
-            d: defer.Deferred[Any] = defer.fail()
-        else:
-            d = subject if isinstance(subject, defer.Deferred) else defer.succeed(subject)
-            d.addCallback(self._upstream, request, service, subprotocol)
+            d = defer.fail()
         d.addErrback(self._refused, request, service)
         return d
 

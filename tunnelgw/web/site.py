@@ -143,7 +143,8 @@ class GatewayChannel(http.HTTPChannel):
             method="GET",
             headers=head.headers,
             lease=self.lease,
-            secure=self.isSecure(),
+            # as twisted.web's isSecure, without its adapter lookup
+            secure=ISSLTransport.providedBy(self.transport),
             query=_decoded_args(head.query),
             peer_certificate=_peer_certificate(self.transport),
         )
@@ -609,7 +610,7 @@ class RefreshResource(Resource):
             self._refused(request, areq, tunnel, refusal)
             return server.NOT_DONE_YET
         assert self._site.authenticator is not None
-        d = self._site.authenticator.authenticate(areq, tunnel.service)
+        d = defer.maybeDeferred(self._site.authenticator.authenticate, areq, tunnel.service)
 
         def logged_in(subject: Subject) -> None:
             if subject.user != tunnel.subject.user:

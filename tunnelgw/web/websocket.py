@@ -259,6 +259,10 @@ def make_factory(
         for name in TunnelWebSocket.CONFIG_ATTRS
         for value in (getattr(factory, name),)
     }
+    # With every option on the class, autobahn's copying finds each one set
+    # already, and would only read them all once more for a debug line
+    # (some eighty calls a connection): there is nothing to copy.
+    options["CONFIG_ATTRS"] = ()
     protocol: type[TunnelWebSocket] = type(f"TunnelWebSocket_{service.name}", (TunnelWebSocket,), options)
     factory.protocol = protocol
     factory.tunnelgw_registry = registry  # type: ignore[attr-defined]
