@@ -137,26 +137,58 @@ def write_now(transport: Any, data: bytes) -> None:
     always would.  When something was already waiting (the socket is full,
     or the reactor is about to write), the write only joins it.
     """
+    if type(transport) in _TCP and _plain_and_idle(transport):
+        _send(transport, data)  # the usual case, told in a few reads
+        return
     layer = _socket_layer(transport)
     if layer is None or not _idle(layer):
         transport.write(data)
         return
     if transport is layer and _plain(layer):
-        # A plain TCP connection with nothing waiting: straight into the
-        # kernel, as the transport's doWrite would (writeSomeData), without
-        # registering for writability first.  What does not fit waits in
-        # the transport for the reactor; an error, found by Twisted's own
-        # write path, ends the connection on the reactor's next turn.
-        sent = layer.writeSomeData(data)
-        if type(sent) is int and 0 <= sent:
-            if sent < len(data):
-                layer.write(data[sent:])
-            return
-        layer.write(data)
+        _send(layer, data)
         return
     transport.write(data)
     if _open(layer) and not _idle(layer):
         layer.doWrite()
+
+
+# Twisted's own TCP connections, whose attributes _plain_and_idle reads
+# directly (any other transport is looked at layer by layer, with care)
+_TCP = frozenset({tcp.Server, tcp.Client})
+
+
+def _plain_and_idle(connection: tcp.Connection) -> bool:
+    """
+    L{_plain} and L{_idle} of one of Twisted's TCP connections, read
+    directly; a missing attribute (another Twisted) means no.
+    """
+    try:
+        return (
+            connection.TLS is False
+            and connection._writeDisconnecting is False
+            and bool(connection.connected)
+            and not connection.disconnecting
+            and connection._tempDataLen == 0
+            and len(connection.dataBuffer) == connection.offset
+        )
+    except AttributeError:
+        return False
+
+
+def _send(layer: tcp.Connection, data: bytes) -> None:
+    """
+    A plain TCP connection with nothing waiting: straight into the kernel,
+    as the transport's doWrite would (writeSomeData), without registering
+    for writability first.  What does not fit waits in the transport for
+    the reactor; an error, found by Twisted's own write path, ends the
+    connection on the reactor's next turn.
+    """
+    sent = layer.writeSomeData(data)
+    if type(sent) is int and 0 <= sent:
+        if sent < len(data):
+            layer.write(data[sent:])
+        return
+    layer.write(data)
 
 
 def _plain(layer: tcp.Connection) -> bool:

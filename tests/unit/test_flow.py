@@ -8,16 +8,21 @@ reactor: no real reactor runs.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._flow import pending_bytes, write_now
+from tunnelgw._flow import _plain_and_idle, pending_bytes, write_now
 
 
 class WriteNowTests(SynchronousTestCase):
+    """
+    On a L{tcp.Connection}: looked at layer by layer, as any transport.
+    """
+
     def setUp(self) -> None:
         ours, self.peer = socket.socketpair()
         self.addCleanup(self.peer.close)
@@ -26,9 +31,12 @@ class WriteNowTests(SynchronousTestCase):
         self.peer.setblocking(False)
         self.reactor = MemoryReactor()
         self.protocol = Protocol()
-        self.transport = tcp.Connection(ours, self.protocol, self.reactor)  # type: ignore[arg-type]
+        self.transport = self.connection(ours)
         self.transport.connected = 1  # as tcp.Server and tcp.Client mark themselves
         self.protocol.makeConnection(self.transport)
+
+    def connection(self, sock: socket.socket) -> tcp.Connection:
+        return tcp.Connection(sock, self.protocol, self.reactor)  # type: ignore[arg-type]
 
     def received(self) -> bytes:
         chunks: list[bytes] = []
@@ -99,6 +107,26 @@ class WriteNowTests(SynchronousTestCase):
         transport = StringTransport()
         write_now(transport, b"bytes")
         self.assertEqual(transport.value(), b"bytes")
+
+
+class WriteNowServerTests(WriteNowTests):
+    """
+    On a L{tcp.Server}, one of the connections whose attributes write_now
+    reads directly: the same behaviour.
+    """
+
+    def connection(self, sock: socket.socket) -> tcp.Connection:
+        port: Any = type("Port", (), {"_realPortNumber": 8080})()
+        return tcp.Server(sock, self.protocol, ("127.0.0.1", 40000), port, 1, self.reactor)  # type: ignore[arg-type]
+
+    def test_a_missing_attribute_means_the_careful_path(self) -> None:
+        """
+        Should another Twisted lack an attribute read directly, the
+        connection is not taken for idle: write_now looks at it with care.
+        """
+        self.assertTrue(_plain_and_idle(self.transport))
+        del self.transport._tempDataLen
+        self.assertFalse(_plain_and_idle(self.transport))
 
 
 class ReleaseConnectorTests(SynchronousTestCase):

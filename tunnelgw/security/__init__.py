@@ -52,11 +52,11 @@ class Subject:
         return subject
 
     def names(self, kind: str) -> frozenset[str]:
-        return frozenset(p.name for p in self.principals if p.kind == kind)
+        return frozenset([p.name for p in self.principals if p.kind == kind])
 
     @property
     def user(self) -> str | None:
-        users = self.names("user")
+        users = [p.name for p in self.principals if p.kind == "user"]
         return min(users) if users else None
 
     @property
