@@ -235,7 +235,12 @@ def make_factory(
         maxMessagePayloadSize=limits.max_message_size,
         failByDrop=False,
         echoCloseCodeReason=False,
-        openHandshakeTimeout=_autobahn_seconds(limits.open_handshake_timeout),
+        # The request is admitted (login, backend connected) before autobahn
+        # reads it, whole: autobahn answers it in the same call, so its
+        # opening-handshake timer would be armed and cancelled at once, for
+        # nothing.  The client's time to send its head is bounded by the
+        # gateway's handshake_timeout, the backend's by connect_timeout.
+        openHandshakeTimeout=0,
         closeHandshakeTimeout=_autobahn_seconds(limits.close_handshake_timeout),
         tcpNoDelay=True,
         perMessageCompressionAccept=lambda offers: None,
