@@ -173,6 +173,25 @@ class LoggerTests(SynchronousTestCase):
         for level in ("debug", "info", "warn", "error", "critical"):
             self.assertEqual(self.events(OurLogger, level), self.events(Logger, level))
 
+    def test_as_a_class_attribute_the_same_logger_as_twisteds(self) -> None:
+        from tunnelgw.logs import Logger as OurLogger
+
+        observer: list[object] = []
+
+        class Source:
+            ours = OurLogger(observer=observer.append)
+            twisteds = Logger(observer=observer.append)
+
+        source = Source()
+        for through in (source, Source):
+            ours, twisteds = through.ours, through.twisteds
+            self.assertIsInstance(ours, OurLogger)
+            self.assertEqual(
+                (ours.namespace, ours.source, ours.observer),
+                (twisteds.namespace, twisteds.source, twisteds.observer),
+            )
+            self.assertIs(ours.source, through)
+
     def test_an_invalid_level_is_twisteds_complaint(self) -> None:
         from tunnelgw.logs import Logger as OurLogger
 

@@ -43,6 +43,10 @@ class Flag(enum.Enum):
     OPTIONAL = "optional"
 
 
+# each flag's name in the audit log (an Enum's value is a property to call)
+_FLAG_NAMES = {flag: flag.value for flag in Flag}
+
+
 class LoginFailed(Exception):
     """
     A module refuses the credentials.  C{reason} is for the audit log and
@@ -286,7 +290,7 @@ class LoginContext:
                 principal=principal,
                 realm=self.realm,
                 module=result.entry.name,
-                flag=result.entry.flag.value,
+                flag=_FLAG_NAMES[result.entry.flag],
                 outcome=result.outcome,
                 reason=result.reason,
                 why=f": {result.reason}" if result.reason else "",
