@@ -16,6 +16,7 @@ what (service, subprotocol) and why (status, reason).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -87,6 +88,14 @@ class AdmissionRequest:
             for item in value.split(",")
             if item.strip()
         ]
+
+    @functools.cached_property
+    def subprotocols(self) -> list[str]:
+        """
+        The subprotocols the client offered (C{Sec-WebSocket-Protocol}), in
+        its order: read once, by the checks and by the choice.
+        """
+        return self.values("Sec-WebSocket-Protocol")
 
     def single(self, name: str) -> str | None:
         """
@@ -218,7 +227,7 @@ class AdmissionPipeline:
             check_limits(request)
             check_transport(request)
             check_origin(request, service)
-            subprotocol = choose_subprotocol(request.values("Sec-WebSocket-Protocol"), service)
+            subprotocol = choose_subprotocol(request.subprotocols, service)
             subject = self._authenticator.authenticate(request, service)
             if isinstance(subject, defer.Deferred):
                 d: defer.Deferred[Any] = subject.addCallback(self._upstream, request, service, subprotocol)

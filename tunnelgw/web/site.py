@@ -269,7 +269,7 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
         raw = b""
     if len(raw) != 16:
         raise Refusal(400, "Sec-WebSocket-Key is not 16 bytes in base64")
-    offered = request.values("Sec-WebSocket-Protocol")
+    offered = request.subprotocols
     if len(set(offered)) != len(offered):
         raise Refusal(400, "a subprotocol is offered more than once")
     request.single("Sec-WebSocket-Extensions")  # 400 if it appears more than once
@@ -484,7 +484,7 @@ class LinkResource(Resource):
             subject = certificate.subject.rfc4514_string() if certificate is not None else None
             if subject != self._pool.config.certificate_subject:
                 raise Refusal(403, "not a gateway this one accepts links from")
-            if LINK_SUBPROTOCOL not in areq.values("Sec-WebSocket-Protocol"):
+            if LINK_SUBPROTOCOL not in areq.subprotocols:
                 raise Refusal(400, f"a link must offer the {LINK_SUBPROTOCOL} subprotocol")
         except Refusal as refusal:
             self._site.pipeline.log_decision(areq, name, None, "refuse", refusal.status, refusal.reason)
