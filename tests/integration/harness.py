@@ -30,6 +30,15 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
+PUBLIC_REALM = """
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+"""
+"""A realm that admits everyone (C{realm = "public"}), as TOML."""
+
+
 def raw_gateway_config(listen: str, upstream_port: int, extra: str = "", gateway: str = "") -> str:
     """
     A gateway's configuration (TOML) with one C{raw} service at C{/raw}
@@ -41,12 +50,7 @@ def raw_gateway_config(listen: str, upstream_port: int, extra: str = "", gateway
 [gateway]
 listen = ["{listen}"]
 {gateway}
-
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
+{PUBLIC_REALM}
 [services.raw]
 path = "/raw"
 adapter = "raw"

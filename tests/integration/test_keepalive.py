@@ -9,17 +9,13 @@ import time
 
 import websocket
 
-from tests.integration.harness import raw_upgrade, wait_for, ws_connect
+from tests.integration.harness import PUBLIC_REALM, raw_upgrade, wait_for, ws_connect
 
-CONFIG = """
+CONFIG = f"""
 [gateway]
-listen = ["tcp:{port}:interface=127.0.0.1"]
+listen = ["tcp:{{port}}:interface=127.0.0.1"]
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
+{PUBLIC_REALM}
 [services.echo]
 path = "/echo"
 adapter = "echo"

@@ -14,6 +14,7 @@ import pytest
 import websocket
 
 from tests.integration.harness import (
+    PUBLIC_REALM,
     EchoServer,
     Gateway,
     free_port,
@@ -52,11 +53,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, silent_backend: int) -> It
 listen = ["tcp:{port}:interface=127.0.0.1"]
 handshake_timeout = 1.5
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
+{PUBLIC_REALM}
 [services.strict]
 path = "/strict"
 adapter = "raw"

@@ -14,7 +14,7 @@ import pytest
 import websocket
 
 from tests.integration.certs import CA
-from tests.integration.harness import ws_connect
+from tests.integration.harness import PUBLIC_REALM, ws_connect
 
 
 @pytest.fixture
@@ -26,11 +26,7 @@ def tls_gateway(start_gateway, echo_server, tmp_path):  # type: ignore[no-untype
 [gateway]
 listen = ["ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
+{PUBLIC_REALM}
 [services.echo]
 path = "/echo"
 adapter = "echo"
