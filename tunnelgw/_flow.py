@@ -16,7 +16,7 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
-__all__ = ["pending_bytes", "set_high_water", "write_now", "FlushWatcher", "Valve"]
+__all__ = ["pending_bytes", "set_high_water", "write_now", "half_close_now", "FlushWatcher", "Valve"]
 
 _MAX_DEPTH = 4
 
@@ -150,6 +150,22 @@ def write_now(transport: Any, data: bytes) -> None:
     transport.write(data)
     if _open(layer) and not _idle(layer):
         layer.doWrite()
+
+
+def half_close_now(transport: Any) -> None:
+    """
+    C{transport.loseWriteConnection()}, and on one of Twisted's plain TCP
+    connections with nothing waiting, the half-close (the FIN) now rather
+    than on the reactor's next turn: the transport's own C{doWrite}, what
+    the reactor would call next, with nothing to send.  Otherwise (data
+    waiting, TLS, another transport) the reactor does it, after the data.
+    """
+    now = type(transport) in _TCP and _plain_and_idle(transport)
+    transport.loseWriteConnection()
+    if now:
+        # a failure is left to the reactor, which finds the transport
+        # still registered for writing and gets it again
+        transport.doWrite()
 
 
 # Twisted's own TCP connections, whose attributes _plain_and_idle reads

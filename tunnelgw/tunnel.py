@@ -35,7 +35,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw._deadlines import Deadline, deadlines
-from tunnelgw._flow import FlushWatcher, Valve, pending_bytes, release_connector, set_high_water, write_now
+from tunnelgw._flow import (
+    FlushWatcher,
+    Valve,
+    half_close_now,
+    pending_bytes,
+    release_connector,
+    set_high_water,
+    write_now,
+)
 from tunnelgw.config import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.logs import Logger
@@ -218,7 +226,7 @@ class BackendProtocol(Protocol):
         raise TypeError("a byte-stream backend takes bytes, not messages")
 
     def finish(self) -> None:
-        self.transport.loseWriteConnection()
+        half_close_now(self.transport)
 
     def close(self, code: int, reason: str) -> None:
         self.transport.loseConnection()

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._flow import _plain_and_idle, pending_bytes, write_now
+from tunnelgw._flow import _plain_and_idle, half_close_now, pending_bytes, write_now
 
 
 class WriteNowTests(SynchronousTestCase):
@@ -118,6 +118,20 @@ class WriteNowServerTests(WriteNowTests):
     def connection(self, sock: socket.socket) -> tcp.Connection:
         port: Any = type("Port", (), {"_realPortNumber": 8080})()
         return tcp.Server(sock, self.protocol, ("127.0.0.1", 40000), port, 1, self.reactor)  # type: ignore[arg-type]
+
+    def test_an_idle_connection_half_closes_at_once(self) -> None:
+        half_close_now(self.transport)
+        self.assertEqual(self.peer.recv(10), b"")  # the FIN, with no reactor turn
+        self.assertNotIn(self.transport, self.reactor.writers)
+        self.assertTrue(self.transport._writeDisconnected)
+
+    def test_a_half_close_waits_behind_buffered_data(self) -> None:
+        self.transport.write(b"first")  # buffered for the reactor's next turn
+        half_close_now(self.transport)
+        self.assertEqual(self.received(), b"")
+        self.transport.doWrite()  # the reactor's turn: the data, then the FIN
+        self.assertEqual(self.peer.recv(10), b"first")
+        self.assertEqual(self.peer.recv(10), b"")
 
     def test_a_missing_attribute_means_the_careful_path(self) -> None:
         """
