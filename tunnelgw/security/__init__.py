@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import defer
 from zope.interface import implementer
 
 from tunnelgw.interfaces import IAuthenticator
@@ -101,5 +100,5 @@ class PassThroughAuthenticator:
     For tests and embedding; configured gateways use realms.
     """
 
-    def authenticate(self, request: Any, service: Any) -> defer.Deferred[Subject]:
-        return defer.succeed(Subject.of(method="none", address=request.peer_host))
+    def authenticate(self, request: Any, service: Any) -> Subject:
+        return Subject.of(method="none", address=request.peer_host)
