@@ -299,14 +299,6 @@ def test_realm_refuses_a_failed_login_with_its_challenge() -> None:
     assert raised.value.status == 401
 
 
-def test_realm_login_is_a_deferred_of_the_subject() -> None:
-    log: list[str] = []
-    request, _ = _request_and_service()
-    results: list[Any] = []
-    _realm("success", log).login(request, "r").addCallback(results.append)
-    assert results[0].attributes["realm"] == "r"
-
-
 def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
     from types import SimpleNamespace
 

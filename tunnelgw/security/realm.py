@@ -40,18 +40,6 @@ class RealmAuthenticator:
         }
         self._challenges = {realm.name: realm.challenge for realm in config.realms}
 
-    def login(self, request: Any, realm: str) -> defer.Deferred[Subject]:
-        """
-        Run C{realm}'s login on C{request}.
-
-        @return: the subject, or a failure with L{Refusal} 401 carrying the
-            realm's challenge.
-        """
-        d = self._contexts[realm].login(Callbacks.from_request(request), request.conn_id)
-        return d.addCallbacks(
-            self._logged_in, self._failed, callbackArgs=(request, realm), errbackArgs=(realm,)
-        )
-
     def authenticate(self, request: Any, service: ServiceConfig) -> Subject | defer.Deferred[Subject]:
         """
         See L{IAuthenticator.authenticate}: the subject at once when the
