@@ -137,7 +137,7 @@ def write_now(transport: Any, data: bytes) -> None:
     always would.  When something was already waiting (the socket is full,
     or the reactor is about to write), the write only joins it.
     """
-    if type(transport) in _TCP and _plain_and_idle(transport):
+    if _plain_and_idle(transport):
         _send(transport, data)  # the usual case, told in a few reads
         return
     layer = _socket_layer(transport)
@@ -160,7 +160,7 @@ def half_close_now(transport: Any) -> None:
     the reactor would call next, with nothing to send.  Otherwise (data
     waiting, TLS, another transport) the reactor does it, after the data.
     """
-    now = type(transport) in _TCP and _plain_and_idle(transport)
+    now = _plain_and_idle(transport)
     transport.loseWriteConnection()
     if now:
         # a failure is left to the reactor, which finds the transport
@@ -173,11 +173,14 @@ def half_close_now(transport: Any) -> None:
 _TCP = frozenset({tcp.Server, tcp.Client})
 
 
-def _plain_and_idle(connection: tcp.Connection) -> bool:
+def _plain_and_idle(connection: Any) -> bool:
     """
-    L{_plain} and L{_idle} of one of Twisted's TCP connections, read
-    directly; a missing attribute (another Twisted) means no.
+    C{connection} is one of Twisted's TCP connections, L{_plain} and
+    L{_idle}, read directly; any other transport, or a missing attribute
+    (another Twisted), means no.
     """
+    if type(connection) not in _TCP:
+        return False
     try:
         return (
             connection.TLS is False

@@ -564,8 +564,7 @@ class Tunnel:
             return
         self._state = _State.CLOSED
         for slot in _TIMER_SLOTS.values():
-            if getattr(self, slot) is not None:
-                self._cancel_slot(slot)
+            self._cancel_slot(slot)
         self._registry.discard(self)
         # Both legs are gone and nothing reaches the adapter any more: the
         # references to them go, so that the tunnel, its legs and its

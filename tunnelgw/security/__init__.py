@@ -55,8 +55,7 @@ class Subject:
 
     @property
     def user(self) -> str | None:
-        users = [p.name for p in self.principals if p.kind == "user"]
-        return min(users) if users else None
+        return min(self.names("user"), default=None)
 
     @property
     def roles(self) -> frozenset[str]:
