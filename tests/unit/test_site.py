@@ -11,6 +11,7 @@ import json
 import struct
 import weakref
 
+import autobahn.websocket.protocol as autobahn_protocol
 import txaio
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -244,6 +245,54 @@ class SiteTests(_SiteCase):
         transport.protocol.dataReceived(client_frame(0x1, b"plain"))
         self.assertEqual(server_frames(transport.value()), [(0x1, b"plain")])
 
+    def test_a_malformed_compression_offer_is_ignored(self) -> None:
+        """
+        Extensions are never accepted, so an offer is not even parsed: a
+        malformed one gets the 101 its admission logged, without it.
+        """
+        _, transport = self.upgrade("/echo", "Sec-WebSocket-Extensions: permessage-deflate; bogus=1;;\r\n")
+        head, _ = transport.value().split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
+        self.assertNotIn(b"Sec-WebSocket-Extensions", head)
+
+    def test_autobahn_does_not_parse_the_head_again(self) -> None:
+        """
+        The head autobahn answers was parsed and checked for admission:
+        autobahn writes the 101 from it without parsing it a second time.
+        """
+
+        def parse(*args: object) -> None:
+            raise AssertionError("autobahn parsed an admitted head")
+
+        self.patch(autobahn_protocol, "parseHttpHeader", parse)
+        _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: foo, binary\r\n")
+        self.endpoint.succeed()
+        head, _ = transport.value().split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
+        self.assertIn(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
+        self.assertIn(b"Sec-WebSocket-Protocol: binary", head)
+        self.assertIn(b"X-Tunnel-Session: " + transport.protocol.session_id.encode(), head)
+
+    def test_autobahn_never_answers_a_head_that_was_not_admitted(self) -> None:
+        ws = self.site.upgrades[b"/echo"].factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        ws.admission = None
+        transport = HalfCloseStringTransport()
+        transport.registerProducer(ws, True)  # autobahn unregisters one as it drops the connection
+        ws.makeConnection(transport)
+        ws.dataReceived(UPGRADE.format(path="/echo", extra="").encode())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 500 "))
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_fragment_in_the_uri_is_refused(self) -> None:
+        """
+        RFC 6455 3: fragment identifiers MUST NOT be used on WebSocket URIs.
+        """
+        for path in ("/echo?x=1#top", "/echo?#"):
+            _, transport = self.upgrade(path)
+            head, body = transport.value().split(b"\r\n\r\n", 1)
+            self.assertTrue(head.startswith(b"HTTP/1.1 400 "), path)
+            self.assertIn(b"fragment", body)
+
     def test_raw_upgrade_waits_for_backend_then_relays(self) -> None:
         _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: foo, binary\r\n")
         self.assertEqual(transport.value(), b"")  # no 101 before the backend is up
@@ -416,6 +465,7 @@ class FastPathTests(_SiteCase):
         for request in (
             UPGRADE.format(path="/echo", extra=""),
             UPGRADE.format(path="/echo?token=a%20b&x=1", extra=""),
+            UPGRADE.format(path="/echo?token=a#b", extra=""),
             UPGRADE.format(path="/raw", extra="Sec-WebSocket-Protocol: mqtt\r\n"),
             UPGRADE.format(
                 path="/raw", extra="Sec-WebSocket-Protocol: binary\r\nSec-WebSocket-Protocol: binary\r\n"

@@ -704,20 +704,27 @@ class _Router(Resource):
 
     def render(self, request: server.Request) -> Any:
         request.setHeader("Server", "tunnelgw")
+        if b"#" in request.uri:
+            # RFC 9112 3.2: a request target has no fragment (and RFC 6455
+            # 3: a WebSocket URI must not); the fast path leaves these here
+            return self._refuse(request, Refusal(400, "the request target has a fragment"))
         target = self._routes.get(request.path)
         if target is not None:
             return target.render(request)
+        return self._refuse(request, Refusal(404, "no service at this path"))
+
+    def _refuse(self, request: server.Request, refusal: Refusal) -> Any:
         self.log.info(
-            "no service at {path} for {conn_id} from {peer}",
+            "{status} for {path} for {conn_id} from {peer}: {reason}",
             event="admission",
             decision="refuse",
-            status=404,
+            status=refusal.status,
             conn_id=getattr(request.channel, "conn_id", ""),
             peer=getattr(request.channel, "peer_host", ""),
             path=request.path.decode("latin-1"),
-            reason="no such service",
+            reason=refusal.reason,
         )
-        _refuse(request, Refusal(404, "no service at this path"))
+        _refuse(request, refusal)
         return server.NOT_DONE_YET
 
 

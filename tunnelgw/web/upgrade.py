@@ -46,8 +46,10 @@ MAX_HEADERS = 64
 # (a bare CR or LF inside it, a NUL, a control character, obs-fold, a space
 # before the colon, bytes above 0x7e) goes to twisted.web.
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)")
-# an origin-form request target of visible ASCII (twisted.web allows more)
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
+# an origin-form request target of visible ASCII, less "#" (a fragment has
+# no place in one; twisted.web allows more, and the gateway's router refuses
+# a fragment)
+_TARGET = re.compile(rb"/[\x21\x22\x24-\x7e]*")
 # headers whose meaning twisted.web implements (a body; 100-continue)
 _SLOW_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
 

@@ -3,7 +3,7 @@ The client leg: autobahn's WebSocket server protocol, hardened, feeding a
 L{Tunnel}.
 
 Admission has already happened when this protocol is built (see
-L{tunnelgw.web.site.ServiceResource}): C{onConnect} only returns the
+L{tunnelgw.web.site.ServiceResource}): the handshake only answers with the
 subprotocol the pipeline chose, and C{onOpen} starts the tunnel.
 """
 
@@ -18,7 +18,6 @@ from typing import Any
 import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -97,15 +96,12 @@ for _name in ("hltype", "hlval"):
     _lazily(_autobahn_twisted, _name)
 
 
-# What autobahn keeps of the opening handshake (request text, headers,
-# response) is read only by processHandshake/succeedHandshake; a tunnel does
-# not need it for its lifetime, and with a browser's cookies it is kilobytes.
+# What autobahn keeps of the opening handshake (its response, the key) is
+# read only by succeedHandshake; a tunnel does not need it for its lifetime.
+# (autobahn's copies of the request, kilobytes with a browser's cookies, are
+# never made: see TunnelWebSocket.processHandshake.)
 _HANDSHAKE_LEFTOVERS = (
-    "http_request_data",
-    "http_headers",
     "http_response_data",
-    "http_status_line",
-    "http_request_params",
     "_wskey",
     # what the transport was (peer, TLS channel id) is read by autobahn up
     # to onOpen, for WAMP; a tunnel keeps its peer itself
@@ -127,12 +123,32 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
 
     session_id: str = ""
 
-    def onConnect(self, request: ConnectionRequest) -> Any:
-        assert self.admission is not None
+    def processHandshake(self) -> None:
+        # autobahn's own processHandshake parses the request head and
+        # checks it, then asks onConnect.  The head was parsed and checked
+        # before it was admitted (check_websocket_upgrade refuses whatever
+        # autobahn would), and it is here whole, on either HTTP path: a
+        # second parse would find nothing new.  autobahn's succeedHandshake
+        # writes the 101 from the key and the offered subprotocols.
+        # Extensions are never accepted (no compression), so an offer of
+        # one is not even read.
+        end = self.data.find(b"\r\n\r\n")
+        admission = self.admission
+        if end < 0 or admission is None:  # neither happens: see above
+            self.failHandshake("the request head was not admitted whole", 500)
+            return
+        request = admission.request
+        self.data = self.data[end + 4 :]  # what followed: frames
+        self.websocket_version = 13
+        self.websocket_protocols = request.subprotocols
+        self.websocket_extensions = []
+        key = request.single("Sec-WebSocket-Key")
+        assert key is not None, "check_websocket_upgrade lets no upgrade in without a key"
+        self._wskey = key
         # The client presents this id (with fresh credentials) to the
         # refresh endpoint to keep the tunnel past its credentials' expiry.
         self.session_id = secrets.token_urlsafe(24)
-        return self.admission.subprotocol, {"X-Tunnel-Session": self.session_id}
+        self.succeedHandshake((admission.subprotocol, {"X-Tunnel-Session": self.session_id}))
 
     # twisted.web's HTTP channel registered itself as the producer of this
     # transport (not on the upgrade fast path, where twisted.web never read it)
