@@ -42,6 +42,9 @@ class WebSocketLeg:
     transport: Any
     send_queue: Any
     logOctets: bool
+    failedByMe: bool
+    message_data: Any
+    message_is_binary: bool
 
     def connectionLost(self, reason: Any = None) -> None:
         try:
@@ -69,6 +72,14 @@ class WebSocketLeg:
         if self.send_queue is NO_SEND_QUEUE:
             self.send_queue = deque()
         super().sendData(data, sync, chopsize)  # type: ignore[misc]
+
+    def onMessageEnd(self) -> None:
+        # autobahn's, less the "message" event it fires for observers
+        # registered with on("message"): a leg registers none, and the
+        # event made a Deferred (and an errback on it) for every message.
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
+        self.message_data = None
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
         self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import json
 import struct
 import weakref
 
+import autobahn.twisted.websocket as autobahn_twisted
 import autobahn.websocket.protocol as autobahn_protocol
 import txaio
 from twisted.internet.address import IPv4Address
@@ -272,6 +273,26 @@ class SiteTests(_SiteCase):
         self.assertIn(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
         self.assertIn(b"Sec-WebSocket-Protocol: binary", head)
         self.assertIn(b"X-Tunnel-Session: " + transport.protocol.session_id.encode(), head)
+
+    def test_no_transport_details_and_no_message_events(self) -> None:
+        """
+        autobahn's WAMP transport details (process and thread ids, TLS
+        channel binding) are not built for a tunnel, and its "message"
+        event for observers is not fired: the messages still flow.
+        """
+
+        def unused(*args: object, **kwargs: object) -> None:
+            raise AssertionError("called for a tunnel")
+
+        self.patch(autobahn_twisted, "create_transport_details", unused)
+        self.patch(autobahn_protocol.WebSocketProtocol, "fire", unused)
+        _, transport = self.upgrade("/echo")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        transport.clear()
+        ws = transport.protocol
+        self.assertEqual(ws.peer, "tcp4:192.0.2.7:40000")
+        ws.dataReceived(client_frame(0x1, b"one") + client_frame(0x2, b"two", fin=False) + client_frame(0x0, b"!"))
+        self.assertEqual(server_frames(transport.value()), [(0x1, b"one"), (0x2, b"two!")])
 
     def test_autobahn_never_answers_a_head_that_was_not_admitted(self) -> None:
         ws = self.site.upgrades[b"/echo"].factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))

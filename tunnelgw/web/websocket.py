@@ -17,6 +17,7 @@ from typing import Any
 
 import autobahn.twisted.websocket as _autobahn_twisted
 import autobahn.websocket.protocol as _autobahn_protocol
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -103,8 +104,7 @@ for _name in ("hltype", "hlval"):
 _HANDSHAKE_LEFTOVERS = (
     "http_response_data",
     "_wskey",
-    # what the transport was (peer, TLS channel id) is read by autobahn up
-    # to onOpen, for WAMP; a tunnel keeps its peer itself
+    # autobahn's blank transport details (see TunnelWebSocket.connectionMade)
     "_transport_details",
 )
 
@@ -118,10 +118,24 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
     admission: Admission | None
     clock: IReactorTime
     tunnel: Tunnel | None = None
+    tcpNoDelay: bool  # an option, on the class make_factory builds
 
     # -- autobahn hooks (mixedCase: they override autobahn) -------------------
 
     session_id: str = ""
+
+    def connectionMade(self) -> None:
+        # autobahn's, less the transport details it builds first: the
+        # process and thread ids (two system calls), the TLS channel binding
+        # and peer certificate (at open as well), all for WAMP sessions, read
+        # by nothing a tunnel runs.  The blank details autobahn's __init__
+        # made stay (and say "not TLS" to its _onOpen).
+        self.peer = peer2str(self.transport)
+        try:
+            self.transport.setTcpNoDelay(self.tcpNoDelay)
+        except (AttributeError, OSError):  # as autobahn: a Unix socket has no Nagle
+            pass
+        self._connectionMade()
 
     def processHandshake(self) -> None:
         # autobahn's own processHandshake parses the request head and
