@@ -291,7 +291,9 @@ class SiteTests(_SiteCase):
         transport.clear()
         ws = transport.protocol
         self.assertEqual(ws.peer, "tcp4:192.0.2.7:40000")
-        ws.dataReceived(client_frame(0x1, b"one") + client_frame(0x2, b"two", fin=False) + client_frame(0x0, b"!"))
+        ws.dataReceived(
+            client_frame(0x1, b"one") + client_frame(0x2, b"two", fin=False) + client_frame(0x0, b"!")
+        )
         self.assertEqual(server_frames(transport.value()), [(0x1, b"one"), (0x2, b"two!")])
 
     def test_autobahn_never_answers_a_head_that_was_not_admitted(self) -> None:
