@@ -290,6 +290,7 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, (int, float)):
             merged[key] = statistics.median(r[key] for r in results)
     merged["runs"] = len(results)
+    merged.pop("round", None)
     return merged
 
 
@@ -331,32 +332,39 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
             "client_ceiling_ws_echo": ["--url", f"ws://127.0.0.1:{wsecho_port}/"],
         }
         s = str(seconds)
-        # the one handshake measure, for gateways and floors alike
-        handshake_args = ("--mode", "handshakes", "--conns", "16", "--seconds", s)
-        runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in targets}
-        for _ in range(repeat) if "speed" in only else ():
-            # interleaved: every target sees the same conditions in each round
-            for name, target in targets.items():
-                measures = {
-                    "throughput_1": ("--mode", "throughput", "--conns", "1", "--seconds", s),
-                    "throughput_8": ("--mode", "throughput", "--conns", "8", "--seconds", s),
-                    "rtt_32": ("--mode", "rtt", "--size", "32", "--seconds", s),
-                }
-                if name != "direct_tcp":
-                    measures["handshakes"] = handshake_args
-                for key, args in measures.items():
+        measures = {
+            "throughput_1": ("--mode", "throughput", "--conns", "1", "--seconds", s),
+            "throughput_8": ("--mode", "throughput", "--conns", "8", "--seconds", s),
+            "rtt_32": ("--mode", "rtt", "--size", "32", "--seconds", s),
+            "handshakes": ("--mode", "handshakes", "--conns", "16", "--seconds", s),
+        }
+        # every target of a measure, the floors among them for handshakes
+        # (direct TCP has no handshake)
+        measured_by = {key: [*targets, *floors] if key == "handshakes" else list(targets) for key in measures}
+        measured_by["handshakes"].remove("direct_tcp")
+        urls = {**targets, **floors}
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in urls}
+        for round_number in range(repeat) if "speed" in only else ():
+            # Measure by measure, every target in turn, back to back, in the
+            # opposite order every other round: this machine's speed drifts
+            # by more than a tenth over tens of seconds, and targets measured
+            # next to each other see the same speed.  The ratios are taken
+            # round by round (see ratios()).
+            for key, args in measures.items():
+                names = measured_by[key] if round_number % 2 == 0 else measured_by[key][::-1]
+                for name in names:
                     if key == "handshakes":
-                        result = handshakes(servers[name], *args, *target)
+                        result = handshakes(servers[name], *args, *urls[name])
                     else:
-                        result = load(*args, *target)
+                        result = load(*args, *urls[name])
+                    result["round"] = round_number
                     runs[name].setdefault(key, []).append(result)
-            for name, target in floors.items():
-                result = handshakes(servers[name], *handshake_args, *target)
-                runs.setdefault(name, {}).setdefault("handshakes", []).append(result)
             print("round done", flush=True)
         for name, measured in runs.items():
             if measured:
                 results[name] = {key: median_of(values) for key, values in measured.items()}
+                for key, values in measured.items():
+                    results[name][key]["rounds"] = values
                 print(name, json.dumps(results[name]), flush=True)
 
         # A VNC framebuffer stream (server to client, as a VNC session's bulk
@@ -401,19 +409,31 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
     return results
 
 
+def paired(results: dict[str, Any], a: str, b: str, key: str, field: str) -> float:
+    """
+    The median, over rounds, of C{a}'s C{field} over C{b}'s in the same
+    round (measured next to each other); from the medians when the
+    results have no rounds.
+    """
+    rounds_a = results[a][key].get("rounds")
+    rounds_b = results[b][key].get("rounds")
+    if not rounds_a or not rounds_b:
+        return float(results[a][key][field] / results[b][key][field])
+    return float(statistics.median(x[field] / y[field] for x, y in zip(rounds_a, rounds_b, strict=True)))
+
+
 def ratios(results: dict[str, Any]) -> dict[str, float]:
-    gw, wf = results["tunnelgw"], results["websockify"]
+    def hs(a: str, b: str) -> float:
+        return paired(results, a, b, "handshakes", "per_s")
+
     return {
-        "throughput_1_vs_websockify": gw["throughput_1"]["mib_per_s"] / wf["throughput_1"]["mib_per_s"],
-        "throughput_8_vs_websockify": gw["throughput_8"]["mib_per_s"] / wf["throughput_8"]["mib_per_s"],
-        "rtt_p50_vs_websockify": gw["rtt_32"]["p50_us"] / wf["rtt_32"]["p50_us"],
-        "handshakes_vs_websockify": gw["handshakes"]["per_s"] / wf["handshakes"]["per_s"],
-        "floor_autobahn_vs_websockify": results["floor_autobahn"]["handshakes"]["per_s"]
-        / wf["handshakes"]["per_s"],
-        "floor_twisted_vs_websockify": results["floor_twisted"]["handshakes"]["per_s"]
-        / wf["handshakes"]["per_s"],
-        "handshakes_vs_floor_autobahn": gw["handshakes"]["per_s"]
-        / results["floor_autobahn"]["handshakes"]["per_s"],
+        "throughput_1_vs_websockify": paired(results, "tunnelgw", "websockify", "throughput_1", "mib_per_s"),
+        "throughput_8_vs_websockify": paired(results, "tunnelgw", "websockify", "throughput_8", "mib_per_s"),
+        "rtt_p50_vs_websockify": paired(results, "tunnelgw", "websockify", "rtt_32", "p50_us"),
+        "handshakes_vs_websockify": hs("tunnelgw", "websockify"),
+        "floor_autobahn_vs_websockify": hs("floor_autobahn", "websockify"),
+        "floor_twisted_vs_websockify": hs("floor_twisted", "websockify"),
+        "handshakes_vs_floor_autobahn": hs("tunnelgw", "floor_autobahn"),
         "rfb_vs_raw": results["rfb_stream"]["tunnelgw_rfb"]["mib_per_s"]
         / results["rfb_stream"]["tunnelgw_raw"]["mib_per_s"],
         "rfb_vs_websockify": results["rfb_stream"]["tunnelgw_rfb"]["mib_per_s"]
@@ -459,8 +479,12 @@ Latest figures, produced by:
 ```
 
 on {meta["date"]}, {meta["machine"]}. Each figure is the median of
-{meta["repeat"]} rounds of {meta["seconds"]:g} s (after a 1 s warm-up); in each
-round every target is measured in turn, so all see the same conditions. The
+{meta["repeat"]} rounds of {meta["seconds"]:g} s (after a 1 s warm-up). In each
+round, measure by measure, every target is measured in turn, back to back,
+in the opposite order every other round: this machine's speed drifts by
+more than a tenth over tens of seconds, and targets measured next to each
+other see the same speed. Each ratio is the median, over the rounds, of
+the ratio within a round. The
 backend is the same for all (a Node TCP echo server, `bench/servers.js`), and
 so is the load client (Node `ws` {meta["ws"]} with bufferutil, `bench/load.js`).
 {meta["pinning"]} tunnelgw logs every event as JSON
@@ -485,11 +509,12 @@ own CPU per handshake is in the floors' table below.
 {chr(10).join(rows)}
 
 Single figures vary by about ±20% from one run to the next on this shared
-two-core machine, and its speed has differed twofold from one day to
+two-core machine (a gateway's CPU per handshake by as much from one minute
+to the next), and its speed has differed twofold from one day to
 another (direct TCP 1,458 MiB/s on one day, 719 on another); compare the
 ratios within one run, and raise `--repeat` for more confidence.
 
-Ratios, tunnelgw vs websockify (same run):
+Ratios, tunnelgw vs websockify (same rounds):
 
 | measure | ratio | target |
 | --- | ---: | --- |
