@@ -290,7 +290,6 @@ def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, (int, float)):
             merged[key] = statistics.median(r[key] for r in results)
     merged["runs"] = len(results)
-    merged.pop("round", None)
     return merged
 
 
@@ -357,7 +356,6 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                         result = handshakes(servers[name], *args, *urls[name])
                     else:
                         result = load(*args, *urls[name])
-                    result["round"] = round_number
                     runs[name].setdefault(key, []).append(result)
             print("round done", flush=True)
         for name, measured in runs.items():
@@ -412,14 +410,10 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
 def paired(results: dict[str, Any], a: str, b: str, key: str, field: str) -> float:
     """
     The median, over rounds, of C{a}'s C{field} over C{b}'s in the same
-    round (measured next to each other); from the medians when the
-    results have no rounds.
+    round (measured next to each other).
     """
-    rounds_a = results[a][key].get("rounds")
-    rounds_b = results[b][key].get("rounds")
-    if not rounds_a or not rounds_b:
-        return float(results[a][key][field] / results[b][key][field])
-    return float(statistics.median(x[field] / y[field] for x, y in zip(rounds_a, rounds_b, strict=True)))
+    rounds = zip(results[a][key]["rounds"], results[b][key]["rounds"], strict=True)
+    return float(statistics.median(x[field] / y[field] for x, y in rounds))
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:
