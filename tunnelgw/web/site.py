@@ -707,13 +707,13 @@ class _Router(Resource):
         if b"#" in request.uri:
             # RFC 9112 3.2: a request target has no fragment (and RFC 6455
             # 3: a WebSocket URI must not); the fast path leaves these here
-            return self._refuse(request, Refusal(400, "the request target has a fragment"))
+            return self._refused(request, Refusal(400, "the request target has a fragment"))
         target = self._routes.get(request.path)
         if target is not None:
             return target.render(request)
-        return self._refuse(request, Refusal(404, "no service at this path"))
+        return self._refused(request, Refusal(404, "no service at this path"))
 
-    def _refuse(self, request: server.Request, refusal: Refusal) -> Any:
+    def _refused(self, request: server.Request, refusal: Refusal) -> Any:
         self.log.info(
             "{status} for {path} for {conn_id} from {peer}: {reason}",
             event="admission",
