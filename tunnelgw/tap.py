@@ -51,6 +51,9 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
     if reactor is None:
+        from tunnelgw.reactor import install_default
+
+        install_default()  # the gateway's reactor, unless one was chosen
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor

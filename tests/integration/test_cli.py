@@ -9,7 +9,18 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from tests.integration.harness import BIN, REPO
+import pytest
+
+from tests.integration.harness import (
+    BIN,
+    REPO,
+    EchoServer,
+    Gateway,
+    expect_close,
+    free_port,
+    raw_gateway_config,
+    ws_connect,
+)
 
 
 def run(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -48,6 +59,34 @@ def test_twistd_refuses_an_invalid_config(tmp_path: Path) -> None:
     result = run(str(BIN / "twistd"), "-n", "--pidfile=", "tunnelgw", "--config", str(bad), cwd=tmp_path)
     assert result.returncode != 0
     assert "gateway.listen: at least one listener is needed" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("chosen", "expected"),
+    [
+        ([], "tunnelgw.reactor.GatewayReactor"),
+        (["--reactor", "tunnelgw"], "tunnelgw.reactor.GatewayReactor"),
+        (["--reactor", "epoll"], "twisted.internet.epollreactor.EPollReactor"),
+    ],
+)
+def test_twistd_runs_the_gateway_reactor_unless_another_is_chosen(
+    tmp_path: Path, chosen: list[str], expected: str
+) -> None:
+    echo = EchoServer()
+    port = free_port()
+    gateway = Gateway(tmp_path, raw_gateway_config(f"tcp:{port}:interface=127.0.0.1", echo.port), port)
+    gateway.twistd += chosen
+    try:
+        gateway.start()
+        assert gateway.wait_event(log_format="reactor class: {reactor}.")["reactor"] == expected
+        ws = ws_connect(gateway.url("/raw"), subprotocols=["binary"])  # and it relays
+        ws.send_binary(b"through the reactor")
+        assert ws.recv() == b"through the reactor"
+        ws.send_close(1000)
+        assert expect_close(ws)[0] == 1000
+    finally:
+        gateway.stop()
+        echo.close()
 
 
 def test_wheel_ships_the_plugin_and_no_twisted_init(tmp_path: Path) -> None:
