@@ -547,8 +547,10 @@ class Tunnel:
         if self._backend is not None and not self._backend_gone:
             self._backend.close(code, reason)
             # Closing a connection whose write side is already shut (after
-            # a half-close) ends it at once, and the tunnel with it.
-            self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend, fixed=True)
+            # a half-close) ends it at once, and the tunnel with it; if it
+            # does not, the linger the half-close armed still bounds it.
+            if self._t_linger is None:
+                self._schedule("linger", self.service.limits.flush_timeout, self._abort_backend, fixed=True)
 
     def _abort_backend(self) -> None:
         if self._backend is not None and not self._backend_gone:

@@ -5,7 +5,7 @@ steps, and the upstream connection before acceptance.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from twisted.internet import defer
@@ -381,3 +381,51 @@ def test_choose_subprotocol_prefers_our_order(offered: list[str], ours: list[str
             assert e.status == 400
         else:
             raise AssertionError("accepted without a common subprotocol")
+
+
+def _decodes_to_16_bytes(key: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+
+
+_BASE64ISH = st.text(
+    alphabet=st.sampled_from("ABCXYZabcxyz0189+/=-_ \t.é"), min_size=18, max_size=26
+) | st.builds(lambda raw: __import__("base64").b64encode(raw).decode(), st.binary(min_size=14, max_size=18))
+
+
+@given(key=_BASE64ISH)
+@example(key="dGhlIHNhbXBsZSBub25jZQ==")
+@example(key="dGhlIHNhbXBsZSBub25jZQ")  # unpadded
+@example(key="dGhlIHNhbXBsZSBub25jZQ=")  # half padded
+@example(key="dGhlIHNhbXBsZSBub25jZQ===")
+@example(key="dGhlIHNhbXBsZSBub25jZQab")  # 18 bytes
+@example(key="dGhlIHNhbXBsZSBub25jZ===")  # 15 bytes and a bit
+@example(key="dGhlIHNhbXBsZSBub25jZQ-_")  # the URL-safe alphabet
+@example(key="dGhlIHNhbXBs ZSBub25jZQ==")
+@example(key="dGhlIHNhbXBsZSBub25jZé==")
+def test_a_key_is_accepted_exactly_when_it_is_16_bytes_in_base64(key: str) -> None:
+    """
+    RFC 6455 4.1: Sec-WebSocket-Key is 16 bytes, base64-encoded; the check
+    accepts what base64.b64decode(key, validate=True) decodes to 16 bytes.
+    """
+    limiter = ConnectionLimiter(max_connections=10, max_per_address=10)
+    request = AdmissionRequest(
+        conn_id="c1",
+        peer_host="192.0.2.1",
+        path="/svc",
+        method="GET",
+        headers={**UPGRADE, "sec-websocket-key": [key]},
+        lease=limiter.acquire("192.0.2.1"),
+    )
+    try:
+        check_websocket_upgrade(request)
+        accepted = True
+    except Refusal as refusal:
+        assert (refusal.status, refusal.reason) == (400, "Sec-WebSocket-Key is not 16 bytes in base64")
+        accepted = False
+    assert accepted == _decodes_to_16_bytes(key.strip())

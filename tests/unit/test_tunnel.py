@@ -235,6 +235,19 @@ class TunnelTests(SynchronousTestCase):
         self.assertNotIn(tunnel, self.registry.tunnels)
         self.assertEqual(tunnel.close_code, 1000)
 
+    def test_the_linger_of_a_half_close_still_bounds_the_close_after_eof(self) -> None:
+        tunnel = self.make(service(flush_timeout=3))
+        tunnel.start(self.client)
+        tunnel.client_closed(True, 1000, "bye")
+        self.clock.advance(2)
+        self.backend.readConnectionLost()  # our close does not end it
+        self.assertTrue(self.backend_transport.disconnecting)
+        self.assertFalse(self.backend_transport.aborted)
+        self.clock.advance(1)  # 3 s after the client's close, not after the EOF
+        self.assertTrue(self.backend_transport.aborted)
+        self.backend.connectionLost(Failure(ConnectionLost()))
+        self.assertNotIn(tunnel, self.registry.tunnels)
+
     def test_backend_eof_after_client_close_closes_backend(self) -> None:
         tunnel = self.make()
         tunnel.start(self.client)

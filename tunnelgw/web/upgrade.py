@@ -41,15 +41,20 @@ MAX_HEAD = 8192
 # Likewise the most header lines.
 MAX_HEADERS = 64
 
-# RFC 9110 5.1: field-name = token; the value as RFC 9110 5.5 allows it,
-# less obs-text: visible ASCII, spaces and tabs.  A line that does not match
-# (a bare CR or LF inside it, a NUL, a control character, obs-fold, a space
-# before the colon, bytes above 0x7e) goes to twisted.web.
-_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)")
-# an origin-form request target of visible ASCII, less "#" (a fragment has
-# no place in one; twisted.web allows more, and the gateway's router refuses
-# a fragment)
-_TARGET = re.compile(rb"/[\x21\x22\x24-\x7e]*")
+# The whole head, checked in one pass: the request line C{GET SP
+# origin-form SP HTTP/1.1} (a target of visible ASCII, less "#": a fragment
+# has no place in one; twisted.web allows more, and the gateway's router
+# refuses a fragment), then header lines, then the empty line, and nothing
+# after it.  A header line is a field-name (RFC 9110 5.1: a token), the colon
+# right after it, and a value as RFC 9110 5.5 allows it, less obs-text:
+# visible ASCII, spaces and tabs.  A head that does not match (a bare CR or
+# LF inside a line, a NUL, a control character, obs-fold, a space before a
+# colon, bytes above 0x7e, another method or version) goes to twisted.web.
+_HEAD = re.compile(
+    rb"GET (/[\x21\x22\x24-\x7e]*) HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)"
+    rb"\r\n"
+)
 # headers whose meaning twisted.web implements (a body; 100-continue)
 _SLOW_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
 
@@ -80,27 +85,25 @@ def parse_upgrade_head(data: bytes) -> UpgradeHead | None:
     ASCII, spaces and tabs, their surrounding spaces and tabs stripped; no
     body.
     """
-    end = data.find(b"\r\n\r\n")
     # Nothing may follow the head: a client waits for the 101 before it
     # sends a frame (RFC 6455 4.1), so more bytes are another request.
-    if end < 0 or end + 4 != len(data) or end > MAX_HEAD:
+    if len(data) > MAX_HEAD + 4:
         return None
-    lines = data[:end].split(b"\r\n")
-    if len(lines) > MAX_HEADERS + 1:
+    match = _HEAD.fullmatch(data)
+    if match is None:
         return None
-    method, _, rest = lines[0].partition(b" ")
-    target, _, version = rest.partition(b" ")
-    if method != b"GET" or version != b"HTTP/1.1" or not _TARGET.fullmatch(target):
+    target, block = match.groups()
+    lines = block.decode("ascii").split("\r\n")
+    lines.pop()  # what follows the last line's CRLF: nothing
+    if len(lines) > MAX_HEADERS:
         return None
     headers: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        match = _HEADER.fullmatch(line)
-        if match is None:
-            return None
-        name = match[1].decode("ascii").lower()
+    for line in lines:
+        name, _, value = line.partition(":")  # a token has no colon
+        name = name.lower()
         if name in _SLOW_HEADERS:
             return None
-        value = match[2].strip(b" \t").decode("ascii")
+        value = value.strip(" \t")
         values = headers.get(name)
         if values is None:
             headers[name] = [value]
