@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import socket
 import statistics
 import subprocess
@@ -148,6 +149,61 @@ def handshakes(proc: subprocess.Popen[bytes], *args: str) -> dict[str, Any]:
         raise RuntimeError(f"{result['failures']} handshakes failed, the first: {result['first_error']}")
     result["cpu_us_per_handshake"] = (cpu_seconds(proc) - before) / max(1, result["count"]) * 1e6
     return result
+
+
+HANDSHAKE_CONNS = "16"
+
+
+def handshake_slices(
+    servers: dict[str, subprocess.Popen[bytes]],
+    urls: dict[str, list[str]],
+    names: list[str],
+    seconds: float,
+) -> dict[str, dict[str, Any]]:
+    """
+    The handshake load on each of C{names} for C{seconds} in all, in slices
+    of about a second: every target's first slice, then every target's
+    second in the opposite order, and so on.  Each target's result adds up
+    its slices (handshakes, time, CPU).
+    """
+    count = max(1, round(seconds))
+    slices: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for i in range(count):
+        for name in names if i % 2 == 0 else names[::-1]:
+            slices[name].append(
+                handshakes(
+                    servers[name],
+                    "--mode",
+                    "handshakes",
+                    "--conns",
+                    HANDSHAKE_CONNS,
+                    "--seconds",
+                    f"{seconds / count:g}",
+                    *urls[name],
+                )
+            )
+    return {name: summed(parts) for name, parts in slices.items()}
+
+
+def summed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    Handshake results of consecutive slices as one: rates and CPU per
+    handshake over all the handshakes of all of them.
+    """
+    count = sum(p["count"] for p in parts)
+    elapsed = sum(p["seconds"] for p in parts)
+    total = dict(parts[0])
+    total.update(
+        count=count,
+        seconds=elapsed,
+        per_s=count / elapsed,
+        failures=sum(p["failures"] for p in parts),
+        cpu_us_per_handshake=sum(p["cpu_us_per_handshake"] * p["count"] for p in parts) / max(1, count),
+        client_cpu_us_per_handshake=sum(p["client_cpu_us_per_handshake"] * p["count"] for p in parts)
+        / max(1, count),
+        slices=len(parts),
+    )
+    return total
 
 
 def settled(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -335,7 +391,7 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
             "throughput_1": ("--mode", "throughput", "--conns", "1", "--seconds", s),
             "throughput_8": ("--mode", "throughput", "--conns", "8", "--seconds", s),
             "rtt_32": ("--mode", "rtt", "--size", "32", "--seconds", s),
-            "handshakes": ("--mode", "handshakes", "--conns", "16", "--seconds", s),
+            "handshakes": ("--mode", "handshakes", "--conns", HANDSHAKE_CONNS, "--seconds", s),
         }
         # every target of a measure, the floors among them for handshakes
         # (direct TCP has no handshake)
@@ -351,12 +407,17 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
             # round by round (see ratios()).
             for key, args in measures.items():
                 names = measured_by[key] if round_number % 2 == 0 else measured_by[key][::-1]
+                if key == "handshakes":
+                    # in slices of a second, the targets interleaved: a
+                    # disturbance of a few seconds (this machine has them:
+                    # every process on it twice as slow for a while) falls
+                    # on all of them rather than on one
+                    sliced = handshake_slices(servers, urls, names, seconds)
+                    for name in names:
+                        runs[name].setdefault(key, []).append(sliced[name])
+                    continue
                 for name in names:
-                    if key == "handshakes":
-                        result = handshakes(servers[name], *args, *urls[name])
-                    else:
-                        result = load(*args, *urls[name])
-                    runs[name].setdefault(key, []).append(result)
+                    runs[name].setdefault(key, []).append(load(*args, *urls[name]))
             print("round done", flush=True)
         for name, measured in runs.items():
             if measured:
@@ -477,7 +538,10 @@ on {meta["date"]}, {meta["machine"]}. Each figure is the median of
 round, measure by measure, every target is measured in turn, back to back,
 in the opposite order every other round: this machine's speed drifts by
 more than a tenth over tens of seconds, and targets measured next to each
-other see the same speed. Each ratio is the median, over the rounds, of
+other see the same speed. Handshakes are measured in slices of a second,
+every target in turn, then again in the opposite order, {meta["seconds"]:g}
+times in a round (a disturbance of a few seconds, which this machine has,
+then falls on every target). Each ratio is the median, over the rounds, of
 the ratio within a round. The
 backend is the same for all (a Node TCP echo server, `bench/servers.js`), and
 so is the load client (Node `ws` {meta["ws"]} with bufferutil, `bench/load.js`).
@@ -592,8 +656,11 @@ def main() -> int:
     results = run(options.seconds, SECTIONS, options.repeat)
     ws_version = json.loads((HERE / "node_modules" / "ws" / "package.json").read_text())["version"]
     meta = {
-        "command": "make bench ARGS=--write-docs"
-        + (f" --seconds {options.seconds:g}" if options.seconds != 5 else ""),
+        "command": "make bench ARGS=" + shlex.quote(
+            "--write-docs"
+            + (f" --seconds {options.seconds:g}" if options.seconds != 5 else "")
+            + (f" --repeat {options.repeat}" if options.repeat != 3 else "")
+        ),
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, Node {subprocess.check_output(['node', '--version'], text=True).strip()}",
         "seconds": options.seconds,
