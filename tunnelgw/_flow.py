@@ -16,7 +16,15 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
-__all__ = ["pending_bytes", "set_high_water", "write_now", "half_close_now", "FlushWatcher", "Valve"]
+__all__ = [
+    "pending_bytes",
+    "set_high_water",
+    "write_now",
+    "half_close_now",
+    "close_now",
+    "FlushWatcher",
+    "Valve",
+]
 
 _MAX_DEPTH = 4
 
@@ -166,6 +174,28 @@ def half_close_now(transport: Any) -> None:
         # a failure is left to the reactor, which finds the transport
         # still registered for writing and gets it again
         transport.doWrite()
+
+
+def close_now(transport: Any) -> bool:
+    """
+    End a connection now if it is one of Twisted's plain TCP connections
+    with nothing waiting and no producer: the FIN at once (L{half_close_now}),
+    then C{loseConnection}, which Twisted makes at once for a connection
+    whose write side is shut (its C{connectionLost} runs before this
+    returns).  C{loseConnection} alone would end it on the reactor's next
+    turn: one more pass through the reactor, and the peer sees the FIN
+    only then.
+
+    @return: C{True} if the connection is over; C{False} if it is not (it
+        was not such a connection and nothing was done, or the half-close
+        failed and the reactor will find out): then the caller closes it
+        as it would have.
+    """
+    if not _plain_and_idle(transport) or transport.producer is not None:
+        return False
+    half_close_now(transport)
+    transport.loseConnection()
+    return not transport.connected
 
 
 # Twisted's own TCP connections, whose attributes _plain_and_idle reads

@@ -11,11 +11,12 @@ import socket
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._flow import _plain_and_idle, half_close_now, pending_bytes, write_now
+from tunnelgw._flow import _plain_and_idle, close_now, half_close_now, pending_bytes, write_now
 
 
 class WriteNowTests(SynchronousTestCase):
@@ -186,3 +187,50 @@ class ReleaseConnectorTests(SynchronousTestCase):
         self.assertIs(factory._connector, other)
         self.assertIs(factory._onConnection, waiting)  # not fired: the endpoint still needs it
         release_connector(StringTransport())  # no connector at all
+
+
+class CloseNowTests(SynchronousTestCase):
+    """
+    close_now: an idle plain TCP connection ends at once, its FIN sent and
+    its connectionLost run; anything else is left to the caller.
+    """
+
+    def setUp(self) -> None:
+        ours, self.peer = socket.socketpair()
+        self.addCleanup(self.peer.close)
+        self.addCleanup(ours.close)
+        ours.setblocking(False)
+        self.reactor = MemoryReactor()
+        self.lost: list[Any] = []
+        protocol = Protocol()
+        protocol.connectionLost = self.lost.append  # type: ignore[method-assign,assignment]
+        port: Any = type("Port", (), {"_realPortNumber": 8080})()
+        self.transport = tcp.Server(ours, protocol, ("127.0.0.1", 40000), port, 1, self.reactor)  # type: ignore[arg-type]
+        self.transport.connected = 1
+        protocol.makeConnection(self.transport)
+
+    def test_an_idle_connection_ends_at_once_after_what_it_sent(self) -> None:
+        write_now(self.transport, b"close frame")
+        self.assertTrue(close_now(self.transport))
+        self.assertEqual(self.peer.recv(100), b"close frame")
+        self.assertEqual(self.peer.recv(100), b"")  # the FIN, with no reactor turn
+        (reason,) = self.lost
+        self.assertTrue(reason.check(ConnectionDone))
+        self.assertNotIn(self.transport, self.reactor.writers)
+        self.assertNotIn(self.transport, self.reactor.readers)
+
+    def test_buffered_data_leaves_the_close_to_the_caller(self) -> None:
+        self.transport.write(b"first")  # waits for the reactor's turn
+        self.assertFalse(close_now(self.transport))
+        self.assertEqual(self.lost, [])
+        self.assertFalse(self.transport.disconnecting or self.transport._writeDisconnecting)
+
+    def test_a_registered_producer_leaves_the_close_to_the_caller(self) -> None:
+        self.transport.registerProducer(Protocol(), True)  # any object will do here
+        self.assertFalse(close_now(self.transport))
+        self.assertEqual(self.lost, [])
+
+    def test_other_transports_are_left_to_the_caller(self) -> None:
+        other = StringTransport()
+        self.assertFalse(close_now(other))
+        self.assertFalse(other.disconnecting)

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from tunnelgw._deadlines import Deadline, deadlines
+from tunnelgw._flow import close_now
 from tunnelgw._wsleg import NO_SEND_QUEUE, WebSocketLeg
 from tunnelgw.config import ServiceConfig
 from tunnelgw.limits import Lease
@@ -212,6 +213,13 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
     _linger: Deadline | None = None
 
     def _closeConnection(self, abort: bool = False) -> None:
+        # The closing handshake is over (or autobahn gives up on the
+        # connection).  A server closes the TCP connection first, at once
+        # (RFC 6455 7.1.1): when its close frame has left and nothing else
+        # waits, the FIN goes with it and the connection ends now, not on
+        # the reactor's next turn.
+        if (not abort or self.wasClean) and close_now(self.transport):
+            return
         # autobahn aborts the TCP connection (RST) as soon as a server's
         # closing handshake completes.  Whatever is still in the write
         # buffer is then lost: our own close frame when both sides closed
