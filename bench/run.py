@@ -151,37 +151,25 @@ def handshakes(proc: subprocess.Popen[bytes], *args: str) -> dict[str, Any]:
     return result
 
 
-HANDSHAKE_CONNS = "16"
-
-
 def handshake_slices(
     servers: dict[str, subprocess.Popen[bytes]],
     urls: dict[str, list[str]],
     names: list[str],
+    args: tuple[str, ...],
     seconds: float,
 ) -> dict[str, dict[str, Any]]:
     """
-    The handshake load on each of C{names} for C{seconds} in all, in slices
-    of about a second: every target's first slice, then every target's
-    second in the opposite order, and so on.  Each target's result adds up
-    its slices (handshakes, time, CPU).
+    The handshake load C{args} on each of C{names} for C{seconds} in all,
+    in slices of about a second: every target's first slice, then every
+    target's second in the opposite order, and so on.  Each target's result
+    adds up its slices (handshakes, time, CPU).
     """
     count = max(1, round(seconds))
+    each = ("--seconds", f"{seconds / count:g}")
     slices: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for i in range(count):
         for name in names if i % 2 == 0 else names[::-1]:
-            slices[name].append(
-                handshakes(
-                    servers[name],
-                    "--mode",
-                    "handshakes",
-                    "--conns",
-                    HANDSHAKE_CONNS,
-                    "--seconds",
-                    f"{seconds / count:g}",
-                    *urls[name],
-                )
-            )
+            slices[name].append(handshakes(servers[name], *args, *each, *urls[name]))
     return {name: summed(parts) for name, parts in slices.items()}
 
 
@@ -387,11 +375,12 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
             "client_ceiling_ws_echo": ["--url", f"ws://127.0.0.1:{wsecho_port}/"],
         }
         s = str(seconds)
+        # each measure's load, for `seconds` (handshakes: in slices)
         measures = {
-            "throughput_1": ("--mode", "throughput", "--conns", "1", "--seconds", s),
-            "throughput_8": ("--mode", "throughput", "--conns", "8", "--seconds", s),
-            "rtt_32": ("--mode", "rtt", "--size", "32", "--seconds", s),
-            "handshakes": ("--mode", "handshakes", "--conns", HANDSHAKE_CONNS, "--seconds", s),
+            "throughput_1": ("--mode", "throughput", "--conns", "1"),
+            "throughput_8": ("--mode", "throughput", "--conns", "8"),
+            "rtt_32": ("--mode", "rtt", "--size", "32"),
+            "handshakes": ("--mode", "handshakes", "--conns", "16"),
         }
         # every target of a measure, the floors among them for handshakes
         # (direct TCP has no handshake)
@@ -412,12 +401,12 @@ def run(seconds: float, only: tuple[str, ...] = SECTIONS, repeat: int = 3) -> di
                     # disturbance of a few seconds (this machine has them:
                     # every process on it twice as slow for a while) falls
                     # on all of them rather than on one
-                    sliced = handshake_slices(servers, urls, names, seconds)
+                    sliced = handshake_slices(servers, urls, names, args, seconds)
                     for name in names:
                         runs[name].setdefault(key, []).append(sliced[name])
                     continue
                 for name in names:
-                    runs[name].setdefault(key, []).append(load(*args, *urls[name]))
+                    runs[name].setdefault(key, []).append(load(*args, "--seconds", s, *urls[name]))
             print("round done", flush=True)
         for name, measured in runs.items():
             if measured:
