@@ -23,7 +23,11 @@ __all__ = [
     "half_close_now",
     "close_now",
     "FlushWatcher",
+    "Gate",
     "Valve",
+    "CLIENT_FULL",
+    "BACKEND_FULL",
+    "FLUSHING",
 ]
 
 _MAX_DEPTH = 4
@@ -289,13 +293,57 @@ class FlushWatcher:
         self._done = None
 
 
+class Gate:
+    """
+    The reading of one transport, paused while any of several reasons
+    holds it (each a bit: L{CLIENT_FULL}, L{BACKEND_FULL}, L{FLUSHING}) and
+    resumed when the last one lets go.
+
+    A transport's C{pauseProducing} and C{resumeProducing} do not count:
+    two reasons to stop reading the client (its own write buffer is full;
+    the backend's is) must not end with the first resume.
+    """
+
+    __slots__ = ("_transport", "holds")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.holds = 0
+
+    @property
+    def target(self) -> Any:
+        return self._transport
+
+    def hold(self, reason: int) -> None:
+        held = self.holds
+        self.holds = held | reason
+        if not held:
+            self._transport.pauseProducing()
+
+    def release(self, reason: int) -> None:
+        held = self.holds
+        if held & reason:
+            self.holds = held & ~reason
+            if not self.holds:
+                self._transport.resumeProducing()
+
+
+CLIENT_FULL = 1
+"""The client's write buffer is over its high-water mark."""
+BACKEND_FULL = 2
+"""The backend's write buffer is over its high-water mark."""
+FLUSHING = 4
+"""The tunnel is closing and lets the client's buffer drain."""
+
+
 @implementer(IPushProducer)
 class Valve:
     """
-    Registered on one side's transport as its streaming producer: pauses
-    and resumes reading on the other side's transport.
+    Registered on one side's transport as its streaming producer: while that
+    transport's write buffer is over its mark, C{reason} holds the L{Gate}s
+    given (the other side's reading; for the client, its own reading too).
 
-    Registering the other transport itself would do that too, but when a
+    Registering the other transport itself would pause it too, but when a
     transport's connection is lost Twisted calls C{stopProducing} on its
     producer, and a transport's C{stopProducing} is C{loseConnection}: the
     other side would be closed behind the tunnel's back (no close frame
@@ -303,20 +351,19 @@ class Valve:
     C{stopProducing} does nothing: the tunnel decides how each side ends.
     """
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_reason", "gates")
 
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-
-    @property
-    def target(self) -> Any:
-        return self._transport
+    def __init__(self, reason: int, *gates: Gate) -> None:
+        self._reason = reason
+        self.gates = gates
 
     def pauseProducing(self) -> None:
-        self._transport.pauseProducing()
+        for gate in self.gates:
+            gate.hold(self._reason)
 
     def resumeProducing(self) -> None:
-        self._transport.resumeProducing()
+        for gate in self.gates:
+            gate.release(self._reason)
 
     def stopProducing(self) -> None:
         pass

@@ -6,9 +6,11 @@ nothing of HTTP or of any application protocol: adapters translate.
 Flow control: from its C{connectionMade} the backend transport is paused,
 so nothing is read from it before the WebSocket is open (server-speaks-first
 protocols such as RFB lose nothing).  When the tunnel starts, each transport
-gets a L{Valve} on the other as its streaming producer: a full buffer on one
-side stops reading on the other, and a lost connection on one side does not
-close the other behind the tunnel's back.
+gets a L{Valve} as its streaming producer: a full buffer on one side stops
+reading on the other (and a full client buffer stops reading the client
+too: what it sends can be answered into that buffer), and a lost
+connection on one side does not close the other behind the tunnel's back.
+Each side's reading is a L{Gate}, resumed only when nothing holds it.
 
 Closing rules:
   - backend EOF: everything already received is flushed to the client, then
@@ -36,7 +38,11 @@ from zope.interface import implementer
 
 from tunnelgw._deadlines import Deadline, deadlines
 from tunnelgw._flow import (
+    BACKEND_FULL,
+    CLIENT_FULL,
+    FLUSHING,
     FlushWatcher,
+    Gate,
     Valve,
     half_close_now,
     pending_bytes,
@@ -280,6 +286,7 @@ class Tunnel:
         "_state",
         "_client_gone",
         "_backend_gone",
+        "_client_gate",
         "_t_idle",
         "_t_flush",
         "_t_linger",
@@ -321,6 +328,7 @@ class Tunnel:
         self._state = _State.OPEN
         self._client_gone = False
         self._backend_gone = backend is None
+        self._client_gate: Gate | None = None
         self._t_idle: IDelayedCall | Deadline | None = None
         self._t_flush: IDelayedCall | Deadline | None = None
         self._t_linger: IDelayedCall | Deadline | None = None
@@ -347,16 +355,19 @@ class Tunnel:
         limits = self.service.limits
         client_transport = client.transport
         set_high_water(client_transport, limits.high_water + FRAME_HEADER_ROOM)
+        # A client whose write buffer is full stops being read as well as the
+        # backend: what it sends can add to that buffer (the pong of every
+        # ping, the echo, an adapter's protocol errors), and a client that
+        # sends and never reads would otherwise grow it without bound.
+        self._client_gate = client_gate = Gate(client_transport)
         if self._backend is not None:
             backend_transport = self._backend.transport
             set_high_water(backend_transport, limits.high_water)
-            client_transport.registerProducer(Valve(backend_transport), True)
-            backend_transport.registerProducer(Valve(client_transport), True)
+            client_transport.registerProducer(Valve(CLIENT_FULL, Gate(backend_transport), client_gate), True)
+            backend_transport.registerProducer(Valve(BACKEND_FULL, client_gate), True)
             backend_transport.resumeProducing()
         else:
-            # No backend: the echo is written back to the client, so a client
-            # that does not read must stop being read.
-            client_transport.registerProducer(Valve(client_transport), True)
+            client_transport.registerProducer(Valve(CLIENT_FULL, client_gate), True)
         if limits.idle_timeout > 0:
             self._schedule("idle", limits.idle_timeout, self._check_idle, fixed=True)
         self._schedule_expiry()
@@ -472,12 +483,13 @@ class Tunnel:
         """
         self._backend_gone = True
         self._cancel("linger")
-        if self._client is not None and not self._client_gone:
+        if self._client_gate is not None and not self._client_gone:
             # A backend that is gone throttles nothing: if it had paused the
             # client (its buffer was full, or TLS held writes back), the
-            # client must be read again, or its close frame would stay
-            # unread and closing would reset the connection.
-            self._client.transport.resumeProducing()
+            # client must be read again (once nothing else holds it), or its
+            # close frame would stay unread and closing would reset the
+            # connection.
+            self._client_gate.release(BACKEND_FULL)
         if code is not None:
             self._backend_finished(code, why or "backend closed the connection")
         elif reason.check(ConnectionDone):
@@ -499,7 +511,12 @@ class Tunnel:
             return
         # Everything the backend sent is in the client transport's buffer:
         # let it drain before the close frame starts the close handshake
-        # timer, so a slow reader gets every byte.
+        # timer, so a slow reader gets every byte.  The client is not read
+        # meanwhile (what it would send now is dropped, and its pings would
+        # be answered into the buffer that is draining); it is read again
+        # with the close frame, for the client's own.
+        assert self._client_gate is not None
+        self._client_gate.hold(FLUSHING)
         client.transport.unregisterProducer()
         self._schedule("flush", self.service.limits.flush_timeout, self._flush_expired, fixed=True)
         FlushWatcher(client.transport, lambda: self._flushed(code, reason)).start()
@@ -508,6 +525,10 @@ class Tunnel:
         self._cancel("flush")
         if self._client is not None and not self._client_gone:
             self._client.close(code, reason)
+            # the buffer is empty and no producer is registered any more:
+            # nothing holds the client's reading but the flush
+            assert self._client_gate is not None
+            self._client_gate.release(FLUSHING | CLIENT_FULL | BACKEND_FULL)
 
     def _flush_expired(self) -> None:
         self.log.warn(
@@ -573,6 +594,7 @@ class Tunnel:
         # adapter (which all refer to each other) are freed by reference
         # counting, not left as cycles for the garbage collector.
         self._client = None
+        self._client_gate = None
         self._backend = None
         self._adapter = None
         self.subject.logout()

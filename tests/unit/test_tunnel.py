@@ -81,17 +81,62 @@ class TunnelTests(SynchronousTestCase):
         self.assertIn(tunnel, self.registry.tunnels)
         self.assertEqual(self.client.messages, [(b"RFB 003.008\n", True)])
 
+    def targets(self, transport) -> list:  # type: ignore[no-untyped-def]
+        return [gate.target for gate in transport.producer.gates]
+
     def test_each_side_is_the_streaming_producer_of_the_other(self) -> None:
         self.make().start(self.client)
-        self.assertIs(self.client.transport.producer.target, self.backend_transport)
+        self.assertEqual(self.targets(self.client.transport), [self.backend_transport, self.client.transport])
         self.assertTrue(self.client.transport.streaming)
-        self.assertIs(self.backend_transport.producer.target, self.client.transport)
+        self.assertEqual(self.targets(self.backend_transport), [self.client.transport])
         self.assertTrue(self.backend_transport.streaming)
         # a full client buffer stops reading the backend, and resumes it
         self.client.transport.producer.pauseProducing()
         self.assertEqual(self.backend_transport.producerState, "paused")
         self.client.transport.producer.resumeProducing()
         self.assertEqual(self.backend_transport.producerState, "producing")
+
+    def test_a_full_client_buffer_stops_reading_the_client(self) -> None:
+        """
+        A client that sends and never reads (pings whose pongs pile up in
+        its write buffer) stops being read while its buffer is over the
+        mark, not only the backend.
+        """
+        self.make().start(self.client)
+        self.client.transport.producer.pauseProducing()
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.client.transport.producer.resumeProducing()
+        self.assertEqual(self.client.transport.producerState, "producing")
+
+    def test_the_client_is_read_again_only_when_nothing_holds_it(self) -> None:
+        """
+        Both buffers full: the client is read again only once both have
+        drained, whichever drains first.
+        """
+        self.make().start(self.client)
+        client, backend = self.client.transport, self.backend_transport
+        for first, second in ((client, backend), (backend, client)):
+            client.producer.pauseProducing()
+            backend.producer.pauseProducing()
+            first.producer.resumeProducing()
+            self.assertEqual(client.producerState, "paused")
+            second.producer.resumeProducing()
+            self.assertEqual(client.producerState, "producing")
+
+    def test_a_closing_tunnel_reads_the_client_only_after_the_flush(self) -> None:
+        """
+        After the backend's EOF the client's buffer drains before the close
+        frame; the client is not read meanwhile (its pings would refill it),
+        and is read again with the close frame, for its own.
+        """
+        self.make().start(self.client)
+        self.client.transport.producer.pauseProducing()  # full
+        self.backend.readConnectionLost()
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.assertIsNone(self.client.closed)
+        self.client.transport.producer.resumeProducing()  # the flush watcher: all written
+        self.assertEqual(self.client.closed, (1000, "backend closed the connection"))
+        self.assertEqual(self.client.transport.producerState, "producing")
 
     def test_one_backend_read_fits_under_the_clients_mark(self) -> None:
         """
@@ -141,11 +186,13 @@ class TunnelTests(SynchronousTestCase):
         self.backend_transport.producer.pauseProducing()
         self.assertEqual(self.client.transport.producerState, "paused")
         self.backend.connectionLost(Failure(ConnectionDone()))
+        self.client.transport.producer.resumeProducing()  # the flush watcher: all written
+        self.assertEqual(self.client.closed, (1000, "backend closed the connection"))
         self.assertEqual(self.client.transport.producerState, "producing")
 
     def test_echo_client_is_its_own_producer(self) -> None:
         self.make(service("echo"), backend=False).start(self.client)
-        self.assertIs(self.client.transport.producer.target, self.client.transport)
+        self.assertEqual(self.targets(self.client.transport), [self.client.transport])
 
     def test_bytes_both_ways_in_order(self) -> None:
         tunnel = self.make()
