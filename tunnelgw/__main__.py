@@ -52,7 +52,7 @@ def check_config(path: str) -> GatewayConfig:
 
 
 def hash_password() -> int:
-    from argon2 import PasswordHasher
+    from tunnelgw.security.modules.password_file import HASHER
 
     if sys.stdin.isatty():
         import getpass
@@ -63,7 +63,7 @@ def hash_password() -> int:
     if not password:
         sys.stderr.write("hash-password: empty password\n")
         return 1
-    sys.stdout.write(PasswordHasher().hash(password) + "\n")
+    sys.stdout.write(HASHER.hash(password) + "\n")
     return 0
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "GatewayConfig",
     "Limits",
+    "LoginLimits",
     "PolicyConfig",
     "RealmConfig",
     "ServiceConfig",
@@ -94,6 +95,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class LoginLimits:
+    """
+    Bounds on logins, gateway-wide (C{[gateway.logins]}).  A login that
+    presents credentials (an C{Authorization} header) is counted against
+    its client address and its user name before it runs, and taken back if
+    it succeeds: past C{max_failures_per_address} or
+    C{max_failures_per_user} in C{failure_window} seconds, logins are
+    refused with 429 until the window ends; the per-user limit does not
+    apply from an address the user logged in from in the last
+    C{familiar_for} seconds.  At most C{max_pending} logins
+    wait for an asynchronous answer (a password hash, an HTTP call) at once;
+    beyond, 503.
+    """
+
+    max_pending: int = 64
+    max_failures_per_address: int = 20
+    max_failures_per_user: int = 10
+    failure_window: float = 300.0
+    familiar_for: float = 86400.0
+
+
+@dataclass(frozen=True)
 class RealmConfig:
     """
     A realm: how clients are challenged and which login modules run, in
@@ -158,6 +181,7 @@ class GatewayConfig:
     refresh_path: str = "/tunnelgw/refresh"
     max_request_body: int = 64 * KiB
     drain_timeout: float = 10.0
+    logins: LoginLimits = field(default_factory=LoginLimits)
     links: tuple[Any, ...] = ()
     """C{[links.NAME]}: pools of reverse links inner gateways dial in to (L{tunnelgw.upstream.links.PoolConfig})."""
     reverse_links: tuple[Any, ...] = ()
@@ -399,6 +423,23 @@ def _limits(table: Table) -> Limits:
     return limits
 
 
+def _logins(table: Table) -> LoginLimits:
+    defaults = LoginLimits()
+    limits = LoginLimits(
+        max_pending=table.take("max_pending", positive_int_value, defaults.max_pending),
+        max_failures_per_address=table.take(
+            "max_failures_per_address", positive_int_value, defaults.max_failures_per_address
+        ),
+        max_failures_per_user=table.take(
+            "max_failures_per_user", positive_int_value, defaults.max_failures_per_user
+        ),
+        failure_window=table.take("failure_window", positive_seconds_value, defaults.failure_window),
+        familiar_for=table.take("familiar_for", seconds_value, defaults.familiar_for),
+    )
+    table.done()
+    return limits
+
+
 def _service(name: str, table: Table) -> ServiceConfig:
     from tunnelgw.adapters import ADAPTERS
 
@@ -604,6 +645,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     handshake_timeout = gateway.take("handshake_timeout", positive_seconds_value, 10.0)
     max_connections = gateway.take("max_connections", positive_int_value, 10000)
     per_address = gateway.take("max_connections_per_address", positive_int_value, 256)
+    logins = _logins(gateway.table("logins"))
     gateway.done()
 
     realms_table = top.table("realms")
@@ -664,6 +706,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         refresh_path=refresh_path,
         max_request_body=max_request_body,
         drain_timeout=drain_timeout,
+        logins=logins,
         links=tuple(links),
         reverse_links=reverse_links,
     )

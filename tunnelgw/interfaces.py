@@ -20,6 +20,7 @@ __all__ = [
     "IAdapterFactory",
     "IAuthenticator",
     "ITunnel",
+    "ILimitStore",
 ]
 
 
@@ -263,4 +264,66 @@ class IPolicyFactory(Interface):
         C{policy}).
 
         @raise tunnelgw.config.ConfigError: naming the key and why.
+        """
+
+
+class ILimitStore(Interface):
+    """
+    Where the gateway's abuse limits keep their counts, by key (C{"addr:"}
+    plus a client address, C{"user:"} plus a user name, ...): failures in
+    a time window (login throttling), token buckets (rates) and held
+    places (connection and tunnel caps).
+
+    Calls answer at once, without a Deferred: they sit on the path of every
+    handshake.  The in-memory store (L{tunnelgw.limits.MemoryLimitStore})
+    is one process's; a store shared by several instances answers from its
+    own view and brings it up to date with the others asynchronously.
+    Every store bounds the keys it keeps.
+    """
+
+    def hit(key: str, window: float) -> tuple[int, float]:
+        """
+        Count one event for C{key} in its current window of C{window}
+        seconds (a window starts at the key's first event).
+
+        @return: the count in the window, this event included, and the
+            seconds until the window ends.
+        """
+
+    def peek(key: str) -> tuple[int, float]:
+        """
+        The count of C{key}'s current window and the seconds until it ends;
+        C{(0, 0.0)} if it has none.
+        """
+
+    def refund(key: str) -> None:
+        """
+        Take one event back from C{key}'s current window (an attempt counted
+        in advance that turned out well).
+        """
+
+    def take(key: str, rate: float, burst: float, cost: float = 1.0) -> float:
+        """
+        Take C{cost} tokens from C{key}'s bucket, which holds at most
+        C{burst} tokens and refills at C{rate} per second.
+
+        @return: C{0.0} if they were there (and are taken); otherwise the
+            seconds until they would be (nothing is taken).
+        """
+
+    def acquire(key: str, limit: int) -> bool:
+        """
+        Hold one of C{limit} places of C{key}.
+
+        @return: C{False} (nothing held) if all C{limit} are held already.
+        """
+
+    def release(key: str) -> None:
+        """
+        Give back a place of C{key} held with L{acquire}.
+        """
+
+    def held(key: str) -> int:
+        """
+        How many places of C{key} are held.
         """

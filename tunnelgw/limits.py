@@ -1,6 +1,9 @@
 """
 Connection counting: global and per client address.
 
+The counts the abuse limits keep (login failures, rates, places held by
+user) live in an L{ILimitStore}; L{MemoryLimitStore} is one process's.
+
 Every accepted TCP connection takes a L{Lease} at once and gives it back
 when it closes, whether it stayed HTTP or became a tunnel.  The lease
 remembers whether the connection was over a cap when it arrived; the
@@ -10,7 +13,14 @@ admission pipeline answers such a request with 503 (global cap) or 429
 
 from __future__ import annotations
 
-__all__ = ["ConnectionLimiter", "Lease"]
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from tunnelgw.interfaces import ILimitStore
+
+__all__ = ["ConnectionLimiter", "Lease", "MemoryLimitStore"]
 
 
 class Lease:
@@ -66,3 +76,88 @@ class ConnectionLimiter:
             self._per_host[host] = count
         else:
             del self._per_host[host]
+
+
+@implementer(ILimitStore)
+class MemoryLimitStore:
+    """
+    The counts of one process, in dicts bounded to C{max_keys} keys each:
+    beyond that, the key whose window or bucket was made first goes (its
+    window is the nearest to its end; a bucket gone is a full one again).
+    Held places are never dropped: each stands for an open connection or
+    tunnel, which are bounded themselves.
+    """
+
+    def __init__(self, clock: IReactorTime, max_keys: int = 100_000) -> None:
+        self._clock = clock
+        self.max_keys = max_keys
+        self._windows: dict[str, list[float]] = {}  # key -> [count, end]
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, when]
+        self._held: dict[str, int] = {}
+
+    def _window(self, key: str, now: float) -> list[float] | None:
+        window = self._windows.get(key)
+        if window is not None and window[1] <= now:
+            del self._windows[key]
+            return None
+        return window
+
+    def hit(self, key: str, window: float) -> tuple[int, float]:
+        now = self._clock.seconds()
+        current = self._window(key, now)
+        if current is None:
+            _make_room(self._windows, self.max_keys)
+            current = self._windows[key] = [0, now + window]
+        current[0] += 1
+        return int(current[0]), current[1] - now
+
+    def peek(self, key: str) -> tuple[int, float]:
+        now = self._clock.seconds()
+        current = self._window(key, now)
+        if current is None:
+            return 0, 0.0
+        return int(current[0]), current[1] - now
+
+    def refund(self, key: str) -> None:
+        current = self._window(key, self._clock.seconds())
+        if current is not None and current[0] > 0:
+            current[0] -= 1
+
+    def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> float:
+        now = self._clock.seconds()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            _make_room(self._buckets, self.max_keys)
+            bucket = self._buckets[key] = [burst, now]
+        tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if tokens >= cost:
+            bucket[0] = tokens - cost
+            return 0.0
+        bucket[0] = tokens
+        return (cost - tokens) / rate if rate > 0 else float("inf")
+
+    def acquire(self, key: str, limit: int) -> bool:
+        count = self._held.get(key, 0)
+        if count >= limit:
+            return False
+        self._held[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._held.get(key, 0) - 1
+        if count > 0:
+            self._held[key] = count
+        else:
+            self._held.pop(key, None)
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+
+def _make_room(table: dict[str, Any], max_keys: int) -> None:
+    """
+    Drop the oldest keys of C{table} until one more fits.
+    """
+    while len(table) >= max_keys:
+        del table[next(iter(table))]

@@ -14,8 +14,10 @@ from twisted.internet import defer
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.config import GatewayConfig
+from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.logs import Logger
 from tunnelgw.security.realm import RealmAuthenticator
+from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.tls import context_factory
 from tunnelgw.tunnel import CloseCode
 from tunnelgw.upstream.links import LinkDialer, LinkPool
@@ -48,7 +50,8 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     """
     The HTTP front of C{config}, on C{reactor}.
     """
-    authenticator = RealmAuthenticator(config)
+    guard = LoginGuard(config.logins, MemoryLimitStore(reactor))
+    authenticator = RealmAuthenticator(config, guard)
     pools = {pool.name: LinkPool(pool, reactor) for pool in config.links}
     pipeline = AdmissionPipeline(reactor, authenticator, links=pools)
     return GatewaySite(config, reactor, pipeline, authenticator)

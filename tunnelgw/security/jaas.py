@@ -219,6 +219,12 @@ class LoginContext:
                 status = module.login()
                 if isinstance(status, defer.Deferred):
                     status = yield status
+            except defer.CancelledError:
+                # the client went away (or the gateway refused to wait):
+                # no module failed, nothing is decided or audited as such
+                for _, ran_module in ran:
+                    yield self._quietly(ran_module.abort, "abort")
+                raise
             except Exception as e:
                 if isinstance(e, LoginFailed):
                     error = e

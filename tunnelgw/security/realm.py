@@ -25,6 +25,7 @@ from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.security.callbacks import Callbacks
 from tunnelgw.security.jaas import LoginContext, LoginFailed
+from tunnelgw.security.throttle import NOTHING, LoginGuard, LoginRefused
 
 __all__ = ["RealmAuthenticator"]
 
@@ -33,7 +34,8 @@ __all__ = ["RealmAuthenticator"]
 class RealmAuthenticator:
     log = Logger()
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, guard: LoginGuard | None = None) -> None:
+        self._guard = guard
         self._contexts = {
             realm.name: LoginContext(realm.name, realm.modules, realm.revalidate_interval)
             for realm in config.realms
@@ -46,14 +48,25 @@ class RealmAuthenticator:
         realm's modules answered at once.
         """
         realm = service.realm
+        callbacks = Callbacks.from_request(request)
+        guard = self._guard
+        attempt = NOTHING
         try:
-            subject = self._contexts[realm].attempt(Callbacks.from_request(request), request.conn_id)
+            if guard is not None:
+                attempt = guard.before(request, callbacks)
+            subject = self._contexts[realm].attempt(callbacks, request.conn_id)
+            if isinstance(subject, defer.Deferred) and guard is not None:
+                subject = guard.pending_login(subject, request, attempt)
         except LoginFailed:
             raise self._refusal(realm) from None
+        except LoginRefused as e:
+            raise self._refused(e) from None
         if isinstance(subject, defer.Deferred):
             return subject.addCallbacks(
                 self._logged_in, self._failed, callbackArgs=(request, realm), errbackArgs=(realm,)
             ).addCallback(self._authorized, request, service)
+        if guard is not None:
+            guard.succeeded(attempt, subject)
         return self._authorized(self._logged_in(subject, request, realm), request, service)
 
     def _logged_in(self, subject: Subject, request: Any, realm: str) -> Subject:
@@ -70,6 +83,11 @@ class RealmAuthenticator:
 
         challenge = f'{self._challenges[realm]} realm="{realm}"'
         return Refusal(401, "authentication required", {"WWW-Authenticate": challenge})
+
+    def _refused(self, e: LoginRefused) -> Exception:
+        from tunnelgw.web.pipeline import Refusal
+
+        return Refusal(e.status, e.reason, {"Retry-After": str(e.retry_after)})
 
     def _authorized(self, subject: Subject, request: Any, service: ServiceConfig) -> Subject:
         from tunnelgw.web.pipeline import Refusal
