@@ -17,7 +17,10 @@ from twisted.internet import defer
 
 from tunnelgw._flow import release_connector, write_now
 
-__all__ = ["NO_SEND_QUEUE", "WebSocketLeg"]
+__all__ = ["DEFAULT_MAX_FRAGMENTS", "NO_SEND_QUEUE", "WebSocketLeg"]
+
+DEFAULT_MAX_FRAGMENTS = 1024
+"""As C{limits.max_fragments}; for the links between gateways too."""
 
 NO_SEND_QUEUE: Any = ()
 """
@@ -45,6 +48,7 @@ class WebSocketLeg:
     failedByMe: bool
     message_data: Any
     message_is_binary: bool
+    data: bytes
 
     def connectionLost(self, reason: Any = None) -> None:
         try:
@@ -72,6 +76,52 @@ class WebSocketLeg:
         if self.send_queue is NO_SEND_QUEUE:
             self.send_queue = deque()
         super().sendData(data, sync, chopsize)  # type: ignore[misc]
+
+    discarding = False
+    """The connection failed (too big, too many frames): input is dropped."""
+
+    def dataReceived(self, data: bytes) -> None:
+        # autobahn's own dataReceived builds the arguments of a debug log
+        # line (type names, highlighting) on every read before discarding it.
+        if not self.discarding:
+            self._dataReceived(data)  # type: ignore[attr-defined]
+
+    def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
+        # autobahn's hook for a message, frame or fragment count over its
+        # limit: it sends 1009 and then goes on parsing what the peer sends
+        # until its close frame, frame by frame (a peer that keeps sending
+        # one-byte frames kept a core busy until the close timer).  RFC 6455
+        # 7.1.7: once the connection is failed, data from the peer is not
+        # processed, its close frame included.  What is buffered and what
+        # arrives is dropped; the FIN follows our close frame, and the
+        # close handshake timer bounds the rest.
+        super()._max_message_size_exceeded(size, limit, reason)  # type: ignore[misc]
+        self.discarding = True
+        self.data = b""
+        if self.transport is not None:
+            self.transport.loseWriteConnection()
+
+    max_fragments = DEFAULT_MAX_FRAGMENTS
+    """Frames one message may come in; one more closes with 1009."""
+    _fragments = 0
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        self._fragments = 0
+        super().onMessageBegin(isBinary)  # type: ignore[misc]
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        # A message in a million 1-byte frames cost 17 s of CPU (autobahn
+        # works per frame) while every other tunnel waited: the frames of
+        # one message are bounded as its size is, and closed the same way.
+        fragments = self._fragments = self._fragments + 1
+        if fragments > self.max_fragments and not self.failedByMe:
+            self._max_message_size_exceeded(  # type: ignore[attr-defined]
+                fragments,
+                self.max_fragments,
+                f"received a WebSocket message in more than {self.max_fragments} frames",
+            )
+            return
+        super().onMessageFrameBegin(length)  # type: ignore[misc]
 
     def onMessageEnd(self) -> None:
         # autobahn's, less the "message" event it fires for observers

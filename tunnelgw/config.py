@@ -84,6 +84,7 @@ class Limits:
 
     max_frame_size: int = 1 * MiB
     max_message_size: int = 1 * MiB
+    max_fragments: int = 1024
     open_handshake_timeout: float = 10.0
     close_handshake_timeout: float = 5.0
     ping_interval: float = 30.0

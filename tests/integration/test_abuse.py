@@ -249,3 +249,59 @@ def test_a_login_flood_from_many_addresses_is_bounded(start_gateway, tmp_path) -
     assert growth < 160 * 1024, f"RSS grew by {growth} KiB"
     busy = gateway.wait_event(event="login_busy")
     assert busy["pending"] == 16
+
+
+def test_a_message_in_a_million_fragments_does_not_stall_others(start_gateway) -> None:  # type: ignore[no-untyped-def]
+    """
+    Finding: one message in a million 1-byte frames took 17.6 s of the
+    gateway's CPU and pushed other clients' round trips from 3 ms to
+    600 ms.  Now the 1025th frame closes it with 1009 and nothing more is
+    parsed; an attacker that reconnects and starts over, for 5 s, leaves
+    another client's round trips fast.
+    """
+    import statistics
+    import threading
+
+    from tests.integration.harness import read_close_frame
+
+    backend = EchoServer()
+    try:
+        gateway = start_gateway(raw_gateway_config("tcp:{port}:interface=127.0.0.1", backend.port))
+        codes: list[int] = []
+        until = time.monotonic() + 5
+
+        def attack() -> None:
+            first = masked_frame(0x2, b"x", fin=False)
+            more = masked_frame(0x0, b"x", fin=False) * 10_000  # 70 KB of 1-byte frames
+            while time.monotonic() < until:
+                sock = raw_upgrade(gateway.port, "/raw", "Sec-WebSocket-Protocol: binary\r\n")
+                try:
+                    sock.sendall(first)
+                    for _ in range(100):  # a million frames, unless the gateway closes first
+                        sock.sendall(more)
+                except OSError:
+                    pass
+                try:
+                    sock.settimeout(5)
+                    codes.append(read_close_frame(sock))
+                except OSError:
+                    codes.append(0)
+                sock.close()
+
+        ws = ws_connect(gateway.url("/raw"), subprotocols=["binary"])
+        thread = threading.Thread(target=attack, daemon=True)
+        thread.start()
+        rtts = []
+        while time.monotonic() < until:
+            started = time.monotonic()
+            ws.send_binary(b"ping")
+            assert ws.recv_data()[1] == b"ping"
+            rtts.append(time.monotonic() - started)
+        thread.join(30)
+        assert not thread.is_alive()
+        ws.close()
+        assert codes and set(codes) == {1009}, codes
+        p50 = statistics.median(rtts)
+        assert p50 < 0.05, f"round trip p50 {p50 * 1000:.1f} ms while under attack"
+    finally:
+        backend.close()

@@ -198,6 +198,33 @@ class SiteTests(_SiteCase):
         self.assertEqual(len(self.site.registry), 1)
         self.assertEqual(self.site.limiter.total, 1)  # the lease went with the tunnel
 
+    def test_max_fragments_frames_make_a_message_one_more_closes_1009(self) -> None:
+        """
+        limits.max_fragments (1024 by default): a message may come in that
+        many frames; the next frame of it closes with 1009 at once, before
+        the message's end (a million 1-byte frames took 17 s of CPU).
+        """
+        channel, transport = self.upgrade("/echo")
+        transport.clear()
+        ws = transport.protocol
+        frames = [client_frame(0x2 if i == 0 else 0x0, b"x", fin=(i == 1023)) for i in range(1024)]
+        ws.dataReceived(b"".join(frames))
+        self.assertEqual(server_frames(transport.value()), [(0x2, b"x" * 1024)])
+        transport.clear()
+        more = [client_frame(0x2 if i == 0 else 0x0, b"y", fin=False) for i in range(1025)]
+        ws.dataReceived(b"".join(more) + client_frame(0x0, b"never", fin=True))
+        ((opcode, payload),) = server_frames(transport.value())
+        self.assertEqual((opcode, struct.unpack("!H", payload[:2])[0]), (0x8, 1009))
+        self.assertIn(b"more than 1024 frames", payload)
+        # RFC 6455 7.1.7: nothing more is processed (not even a ping or a
+        # close); the FIN follows the close frame
+        self.assertTrue(transport.write_closed)
+        transport.clear()
+        ws.dataReceived(client_frame(0x9, b"ping") * 1000 + client_frame(0x8, b"\x03\xe8"))
+        self.assertEqual(transport.value(), b"")
+        self.reactor.advance(10)  # the close handshake timer ends it
+        self.assertTrue(transport.aborted)
+
     def test_sync_and_chopped_writes_still_work_without_the_queue(self) -> None:
         """
         An open tunnel does without autobahn's write queue (memory); a sync

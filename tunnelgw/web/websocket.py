@@ -194,11 +194,6 @@ class TunnelWebSocket(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[mi
             self.session_id,
         )
 
-    def dataReceived(self, data: bytes) -> None:
-        # autobahn's own dataReceived builds the arguments of a debug log
-        # line (type names, highlighting) on every read before discarding it.
-        self._dataReceived(data)
-
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.tunnel is not None:
             self.tunnel.client_message(payload, isBinary)
@@ -306,6 +301,7 @@ def make_factory(
     # already, and would only read them all once more for a debug line
     # (some eighty calls a connection): there is nothing to copy.
     options["CONFIG_ATTRS"] = ()
+    options["max_fragments"] = limits.max_fragments
     protocol: type[TunnelWebSocket] = type(f"TunnelWebSocket_{service.name}", (TunnelWebSocket,), options)
     factory.protocol = protocol
     factory.tunnelgw_registry = registry  # type: ignore[attr-defined]
