@@ -545,6 +545,46 @@ class FastPathTests(_SiteCase):
                 self.assertEqual(self.site.limiter.total, 0)
             self.assertEqual(answers[0], answers[1], request)
 
+    def test_an_upgrade_with_a_body_is_refused_400(self) -> None:
+        """
+        A body on an upgrade (Content-Length > 0, or Transfer-Encoding) is
+        refused on both paths, and its bytes are never read as frames (they
+        were: 101, then the "body", a masked frame, was echoed).
+        """
+        frame = client_frame(0x1, b"smuggled")
+        for extra, body, reason in (
+            (f"Content-Length: {len(frame)}\r\n", frame, b"has no body"),
+            (
+                "Transfer-Encoding: chunked\r\n",
+                b"%x\r\n" % len(frame) + frame + b"\r\n0\r\n\r\n",
+                b"has no body",
+            ),
+            # both: a smuggling shape, which twisted.web refuses itself
+            ("Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n", b""),
+        ):
+            for split in (False, True):
+                self.split = split
+                channel, transport = self.connect()
+                self.send(channel, UPGRADE.format(path="/echo", extra=extra).encode() + body)
+                status, _, rest = _answer(transport.value())
+                self.assertEqual(status, b"HTTP/1.1 400 Bad Request", (extra, split))
+                self.assertIn(reason, rest, (extra, split))
+                self.assertNotIn(b"smuggled", transport.value())
+                self.assertTrue(transport.disconnecting, (extra, split))
+                self.assertEqual(len(self.site.registry), 0)
+                transport.protocol.connectionLost(Failure(ConnectionDone()))
+        # an empty body is no body
+        self.split = False
+        _, transport = self.upgrade("/echo", "Content-Length: 0\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+
+    def test_a_refusal_closes_the_connection_on_twisted_webs_path_too(self) -> None:
+        self.split = True
+        channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: mqtt\r\n")
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")  # not read: the connection closes
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+        self.assertTrue(transport.disconnecting)
+
     def test_early_bytes_are_bounded(self) -> None:
         """
         Past EARLY_BYTES before the 101, the gateway stops reading (the

@@ -237,8 +237,8 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
     """
     The request is a syntactically valid RFC 6455 upgrade.
 
-    @raise Refusal: 405 (not GET), 505 (not HTTP/1.1), 400 (no Host, or
-        one with a bad port), 426 (not an upgrade, or a version other than
+    @raise Refusal: 405 (not GET), 505 (not HTTP/1.1), 400 (a body, no
+        Host, or one with a bad port), 426 (not an upgrade, or a version other than
         13, with C{Sec-WebSocket-Version: 13}), 400 (bad key, a subprotocol
         offered twice, several extension headers).
     """
@@ -246,6 +246,11 @@ def check_websocket_upgrade(request: AdmissionRequest) -> None:
         raise Refusal(405, "WebSocket upgrades use GET", {"Allow": "GET"})
     if request.http_version != "HTTP/1.1":
         raise Refusal(505, "WebSocket upgrades use HTTP/1.1")
+    # A body would be read as frames once the connection is upgraded (a
+    # smuggled message), or left between the head and them.
+    lengths = request.headers.get("content-length", [])
+    if request.headers.get("transfer-encoding") or any(v.strip() != "0" for v in lengths):
+        raise Refusal(400, "a WebSocket upgrade has no body")
     # What autobahn would refuse after us (RFC 6455 4.1: one Host, a
     # numeric port), refused here so that the logged decision is the answer.
     host = request.single("Host")
@@ -342,6 +347,11 @@ def _refuse(request: server.Request, refusal: Refusal) -> None:
     for name, value in headers.items():
         request.setHeader(name, value)
     request.write(body)
+    # The response says "Connection: close", and means it: twisted.web keeps
+    # a connection open by the request's headers alone (an upgrade's say
+    # "Upgrade"), and would read what follows (a body's leftovers, another
+    # request) as the next request.
+    request.channel.persistent = False
     request.finish()
 
 
