@@ -228,6 +228,30 @@ def test_64mib_each_way(dmz: Dmz) -> None:
     assert result == {"equal": True, "received": 64 * 1024 * 1024}
 
 
+def test_no_secret_and_no_debug_event_in_either_gateways_log(dmz: Dmz) -> None:
+    """
+    After sessions through the chain (forward: the outer dials the inner;
+    reverse: the inner dialled out), neither log holds a password, a Basic
+    credential or an identity assertion (any JWT, not even a signature),
+    and autobahn published no debug events: the outer's link protocols
+    once logged their handshakes, assertion included, at debug level.
+    """
+    import base64
+    import re
+
+    assert dmz.client("status", "alice") == {"status": 101}
+    assert dmz.client("status", "bob") == {"status": 403}
+    jwt_shape = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+    for role in ("outer", "inner"):
+        text = (dmz.work / role / "gateway.log").read_text()
+        for user, password in USERS.items():
+            assert password not in text, role
+            assert base64.b64encode(f"{user}:{password}".encode()).decode() not in text, role
+        assert not jwt_shape.search(text), role
+        levels = {e["log_level"].name for e in dmz.log(role)}
+        assert "debug" not in levels, (role, levels)
+
+
 def test_unauthenticated_clients_cause_no_packet_inward(dmz: Dmz) -> None:
     before = dmz.net.packets_from_outer()
     assert dmz.client("status") == {"status": 401}

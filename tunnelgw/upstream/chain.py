@@ -43,7 +43,6 @@ from tunnelgw.config import (
     string_value,
 )
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
-from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
 
@@ -155,8 +154,6 @@ class ChainProtocol(MessageLeg, WebSocketClientProtocol):  # type: ignore[misc]
     The outer gateway's leg to the inner gateway in forward mode: a
     WebSocket client, opened before the outer answers its own client.
     """
-
-    log = Logger()
 
     def __init__(self) -> None:
         WebSocketClientProtocol.__init__(self)

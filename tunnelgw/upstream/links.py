@@ -265,7 +265,6 @@ class LinkClientProtocol(WebSocketLeg, WebSocketClientProtocol):  # type: ignore
     leg (L{tunnelgw.tunnel.ClientLeg}).
     """
 
-    log = Logger()
     dialer: LinkDialer
     transport: Any
 
