@@ -100,6 +100,10 @@ def test_crlf_line_endings() -> None:
         (b"SEND\n\n" + b"x" * (1024 * 1024 + 1), "body larger"),
         (b"SEND\nh:\xff\n\n\x00", "not UTF-8"),
         (b"SEND\n" + b"h:v" * 300000, "headers too large"),
+        # a broker ending frames at the first NUL would see a second frame
+        (b"SEND\ndestination:/queue/a\x00SEND\ndestination:/queue/b\n\nx\x00", "NUL byte"),
+        (b"SEND\ndestination:/queue/a\x00", "NUL byte"),  # not even the head's end yet
+        (b"SE\x00ND\n\n\x00", "NUL byte"),
     ],
 )
 def test_refusals(data: bytes, reason: str) -> None:

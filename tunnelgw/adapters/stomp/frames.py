@@ -137,6 +137,9 @@ def _unescape(text: str, version: str) -> str:
     return "".join(out)
 
 
+_NUL_IN_HEAD = "a NUL byte in the frame's command or headers"
+
+
 def serialize(frame: Frame, version: str = "1.2") -> bytes:
     """
     The bytes of C{frame}, NUL-terminated.  Headers are escaped for
@@ -146,6 +149,8 @@ def serialize(frame: Frame, version: str = "1.2") -> bytes:
     lines = [frame.command]
     has_length = any(key == "content-length" for key, _ in frame.headers)
     for key, value in frame.headers:
+        if "\x00" in key or "\x00" in value:
+            raise FrameError(_NUL_IN_HEAD)
         if escaped:
             key, value = _escape(key, version), _escape(value, version)
         elif "\n" in key + value or ":" in key:
@@ -223,10 +228,17 @@ class Parser:
         elif end != -1:
             head_end, body_start = end, end + 2
         else:
+            if buf.find(b"\x00") != -1:
+                raise FrameError(_NUL_IN_HEAD)
             limit = self.limits.max_line * (self.limits.max_headers + 1)
             if len(buf) > limit:
                 raise FrameError("frame headers too large", too_big=True)
             return None
+        # A NUL ends a frame: one in the command or a header is where a
+        # broker that reads up to the first NUL would see a frame end (and
+        # the rest as a second frame, never inspected here).
+        if buf.find(b"\x00", 0, head_end) != -1:
+            raise FrameError(_NUL_IN_HEAD)
         head = bytes(buf[:head_end])
         try:
             text = head.decode("utf-8")
