@@ -13,6 +13,7 @@ refreshes.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -27,7 +28,31 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-__all__ = ["ReusePortEndpoint", "ReusePortParser", "bound_socket"]
+__all__ = ["DEFAULT_BACKLOG", "ReusePortEndpoint", "ReusePortParser", "bound_socket", "with_backlog"]
+
+DEFAULT_BACKLOG = 1024
+"""
+The accept queue of a listener whose description names none.  Twisted's is
+50: a hundred clients opening WebSockets at once overflowed it, the kernel
+dropped their SYNs, and they waited a second for the retransmission
+(handshake p99 1,053 ms against 85 ms with 1024).  The kernel caps it at
+C{net.core.somaxconn} (docs/operations.md).
+"""
+
+# the listener kinds that take a backlog= option
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix", "reuseport"})
+_HAS_BACKLOG = re.compile(r"(?<!\\):backlog=")
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    C{description} (a server endpoint string) with C{backlog=} added when
+    its kind takes one and it names none; any other as it is.
+    """
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in _BACKLOG_KINDS or ":" not in description or _HAS_BACKLOG.search(description):
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def bound_socket(interface: str, port: int, backlog: int) -> socket.socket:
@@ -58,7 +83,7 @@ class ReusePortEndpoint:
     (C{IReactorSocket.adoptStreamPort}, which takes a copy of it).
     """
 
-    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = DEFAULT_BACKLOG) -> None:
         self._reactor = reactor
         self._port = port
         self._interface = interface
@@ -93,4 +118,6 @@ class ReusePortParser:
         if unknown:
             raise ValueError(f"reuseport: unknown option(s) {', '.join(sorted(unknown))}")
         interface = str(kwargs.get("interface", ""))
-        return ReusePortEndpoint(reactor, int(str(port)), interface, int(str(kwargs.get("backlog", 50))))
+        return ReusePortEndpoint(
+            reactor, int(str(port)), interface, int(str(kwargs.get("backlog", DEFAULT_BACKLOG)))
+        )

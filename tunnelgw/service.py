@@ -15,6 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.config import GatewayConfig
 from tunnelgw.limits import MemoryLimitStore
+from tunnelgw.listeners import with_backlog
 from tunnelgw.logs import Logger
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
@@ -77,11 +78,11 @@ class GatewayService(MultiService):
         self.config = config
         self.site = build_site(config, reactor)
         for description in config.listen:
-            strports.service(description, self.site, reactor=reactor).setServiceParent(self)
+            strports.service(with_backlog(description), self.site, reactor=reactor).setServiceParent(self)
         for i, listener in enumerate(config.tls_listeners):
             options = context_factory(listener, f"gateway.tls_listeners[{i}]")
             tls = TLSMemoryBIOFactory(options, False, self.site)
-            strports.service(listener.endpoint, tls, reactor=reactor).setServiceParent(self)
+            strports.service(with_backlog(listener.endpoint), tls, reactor=reactor).setServiceParent(self)
         # reverse connectivity: this (inner) gateway dials out to outer ones
         for link in config.reverse_links:
             LinkDialer(link, reactor, functools.partial(admit_link, self.site)).setServiceParent(self)

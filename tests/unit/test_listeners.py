@@ -64,3 +64,37 @@ class ReusePortTests(SynchronousTestCase):
     def test_unknown_option_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             serverFromString(MemoryReactor(), "reuseport:8080:interfce=127.0.0.1")
+
+
+class BacklogTests(SynchronousTestCase):
+    def test_a_listener_without_a_backlog_gets_the_gateways(self) -> None:
+        from tunnelgw.listeners import DEFAULT_BACKLOG, with_backlog
+
+        self.assertEqual(DEFAULT_BACKLOG, 1024)
+        for description in (
+            "tcp:8080:interface=127.0.0.1",
+            "ssl:8443:privateKey=k.pem:certKey=c.pem",
+            "unix:/run/tunnelgw.sock",
+            "reuseport:8080",
+        ):
+            self.assertEqual(with_backlog(description), description + ":backlog=1024")
+        for kept in ("tcp:8080:backlog=64", "systemd:domain=INET:index=0", "8080"):
+            self.assertEqual(with_backlog(kept), kept)
+
+    def test_the_gateways_listeners_listen_with_it(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from tunnelgw.config import loads
+        from tunnelgw.service import GatewayService
+
+        reactor = MemoryReactorClock()
+        config = loads(
+            '[gateway]\nlisten = ["tcp:8080:interface=127.0.0.1", "tcp:8081:backlog=7"]\n'
+            '[realms.public]\n[[realms.public.modules]]\nmodule = "anonymous"\nflag = "required"\n'
+        )
+        service = GatewayService(config, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            [(port, backlog) for port, _, backlog, _ in reactor.tcpServers], [(8080, 1024), (8081, 7)]
+        )
