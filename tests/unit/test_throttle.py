@@ -367,3 +367,55 @@ def test_login_limits_configuration() -> None:
         loads(base + "[gateway.logins]\nmax_pending = 0\n")
     with pytest.raises(ConfigError, match="gateway.logins.colour: unknown key"):
         loads(base + "[gateway.logins]\ncolour = 1\n")
+
+
+# -- slots: the verification queue --------------------------------------------------
+
+
+def test_slots_bound_the_work_and_serve_familiar_logins_first() -> None:
+    from tunnelgw.security.slots import Slots
+
+    started: list[tuple[str, defer.Deferred[str]]] = []
+
+    def work(name: str) -> defer.Deferred[str]:
+        d: defer.Deferred[str] = defer.Deferred()
+        started.append((name, d))
+        return d
+
+    slots = Slots(2)
+    results: dict[str, Any] = {}
+    def keep(result: Any, name: str) -> None:
+        results[name] = result
+
+    for name, first in (("a", False), ("b", False), ("c", False), ("d", True), ("e", False)):
+        slots.run(first, work, name).addBoth(keep, name)
+    assert [n for n, _ in started] == ["a", "b"] and slots.waiting == 3
+    started[0][1].callback("A")
+    assert [n for n, _ in started] == ["a", "b", "d"]  # the familiar one went ahead
+    assert results == {"a": "A"}
+    started[1][1].errback(LoginFailed("no"))
+    assert [n for n, _ in started] == ["a", "b", "d", "c"]
+    assert isinstance(results["b"].value, LoginFailed)
+
+
+def test_a_cancelled_login_leaves_the_queue_and_a_running_one_keeps_its_slot() -> None:
+    from tunnelgw.security.slots import Slots
+
+    started: list[defer.Deferred[str]] = []
+
+    def work() -> defer.Deferred[str]:
+        started.append(defer.Deferred())
+        return started[-1]
+
+    slots = Slots(1)
+    running = slots.run(False, work)
+    waiting = slots.run(False, work)
+    third = slots.run(False, work)
+    for d in (running, waiting):
+        d.addErrback(lambda f: f.trap(defer.CancelledError))
+        d.cancel()
+    assert slots.busy == 1 and slots.waiting == 1  # the thread still runs: the bound holds
+    started[0].callback("late")  # its client left: nobody hears of it
+    assert len(started) == 2 and slots.busy == 1  # the third, never the cancelled second
+    started[1].callback("ok")
+    assert third.result == "ok" and slots.busy == 0

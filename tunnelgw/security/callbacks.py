@@ -26,6 +26,11 @@ class Callbacks:
     peer_certificate: Any = None
     assertion: str | None = None
     """An outer gateway's identity assertion (the C{Tunnelgw-Assertion} header)."""
+    familiar: bool = False
+    """
+    The claimed user logged in from this address before (the gateway's
+    login throttle knows): a hint for queues, never a proof of anything.
+    """
 
     @classmethod
     def from_request(cls, request: Any) -> Callbacks:

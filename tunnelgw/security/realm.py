@@ -13,6 +13,7 @@ audit log, for operators): a client learns only that it must authenticate.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from twisted.internet import defer
@@ -54,6 +55,8 @@ class RealmAuthenticator:
         try:
             if guard is not None:
                 attempt = guard.before(request, callbacks)
+                if attempt.familiar:
+                    callbacks = dataclasses.replace(callbacks, familiar=True)
             subject = self._contexts[realm].attempt(callbacks, request.conn_id)
             if isinstance(subject, defer.Deferred) and guard is not None:
                 subject = guard.pending_login(subject, request, attempt)

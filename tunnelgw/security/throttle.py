@@ -43,6 +43,8 @@ class Attempt:
     keys: tuple[str, ...]
     user: str | None = None
     address: str = ""
+    familiar: bool = False
+    """C{user} logged in from C{address} before (within C{familiar_for})."""
 
 
 NOTHING = Attempt(())
@@ -92,7 +94,8 @@ class LoginGuard:
         address = request.peer_host
         keys = [("address", f"addr:{address}", limits.max_failures_per_address)]
         user = callbacks.basic[0] if callbacks.basic else None
-        if user is not None and self.store.peek(_familiar(user, address))[0] == 0:
+        familiar = user is not None and self.store.peek(_familiar(user, address))[0] > 0
+        if user is not None and not familiar:
             keys.append(("user", f"user:{user}", limits.max_failures_per_user))
         for kind, key, limit in keys:
             count, left = self.store.peek(key)
@@ -113,7 +116,7 @@ class LoginGuard:
                 raise LoginRefused(429, "too many failed logins; try again later", retry_after)
         for _, key, _ in keys:
             self.store.hit(key, limits.failure_window)
-        return Attempt(tuple(key for _, key, _ in keys), user, address)
+        return Attempt(tuple(key for _, key, _ in keys), user, address, familiar)
 
     def succeeded(self, attempt: Attempt, subject: Any = None) -> None:
         """

@@ -11,7 +11,8 @@ C{tunnelgw hash-password}.  The file is read again when it changes (its
 size or modification time), so removing a user takes effect at their next
 login or revalidation.  Hashes are verified in the reactor's thread pool,
 never on the reactor thread, C{threads} at a time; the others wait (how
-many, at most, is C{gateway.logins.max_pending}).  An unknown user costs a
+many, at most, is C{gateway.logins.max_pending}), those of a user logging
+in from an address they logged in from before first.  An unknown user costs a
 verification too, with the parameters of the file's first hash, so timing
 does not tell which users exist.
 
@@ -38,6 +39,7 @@ from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
 from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule, roles_of
+from tunnelgw.security.slots import Slots
 
 # OWASP's argon2id parameters (Password Storage Cheat Sheet): 19 MiB, two
 # passes, one lane.  Verifying uses the parameters a hash carries, whatever
@@ -133,8 +135,8 @@ def verify(hash: str, password: str) -> bool:
 class PasswordFileOptions:
     file: PasswordFile
     run_in_thread: Callable[..., defer.Deferred[Any]]
-    verifying: defer.DeferredSemaphore
-    """At most C{threads} verifications at once; the others wait, cancellable."""
+    verifying: Slots
+    """At most C{threads} verifications at once; the others wait, cancellable, familiar logins first."""
 
 
 @implementer(ILoginModule)
@@ -146,7 +148,8 @@ class PasswordFileModule(BaseModule):
         entry = self.options.file.users().get(user)
         options = self.options
         hash = entry.hash if entry else options.file.dummy_hash
-        d = options.verifying.run(options.run_in_thread, verify, hash, password)
+        first = bool(getattr(self.callbacks, "familiar", False))
+        d = options.verifying.run(first, options.run_in_thread, verify, hash, password)
 
         def checked(ok: bool) -> str:
             if not ok or entry is None:
@@ -183,7 +186,7 @@ class PasswordFileFactory:
             file = PasswordFile(path, max_memory_cost)
         except OSError as e:
             raise ConfigError(f"{key}.path: {path}: {e.strerror}") from None
-        return PasswordFileOptions(file, self._run_in_thread, defer.DeferredSemaphore(threads))
+        return PasswordFileOptions(file, self._run_in_thread, Slots(threads))
 
     def create(self) -> PasswordFileModule:
         return PasswordFileModule()
