@@ -83,3 +83,19 @@ class BaseModule:
 
 def roles_of(names: Any) -> set[Principal]:
     return {Principal("role", name) for name in names}
+
+
+def check_numeric_dates(claims: dict[str, Any], what: str = "token") -> None:
+    """
+    RFC 7519 2: C{exp}, C{nbf} and C{iat} are NumericDates, JSON numbers.
+    pyjwt reads them with C{int()}, so it takes C{"1700000000"} (a string)
+    too; a token whose issuer wrote one is not what it says.
+
+    @raise LoginFailed: one of them is there and is not a number.
+    """
+    from tunnelgw.security.jaas import LoginFailed
+
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise LoginFailed(f"invalid {what}: the {name} claim is not a NumericDate")

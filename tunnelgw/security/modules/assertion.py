@@ -40,7 +40,7 @@ from tunnelgw.config import (
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.jaas import LoginFailed
-from tunnelgw.security.modules._base import BaseModule
+from tunnelgw.security.modules._base import BaseModule, check_numeric_dates
 
 __all__ = ["AssertionFactory", "AssertionOptions", "TrustedGateway"]
 
@@ -110,6 +110,7 @@ class AssertionModule(BaseModule):
             raise LoginFailed("assertion expired") from None
         except pyjwt.InvalidTokenError as e:
             raise LoginFailed(f"invalid assertion: {e}") from None
+        check_numeric_dates(claims, "assertion")
         if float(claims["exp"]) - float(claims["iat"]) > o.max_lifetime:
             raise LoginFailed(f"assertion valid for longer than {o.max_lifetime:g}s")
         if not o.remember(str(claims["jti"]), float(claims["exp"]) + o.leeway):

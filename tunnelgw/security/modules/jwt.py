@@ -31,7 +31,7 @@ from tunnelgw.config import ConfigError, Table, file_text, seconds_value, string
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.jaas import LoginFailed
-from tunnelgw.security.modules._base import BaseModule, roles_of
+from tunnelgw.security.modules._base import BaseModule, check_numeric_dates, roles_of
 
 SOURCES = ("bearer", "cookie", "query")
 
@@ -89,6 +89,7 @@ class JWTModule(BaseModule):
         except pyjwt.InvalidTokenError as e:
             # pyjwt's messages name the check, never the token
             raise LoginFailed(f"invalid token: {e}") from None
+        check_numeric_dates(claims, "token")
         if not isinstance(claims.get(o.user_claim), str):
             raise LoginFailed(f"claim {o.user_claim} is not a string")
         return claims
