@@ -384,6 +384,9 @@ class XmppAdapterTests(SynchronousTestCase):
             ("<message " + " ".join(f"a{i}='v'" for i in range(40)) + "/>", "policy-violation", 1009),
             ("<message><body>" + "x" * 300000 + "</body></message>", "policy-violation", 1009),
             (f"<foo xmlns='{FRAMING}'/>", "unsupported-stanza-type", 1002),
+            # RFC 7395 3.3.3: a start tag split over two messages, either half
+            ("<message to='romeo@example.net'", "not-well-formed", 1007),
+            ("<presence/><message to='x'>", "not-well-formed", 1007),
         ]
         for payload, condition, code in cases:
             self.ready()
@@ -392,6 +395,21 @@ class XmppAdapterTests(SynchronousTestCase):
         self.ready()
         self.client(b"\x00binary", binary=True)
         self.assert_stream_error("unsupported-stanza-type", 1003)
+
+    def test_a_tag_finished_in_the_next_message_is_refused(self) -> None:
+        """
+        A message that ends inside a start tag (expat holds it, reporting
+        nothing) is refused at once, and so is a message that completes one
+        begun in an earlier message (RFC 7395 3.3.3: one stanza a message).
+        """
+        self.ready()
+        self.client("<presence/><message to='x' type=\"")
+        self.assert_stream_error("not-well-formed", 1007)
+        # one that ends in ">" within a quoted value is caught by the next
+        self.ready()
+        self.client("<presence/><message to='>")
+        self.client("' type='chat'/>")
+        self.assert_stream_error("not-well-formed", 1007)
 
     def test_bad_xml_from_the_server(self) -> None:
         self.ready()

@@ -76,6 +76,8 @@ class HardenedStream(domish.ExpatElementStream):  # type: ignore[misc]
         self.maxStanzaSize = limits.max_stanza_size
         self.maxElementCount = limits.max_elements
         self.depth = 0
+        self.message_start = 0
+        """Where in the stream the message being read starts (bytes)."""
         parser = self.parser
         parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
         parser.StartDoctypeDeclHandler = self._no_dtd
@@ -129,6 +131,10 @@ class HardenedStream(domish.ExpatElementStream):  # type: ignore[misc]
             raise XMLRefused(
                 "policy-violation", f"more than {self.limits.max_attributes} attributes", too_big=True
             )
+        if self.depth == 2 and self.parser.CurrentByteIndex < self.message_start:
+            # a stanza (depth 1 is the framing root) whose start tag began in
+            # an earlier message: RFC 7395 3.3.3, one whole element a message
+            raise XMLRefused("not-well-formed", "an element must start and end in one message")
         super()._onStartElement(name, attrs)
 
     def _onEndElement(self, name: str) -> None:
@@ -154,7 +160,9 @@ class FragmentReader:
         self._stream.DocumentStartEvent = lambda root: None
         self._stream.ElementEvent = self._elements.append
         self._stream.DocumentEndEvent = self._ended
-        self._stream.feed(f"<tunnelgw-framing xmlns='{CLIENT}' xmlns:stream='{STREAMS}'>".encode())
+        root = f"<tunnelgw-framing xmlns='{CLIENT}' xmlns:stream='{STREAMS}'>".encode()
+        self._stream.feed(root)
+        self._fed = len(root)
 
     def _ended(self) -> None:
         raise XMLRefused("not-well-formed", "a message closed an element it did not open")
@@ -170,8 +178,16 @@ class FragmentReader:
         if b"<!DOCTYPE" in payload or b"<!ENTITY" in payload:
             # inside the stream expat reports these only as "invalid token"
             raise XMLRefused("restricted-xml", "DTDs and entity declarations are not allowed in XMPP")
-        self._stream.feed(payload)
-        if self._stream.currElem is not None:
+        stream = self._stream
+        stream.message_start = self._fed
+        self._fed += len(payload)
+        stream.feed(payload)
+        body = payload.strip()
+        if stream.currElem is not None or (body and (not self._elements or not body.endswith(b">"))):
+            # an element left open, or a tag begun and not finished (expat
+            # holds it, unreported, for the next message to complete; one
+            # that ends in ">" inside a quoted value is caught there: see
+            # HardenedStream._onStartElement)
             raise XMLRefused("not-well-formed", "a message must hold one complete element")
         if len(self._elements) > 1:
             raise XMLRefused("not-well-formed", "a message must hold one element, not several")
