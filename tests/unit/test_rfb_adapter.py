@@ -184,6 +184,20 @@ class RfbAdapterTests(SynchronousTestCase):
         self.make()
         self.server(b"SSH-2.0-x\r\n\r\n")
         self.assert_closed(1014, "did not send an RFB version")
+        for unknown in (b"RFB 009.999\n", b"RFB 004.001\n", b"RFB 003.009\n", b"RFB 002.008\n"):
+            self.make()
+            self.server(VERSION)
+            self.client(unknown)
+            self.assert_closed(1002, "is not a version this gateway speaks")
+            self.assertEqual(self.h.sent(), b"")  # not forwarded
+
+    def test_known_version_variants(self) -> None:
+        # UltraVNC's 3.6 (3.3's handshake), Apple's 3.889 (3.8's): forwarded
+        for variant in (b"RFB 003.006\n", b"RFB 003.889\n"):
+            self.make()
+            self.server(VERSION)
+            self.client(variant)
+            self.assertEqual(self.h.sent(), variant)
 
     # -- password injection -------------------------------------------------
 

@@ -57,6 +57,19 @@ TYPE_NAMES = {0: "invalid", 1: "None", 2: "VNC authentication", 5: "RA2", 6: "RA
               30: "Apple remote desktop", 113: "MSLogonII"}  # fmt: skip
 INPUTS = ("keyboard", "pointer", "clipboard", "resize")
 _VERSION = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
+# The versions a client may answer, and the handshake each means: 3.3, 3.7
+# and 3.8 (RFC 6143 7.1.1), the 3.x that clients report and that speak 3.3's
+# handshake (3.4 and 3.6, UltraVNC; 3.5), and Apple's 3.889, which speaks
+# 3.8's.  Anything else (RFB 009.999) is not guessed at.
+_CLIENT_VERSIONS = {
+    (3, 3): (3, 3),
+    (3, 4): (3, 3),
+    (3, 5): (3, 3),
+    (3, 6): (3, 3),
+    (3, 7): (3, 7),
+    (3, 8): (3, 8),
+    (3, 889): (3, 8),
+}
 MAX_PRE_SESSION = 4096  # what either side may send ahead of the handshake step
 
 
@@ -201,8 +214,10 @@ class RfbAdapter:
             if not match:
                 raise _Refused(PROTOCOL_ERROR, "not an RFB protocol version")
             major, minor = int(match[1]), int(match[2])
-            # RFC 6143 7.1.1: 3.3 to 3.6 mean 3.3; later 3.x mean 3.8
-            self._version = (3, 3) if (major, minor) < (3, 7) else (3, 7) if minor == 7 else (3, 8)
+            version = _CLIENT_VERSIONS.get((major, minor))
+            if version is None:
+                raise _Refused(PROTOCOL_ERROR, f"RFB {major}.{minor} is not a version this gateway speaks")
+            self._version = version
             to_server += data
             self._phase = _Phase.SECURITY_S
         elif phase is _Phase.SECURITY_S:
