@@ -578,6 +578,59 @@ class FastPathTests(_SiteCase):
         _, transport = self.upgrade("/echo", "Content-Length: 0\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
 
+    def test_over_long_request_line_414_header_line_431(self) -> None:
+        for split in (False, True):
+            self.split = split
+            for request, status in (
+                ("GET /echo?" + "a" * 17000 + " HTTP/1.1\r\nHost: gw\r\n\r\n", b"414 "),
+                ("GET /echo HTTP/1.1\r\nHost: gw\r\nX-Big: " + "a" * 17000 + "\r\n\r\n", b"431 "),
+                ("GET /echo HTTP/1.1\r\nX-Big: " + "a" * 17000, b"431 "),  # not even whole
+            ):
+                channel, transport = self.connect()
+                self.send(channel, request.encode())
+                self.assertTrue(
+                    transport.value().startswith(b"HTTP/1.1 " + status), (split, transport.value())
+                )
+                self.assertTrue(transport.disconnecting)
+                channel.connectionLost(Failure(ConnectionDone()))
+
+    def test_a_bare_lf_head_is_refused_400_at_once(self) -> None:
+        for split in (False, True):
+            self.split = split
+            for request in (
+                UPGRADE.format(path="/echo", extra="").replace("\r\n", "\n"),
+                UPGRADE.format(path="/echo", extra="").replace("Host: gw\r\n", "Host: gw\n"),
+                "GET /healthz HTTP/1.1\nHost: gw\n",  # an incomplete head, too
+            ):
+                channel, transport = self.connect()
+                self.send(channel, request.encode())
+                self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), (split, request))
+                self.assertTrue(transport.disconnecting)
+                channel.connectionLost(Failure(ConnectionDone()))
+        # a CRLF split across two reads is no bare LF
+        channel, transport = self.connect()
+        for part in (b"GET /healthz HTTP/1.1\r", b"\nHost: gw\r", b"\n\r", b"\n"):
+            channel.dataReceived(part)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "), transport.value())
+
+    def test_a_frame_in_the_heads_read_is_kept_on_both_services(self) -> None:
+        for path, extra in (("/echo", ""), ("/raw", "Sec-WebSocket-Protocol: binary\r\n")):
+            for split in (False, True):
+                self.split = split
+                channel, transport = self.connect()
+                self.send(
+                    channel, UPGRADE.format(path=path, extra=extra).encode() + client_frame(0x2, b"early")
+                )
+                if self.endpoint.pending:
+                    _, backend = self.endpoint.succeed()
+                ws = transport.protocol
+                if path == "/echo":
+                    _, _, rest = transport.value().partition(b"\r\n\r\n")
+                    self.assertEqual(server_frames(rest), [(0x2, b"early")], (path, split, transport.value()))
+                else:
+                    self.assertEqual(backend.value(), b"early", (path, split))
+                ws.connectionLost(Failure(ConnectionDone()))
+
     def test_a_refusal_closes_the_connection_on_twisted_webs_path_too(self) -> None:
         self.split = True
         channel, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: mqtt\r\n")

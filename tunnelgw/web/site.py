@@ -39,6 +39,7 @@ from tunnelgw.web.pipeline import (
     check_limits,
     check_origin,
 )
+from tunnelgw.web.strict_head import StrictHead
 from tunnelgw.web.upgrade import parse_upgrade_head, refusal_parts, refusal_response, status_phrase, take_over
 from tunnelgw.web.websocket import AdmittedFactory, make_factory, start_tunnel
 
@@ -55,7 +56,7 @@ def _new_conn_id() -> str:
     return f"{random.getrandbits(48):012x}"
 
 
-class GatewayChannel(http.HTTPChannel):
+class GatewayChannel(StrictHead, http.HTTPChannel):
     """
     An HTTP/1.1 channel that counts itself in the connection limits and
     gives a client C{handshake_timeout} seconds, in all, to send a complete
@@ -63,7 +64,8 @@ class GatewayChannel(http.HTTPChannel):
 
     A service's upgrade that comes whole in the first read takes the fast
     path (L{tunnelgw.web.upgrade}): admitted without twisted.web, then
-    handed to autobahn with the bytes it came in.
+    handed to autobahn with the bytes it came in.  A head twisted.web
+    would close on silently or wait on is answered (L{StrictHead}).
     """
 
     log = Logger()
@@ -125,7 +127,8 @@ class GatewayChannel(http.HTTPChannel):
             if self._fast_upgrade(data):
                 return
             super().connectionMade()  # twisted.web's part of it, now needed
-        super().dataReceived(data)
+        if self.check_head(data):
+            super().dataReceived(data)
 
     def _fast_upgrade(self, data: bytes) -> bool:
         head = parse_upgrade_head(data)
@@ -203,6 +206,18 @@ class GatewayChannel(http.HTTPChannel):
     def allContentReceived(self) -> None:
         self._stop_deadline()
         super().allContentReceived()
+
+    forward: Any = None
+    """The WebSocket protocol this connection was handed to (twisted.web's path)."""
+
+    def rawDataReceived(self, data: bytes) -> None:
+        # twisted.web hands the rest of a read to this once a request's head
+        # is in; after an upgrade admitted in that read, it is the
+        # WebSocket's (frames sent with the head), not a pipelined request.
+        if self.forward is not None:
+            self.forward.dataReceived(data)
+            return
+        super().rawDataReceived(data)
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
@@ -376,11 +391,16 @@ class ServiceResource(Resource):
             # the channel (which stopped reading past 16 KiB of it) and
             # would be dropped with it: autobahn reads it after the head.
             early = b"".join(getattr(request.channel, "_dataBuffer", None) or ())
+            channel = cast(GatewayChannel, request.channel)
             factory.channel_is_producer = True
             WebSocketResource(factory).render(request)
             _detach(request)
-            if early and factory.protocol is not None:
-                factory.protocol.dataReceived(early)
+            if factory.protocol is not None:
+                if early:
+                    factory.protocol.dataReceived(early)
+                # admitted at once, in the read that ended the head: what
+                # followed it in that read is still to come, to the channel
+                channel.forward = factory.protocol
 
         # asked for first: an upgrade may be decided at once, and the hand
         # over then detaches the request from its notifications
