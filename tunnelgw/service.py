@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import signal
 from typing import Any
 
 from twisted.application import strports
@@ -25,7 +26,27 @@ from tunnelgw.upstream.links import LinkDialer, LinkPool
 from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewaySite, admit_link
 
-__all__ = ["GatewayService", "build_site", "tune_collector"]
+__all__ = ["GatewayService", "build_site", "ignore_sighup", "tune_collector"]
+
+_log = Logger()
+
+
+def ignore_sighup(reactor: Any) -> None:
+    """
+    SIGHUP is what operators send to reload, and by default it ends a
+    process at once: no close frames, no drain.  Until the gateway can
+    reload, it logs the signal and goes on (C{event=sighup}).
+    """
+
+    def received(signum: int, frame: Any) -> None:
+        reactor.callFromThread(
+            _log.warn,
+            "SIGHUP received: reloading is not supported yet; the gateway goes on unchanged",
+            event="sighup",
+        )
+
+    signal.signal(signal.SIGHUP, received)
+
 
 # Young objects the collector lets pile up before it looks at them (CPython's
 # default is 700).  A handshake allocates a few hundred short-lived objects,

@@ -9,7 +9,7 @@ from typing import Any
 from twisted.python import usage
 
 from tunnelgw.config import DEFAULT_CONFIG, ConfigError, GatewayConfig, load, loads
-from tunnelgw.service import GatewayService, tune_collector
+from tunnelgw.service import GatewayService, ignore_sighup, tune_collector
 
 __all__ = ["Options", "makeService"]
 
@@ -60,4 +60,5 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
     config: GatewayConfig = options["gateway_config"]
     service = GatewayService(config, reactor)
     reactor.callWhenRunning(tune_collector)
+    ignore_sighup(reactor)  # now: the listeners open before the reactor runs
     return service

@@ -37,3 +37,24 @@ def test_sigterm_drains_open_tunnels(start_gateway, echo_server: EchoServer) -> 
     assert not port_open(gateway.port)
     event = gateway.wait_event(event="drain")
     assert event["count"] == 1
+
+
+def test_sighup_is_logged_and_changes_nothing(start_gateway, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    """
+    SIGHUP (an operator's reload) killed the gateway at once, with no close
+    frames.  Until reload exists it is logged and ignored: open tunnels
+    and new connections carry on.
+    """
+    gateway = start_gateway(config(echo_server.port))
+    ws = ws_connect(gateway.url("/raw"))
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGHUP)
+    gateway.wait_event(event="sighup")
+    assert gateway.proc.poll() is None
+    ws.send_binary(b"after the hangup")
+    assert ws.recv_data()[1] == b"after the hangup"
+    other = ws_connect(gateway.url("/raw"))
+    other.send_binary(b"new")
+    assert other.recv_data()[1] == b"new"
+    other.close()
+    ws.close()

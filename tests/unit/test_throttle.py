@@ -384,6 +384,7 @@ def test_slots_bound_the_work_and_serve_familiar_logins_first() -> None:
 
     slots = Slots(2)
     results: dict[str, Any] = {}
+
     def keep(result: Any, name: str) -> None:
         results[name] = result
 
