@@ -31,7 +31,13 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -176,7 +182,7 @@ class TunnelRegistry:
                 d.callback(None)
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class BackendProtocol(Protocol):
     """
     The backend leg: a TCP (or TLS, or UNIX) connection to the service.
@@ -195,6 +201,38 @@ class BackendProtocol(Protocol):
         self.lost: Failure | None = None
         self.eof = False
         self._early: list[bytes] | None = None
+
+    # -- TLS ----------------------------------------------------------------
+
+    # class defaults: most backends are plain TCP, and a tunnel is kept small
+    secure = False
+    """The TLS handshake is done and the server verified."""
+    _secured: defer.Deferred[BackendProtocol] | None = None
+
+    def secured(self) -> defer.Deferred[BackendProtocol]:
+        """
+        Fires with this protocol once the TLS handshake under it is done and
+        the server's certificate and name verified; fails with why if the
+        connection is lost first (a wrong CA, a wrong name).  Cancelling it
+        aborts the connection.
+        """
+        if self.secure:
+            return defer.succeed(self)
+        if self.lost is not None:
+            return defer.fail(self.lost)
+        self._secured = defer.Deferred(lambda d: self.transport.abortConnection())
+        return self._secured
+
+    def handshakeCompleted(self) -> None:
+        # Twisted reports the handshake done even when the verification of
+        # the server's name, run during it, has just failed and aborted the
+        # connection (its connectionLost, with the reason, follows).
+        if self.transport.disconnecting:
+            return
+        self.secure = True
+        waiting, self._secured = self._secured, None
+        if waiting is not None:
+            waiting.callback(self)
 
     def connectionMade(self) -> None:
         # Interactive protocols (VNC input, STOMP, XMPP) must not wait on
@@ -232,6 +270,16 @@ class BackendProtocol(Protocol):
         raise TypeError("a byte-stream backend takes bytes, not messages")
 
     def finish(self) -> None:
+        if ISSLTransport.providedBy(self.transport):
+            # TLS's half-close is its close_notify (the server's data is
+            # still read until its own); a TCP half-close under TLS would
+            # cut it short, and Twisted's TLS layer then ends the
+            # connection while it is still reading it ('NoneType' object
+            # has no attribute 'bio_read', logged on every clean close).
+            # The TLS layer sends it only once no producer is registered.
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+            return
         half_close_now(self.transport)
 
     def close(self, code: int, reason: str) -> None:
@@ -250,6 +298,9 @@ class BackendProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = _DONE) -> None:
         self.lost = reason
+        waiting, self._secured = self._secured, None
+        if waiting is not None:
+            waiting.errback(reason)
         release_connector(self.transport)
         if self.tunnel is not None:
             self.tunnel.backend_lost(reason)

@@ -415,3 +415,57 @@ def pump(ws, data: bytes, message: int, stall_after: int = 0, stall: float = 0.0
     assert not thread.is_alive(), "reader did not finish within 120s"
     assert not errors, errors
     return bytes(received)
+
+
+class TlsFront:
+    """
+    A threaded TLS server on 127.0.0.1 (the given certificate) in front of
+    a plain TCP C{target_port}: a real server reached over TLS, as a
+    gateway's C{tls:} upstream sees it.  C{handshakes} counts the TLS
+    handshakes that succeeded.
+    """
+
+    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
+        import ssl
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.target_port = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.handshakes = 0
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True)
+        except OSError:
+            conn.close()
+            return
+        self.handshakes += 1
+        tls.settimeout(None)
+        upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        upstream.settimeout(None)
+        self._sockets += [tls, upstream]
+        threading.Thread(target=TcpTap._pump, args=(upstream, tls, None), daemon=True).start()
+        TcpTap._pump(tls, upstream, None)
+
+    def close(self) -> None:
+        self.sock.close()
+        for s in self._sockets:
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -513,3 +513,50 @@ def test_registry_when_empty() -> None:
     tunnel.client_closed(True, 1000, "bye")
     backend.connectionLost(Failure(ConnectionDone()))
     assert waiting == [None]
+
+
+class BackendTLSTests(SynchronousTestCase):
+    """
+    A TLS backend is connected once its handshake is done and verified.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.interfaces import ISSLTransport
+        from zope.interface import directlyProvides
+
+        self.backend = BackendProtocol()
+        self.transport = HalfCloseStringTransport()
+        directlyProvides(self.transport, ISSLTransport)
+        self.backend.makeConnection(self.transport)
+
+    def test_secured_after_the_handshake(self) -> None:
+        d = self.backend.secured()
+        self.assertNoResult(d)
+        self.backend.handshakeCompleted()
+        self.assertIs(self.successResultOf(d), self.backend)
+        self.assertIs(self.successResultOf(self.backend.secured()), self.backend)
+
+    def test_a_failed_verification_is_not_a_handshake(self) -> None:
+        """
+        Twisted calls handshakeCompleted after the name check failed and
+        aborted the connection; connectionLost brings the reason.
+        """
+        d = self.backend.secured()
+        self.transport.disconnecting = True
+        self.backend.handshakeCompleted()
+        self.assertNoResult(d)
+        self.backend.connectionLost(Failure(ConnectionLost("certificate verify failed")))
+        self.failureResultOf(d, ConnectionLost)
+
+    def test_cancelling_aborts(self) -> None:
+        d = self.backend.secured()
+        d.cancel()
+        self.failureResultOf(d)
+        self.assertTrue(self.transport.aborted)
+
+    def test_finishing_is_tls_close_notify_not_a_tcp_half_close(self) -> None:
+        self.transport.registerProducer(object(), True)
+        self.backend.finish()
+        self.assertFalse(self.transport.write_closed)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producer)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorCore, IReactorTime, ISSLTransport, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
@@ -130,6 +130,19 @@ class Admission:
         if self.backend is not None and self.backend.transport is not None:
             self.backend.abort()
         self.subject.logout()
+
+
+def _tls_reason(f: Failure) -> str:
+    """
+    Why a TLS handshake failed, for the log: OpenSSL's reasons (its error
+    is a list of (library, function, reason)), or the verifier's message.
+    """
+    errors = getattr(f.value, "args", ())
+    if errors and isinstance(errors[0], list):
+        reasons = [str(e[-1]) for e in errors[0] if isinstance(e, tuple) and e]
+        if reasons:
+            return ", ".join(reasons)
+    return f.getErrorMessage()
 
 
 def choose_subprotocol(offered: list[str], service: ServiceConfig) -> str | None:
@@ -280,7 +293,7 @@ class AdmissionPipeline:
             d = connect_chain(self._reactor, service, subject, subprotocol)
         else:
             endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
-            d = endpoint.connect(_BACKEND_FACTORY)
+            d = endpoint.connect(_BACKEND_FACTORY).addCallback(self._verified, request, service)
             if enforces_timeout(service.upstream):
                 bound = None  # the endpoint fails by itself
         if bound is not None:
@@ -298,6 +311,32 @@ class AdmissionPipeline:
 
         d.addErrback(failed)
         return d
+
+    def _verified(
+        self, backend: BackendProtocol, request: AdmissionRequest, service: ServiceConfig
+    ) -> BackendProtocol | defer.Deferred[BackendProtocol]:
+        """
+        A TLS backend is connected once its handshake is done and its
+        certificate and name verified (a TLS endpoint reports the TCP
+        connection): a wrong CA or name is then a 502 before the upgrade,
+        not a WebSocket opened and closed with 1011.
+        """
+        if not ISSLTransport.providedBy(backend.transport):
+            return backend
+
+        def failed(f: Failure) -> Failure:
+            if f.check(defer.CancelledError):
+                return f
+            self.log.warn(
+                "TLS with the backend of {service} failed for {conn_id}: {reason}",
+                event="backend_tls_failed",
+                conn_id=request.conn_id,
+                service=service.name,
+                reason=_tls_reason(f),
+            )
+            raise Refusal(502, "TLS with the backend failed")
+
+        return backend.secured().addErrback(failed)
 
     def _refused(self, f: Failure, request: AdmissionRequest, service: ServiceConfig) -> Failure:
         if f.check(defer.CancelledError):
