@@ -182,6 +182,10 @@ class TunnelRegistry:
                 d.callback(None)
 
 
+def _is_tls(transport: Any) -> bool:
+    return bool(ISSLTransport.providedBy(transport))
+
+
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
 class BackendProtocol(Protocol):
     """
@@ -270,7 +274,7 @@ class BackendProtocol(Protocol):
         raise TypeError("a byte-stream backend takes bytes, not messages")
 
     def finish(self) -> None:
-        if ISSLTransport.providedBy(self.transport):
+        if _is_tls(self.transport):
             # TLS's half-close is its close_notify (the server's data is
             # still read until its own); a TCP half-close under TLS would
             # cut it short, and Twisted's TLS layer then ends the

@@ -312,9 +312,7 @@ class AdmissionPipeline:
         d.addErrback(failed)
         return d
 
-    def _verified(
-        self, backend: BackendProtocol, request: AdmissionRequest, service: ServiceConfig
-    ) -> BackendProtocol | defer.Deferred[BackendProtocol]:
+    def _verified(self, backend: Any, request: AdmissionRequest, service: ServiceConfig) -> Any:
         """
         A TLS backend is connected once its handshake is done and its
         certificate and name verified (a TLS endpoint reports the TCP
