@@ -28,6 +28,7 @@ __all__ = [
     "CLIENT_FULL",
     "BACKEND_FULL",
     "FLUSHING",
+    "RATE",
 ]
 
 _MAX_DEPTH = 4
@@ -334,6 +335,8 @@ BACKEND_FULL = 2
 """The backend's write buffer is over its high-water mark."""
 FLUSHING = 4
 """The tunnel is closing and lets the client's buffer drain."""
+RATE = 8
+"""The client sends faster than its byte rate (C{limits.max_bytes_per_second})."""
 
 
 @implementer(IPushProducer)

@@ -93,6 +93,11 @@ class Limits:
     high_water: int = 64 * KiB
     connect_timeout: float = 10.0
     flush_timeout: float = 30.0
+    max_tunnels_per_user: int = 100
+    max_messages_per_second: int = 2000
+    message_burst: int = 4000
+    max_bytes_per_second: int = 0
+    byte_burst: int = 4 * MiB
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,9 @@ class GatewayConfig:
     handshake_timeout: float = 10.0
     max_connections: int = 10000
     max_connections_per_address: int = 256
+    max_tunnels_per_user: int = 100
+    handshake_rate_per_address: int = 100
+    handshake_burst_per_address: int = 200
     health_path: str | None = "/healthz"
     refresh_path: str = "/tunnelgw/refresh"
     max_request_body: int = 64 * KiB
@@ -327,6 +335,15 @@ def positive_int_value(key: str, value: Any) -> int:
     return value
 
 
+def count_value(key: str, value: Any) -> int:
+    """
+    An integer >= 0 (0 turns the limit off, where the reference says so).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}: expected an integer >= 0, got {value!r}")
+    return value
+
+
 def seconds_value(key: str, value: Any) -> float:
     """
     A duration in seconds; 0 means "off" where the key allows it.
@@ -406,12 +423,18 @@ def _origins(key: str, value: Any) -> frozenset[str]:
     return frozenset(result)
 
 
+# the limits that 0 turns off
+_OFF_WHEN_ZERO = frozenset({"max_messages_per_second", "max_bytes_per_second"})
+
+
 def _limits(table: Table) -> Limits:
     defaults = Limits()
     values: dict[str, Any] = {}
     for f in fields(Limits):
         default = getattr(defaults, f.name)
-        if isinstance(default, int):
+        if f.name in _OFF_WHEN_ZERO:
+            values[f.name] = table.take(f.name, count_value, default)
+        elif isinstance(default, int):
             values[f.name] = table.take(f.name, positive_int_value, default)
         elif f.name in ("open_handshake_timeout", "connect_timeout", "flush_timeout"):
             values[f.name] = table.take(f.name, positive_seconds_value, default)
@@ -646,6 +669,9 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     handshake_timeout = gateway.take("handshake_timeout", positive_seconds_value, 10.0)
     max_connections = gateway.take("max_connections", positive_int_value, 10000)
     per_address = gateway.take("max_connections_per_address", positive_int_value, 256)
+    tunnels_per_user = gateway.take("max_tunnels_per_user", positive_int_value, 100)
+    handshake_rate = gateway.take("handshake_rate_per_address", count_value, 100)
+    handshake_burst = gateway.take("handshake_burst_per_address", positive_int_value, 200)
     logins = _logins(gateway.table("logins"))
     gateway.done()
 
@@ -703,6 +729,9 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         handshake_timeout=handshake_timeout,
         max_connections=max_connections,
         max_connections_per_address=per_address,
+        max_tunnels_per_user=tunnels_per_user,
+        handshake_rate_per_address=handshake_rate,
+        handshake_burst_per_address=handshake_burst,
         health_path=health_path,
         refresh_path=refresh_path,
         max_request_body=max_request_body,

@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from tunnelgw.interfaces import ILimitStore
 
-__all__ = ["ConnectionLimiter", "Lease", "MemoryLimitStore"]
+__all__ = ["ConnectionLimiter", "Lease", "MemoryLimitStore", "Places", "hold"]
 
 
 class Lease:
@@ -161,3 +161,37 @@ def _make_room(table: dict[str, Any], max_keys: int) -> None:
     """
     while len(table) >= max_keys:
         del table[next(iter(table))]
+
+
+class Places:
+    """
+    Places held in an L{ILimitStore} (a tunnel's, against its user's caps),
+    given back once with L{release}.
+    """
+
+    __slots__ = ("_store", "_keys")
+
+    def __init__(self, store: ILimitStore, keys: tuple[str, ...]) -> None:
+        self._store = store
+        self._keys = keys
+
+    def release(self) -> None:
+        keys, self._keys = self._keys, ()
+        for key in keys:
+            self._store.release(key)
+
+
+def hold(store: ILimitStore, wanted: tuple[tuple[str, int], ...]) -> Places | None:
+    """
+    One place of each C{(key, limit)}, all or none.
+
+    @return: the places, or C{None} (nothing held) if a key is at its limit.
+    """
+    held: list[str] = []
+    for key, limit in wanted:
+        if not store.acquire(key, limit):
+            for taken in held:
+                store.release(taken)
+            return None
+        held.append(key)
+    return Places(store, tuple(held))

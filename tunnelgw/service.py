@@ -72,10 +72,12 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     """
     The HTTP front of C{config}, on C{reactor}.
     """
-    guard = LoginGuard(config.logins, MemoryLimitStore(reactor))
+    # one process's counts; a shared store would take its place here
+    store = MemoryLimitStore(reactor)
+    guard = LoginGuard(config.logins, store)
     authenticator = RealmAuthenticator(config, guard)
     pools = {pool.name: LinkPool(pool, reactor) for pool in config.links}
-    pipeline = AdmissionPipeline(reactor, authenticator, links=pools)
+    pipeline = AdmissionPipeline(reactor, authenticator, links=pools, store=store, gateway=config)
     return GatewaySite(config, reactor, pipeline, authenticator)
 
 

@@ -47,6 +47,7 @@ from tunnelgw._flow import (
     BACKEND_FULL,
     CLIENT_FULL,
     FLUSHING,
+    RATE,
     FlushWatcher,
     Gate,
     Valve,
@@ -133,9 +134,52 @@ _DONE = Failure(ConnectionDone())
 # The backend's stays at high_water, so a client message of high_water
 # bytes does not pause the client either.
 FRAME_HEADER_ROOM = 14
-_TIMERS = ("idle", "flush", "linger", "expiry", "revalidate")
+_TIMERS = ("idle", "flush", "linger", "expiry", "revalidate", "rate")
 # the slot of each timer, named once rather than on every arm and cancel
 _TIMER_SLOTS = {name: f"_t_{name}" for name in _TIMERS}
+
+
+class ClientRate:
+    """
+    Two token buckets for what one client sends: messages (refilled at
+    C{limits.max_messages_per_second}, holding C{message_burst}) and bytes
+    (C{max_bytes_per_second}, holding C{byte_burst}); 0 turns one off.
+    A tunnel's own, not an L{tunnelgw.interfaces.ILimitStore}'s: a tunnel
+    lives in one process, and this is asked once a message.
+    """
+
+    __slots__ = ("_limits", "_when", "_messages", "_bytes")
+
+    def __init__(self, limits: Any, now: float) -> None:
+        self._limits = limits
+        self._when = now
+        self._messages = float(limits.message_burst)
+        self._bytes = float(limits.byte_burst)
+
+    def spend(self, now: float, size: int) -> float:
+        """
+        Count one message of C{size} bytes.
+
+        @return: C{-1} if the messages are over their rate beyond the burst
+            (the tunnel closes); otherwise the seconds the client should
+            not be read for its bytes to be within their rate (C{0}: none).
+        """
+        limits = self._limits
+        elapsed = now - self._when
+        self._when = now
+        per_second = limits.max_messages_per_second
+        if per_second:
+            messages = min(float(limits.message_burst), self._messages + elapsed * per_second) - 1
+            if messages < 0:
+                return -1
+            self._messages = messages
+        per_second = limits.max_bytes_per_second
+        if per_second:
+            available = min(float(limits.byte_burst), self._bytes + elapsed * per_second) - size
+            self._bytes = available
+            if available < 0:
+                return -available / per_second
+        return 0.0
 
 
 class _State(enum.Enum):
@@ -347,7 +391,10 @@ class Tunnel:
         "_t_linger",
         "_t_expiry",
         "_t_revalidate",
+        "_t_rate",
         "_last_activity",
+        "_places",
+        "_rate",
         "__weakref__",
     )
     log = Logger()
@@ -366,6 +413,7 @@ class Tunnel:
         registry: TunnelRegistry,
         session_id: str = "",
         policy: IAuthorizationPolicy | None = None,
+        places: Any = None,
     ) -> None:
         self.reactor = reactor
         self.service = service
@@ -389,6 +437,7 @@ class Tunnel:
         self._t_linger: IDelayedCall | Deadline | None = None
         self._t_expiry: IDelayedCall | Deadline | None = None
         self._t_revalidate: IDelayedCall | Deadline | None = None
+        self._t_rate: IDelayedCall | Deadline | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self.peak_up = 0
@@ -397,6 +446,14 @@ class Tunnel:
         self._last_activity = self.started
         self.close_code: int | None = None
         self.close_reason = ""
+        self._places = places
+        """What this tunnel holds against its user's caps (L{tunnelgw.limits.Places})."""
+        limits = service.limits
+        self._rate: ClientRate | None = (
+            ClientRate(limits, self.started)
+            if limits.max_messages_per_second or limits.max_bytes_per_second
+            else None
+        )
 
     # -- life cycle -------------------------------------------------------
 
@@ -437,10 +494,33 @@ class Tunnel:
     def client_message(self, payload: bytes, is_binary: bool) -> None:
         if self._state is not _State.OPEN:
             return
-        self._last_activity = self.reactor.seconds()
+        now = self._last_activity = self.reactor.seconds()
         self.bytes_up += len(payload)
+        rate = self._rate
+        if rate is not None:
+            verdict = rate.spend(now, len(payload))
+            if verdict < 0:
+                self.fail(CloseCode.POLICY_VIOLATION, "rate: too many messages")
+                return
+            if verdict > 0:
+                self._slow_client(verdict)
         assert self._adapter is not None
         self._adapter.client_message(payload, is_binary)
+
+    def _slow_client(self, delay: float) -> None:
+        """
+        The client sends faster than its byte rate: it is not read for
+        C{delay} seconds (TCP holds back what it sends; nothing is dropped).
+        """
+        gate = self._client_gate
+        if gate is None:
+            return
+        gate.hold(RATE)
+        self._schedule("rate", delay, self._rate_refilled)  # the whole deficit, this message's included
+
+    def _rate_refilled(self) -> None:
+        if self._client_gate is not None:
+            self._client_gate.release(RATE)
 
     def backend_data(self, data: bytes) -> None:
         if self._state is not _State.OPEN:
@@ -583,7 +663,7 @@ class Tunnel:
             # the buffer is empty and no producer is registered any more:
             # nothing holds the client's reading but the flush
             assert self._client_gate is not None
-            self._client_gate.release(FLUSHING | CLIENT_FULL | BACKEND_FULL)
+            self._client_gate.release(FLUSHING | CLIENT_FULL | BACKEND_FULL | RATE)
 
     def _flush_expired(self) -> None:
         self.log.warn(
@@ -652,6 +732,9 @@ class Tunnel:
         self._client_gate = None
         self._backend = None
         self._adapter = None
+        places, self._places = self._places, None
+        if places is not None:
+            places.release()
         self.subject.logout()
         self.log.info(
             "tunnel {conn_id} closed: {peer} -> {service} code={code} ({reason});"

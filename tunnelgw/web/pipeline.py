@@ -17,6 +17,7 @@ what (service, subprotocol) and why (status, reason).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,9 +28,9 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from tunnelgw.adapters import adapter_factory
-from tunnelgw.config import ServiceConfig, normalize_origin
-from tunnelgw.interfaces import IAdapterFactory, IAuthenticator
-from tunnelgw.limits import Lease
+from tunnelgw.config import GatewayConfig, ServiceConfig, normalize_origin
+from tunnelgw.interfaces import IAdapterFactory, IAuthenticator, ILimitStore
+from tunnelgw.limits import Lease, Places, hold
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.tunnel import BackendLeg, BackendProtocol
@@ -121,14 +122,18 @@ class Admission:
     subject: Subject
     adapter_factory: IAdapterFactory
     backend: BackendLeg | None = field(default=None)
+    places: Places | None = field(default=None)
+    """What the tunnel holds against its user's caps (the tunnel gives it back)."""
 
     def abandon(self) -> None:
         """
-        The client went away before the tunnel started: drop the backend
-        and end the login session.
+        The client went away before the tunnel started: drop the backend,
+        give back the user's places and end the login session.
         """
         if self.backend is not None and self.backend.transport is not None:
             self.backend.abort()
+        if self.places is not None:
+            self.places.release()
         self.subject.logout()
 
 
@@ -211,12 +216,17 @@ class AdmissionPipeline:
         authenticator: IAuthenticator,
         endpoint_for: Callable[[IReactorCore, str, float], IStreamClientEndpoint] = endpoint_for,
         links: Mapping[str, Any] | None = None,
+        store: ILimitStore | None = None,
+        gateway: GatewayConfig | None = None,
     ) -> None:
         self._reactor = reactor
         self._authenticator = authenticator
         self._endpoint_for = endpoint_for
         self.links: Mapping[str, Any] = links or {}
         """The L{tunnelgw.upstream.links.LinkPool}s of C{reverse:NAME} upstreams, by name."""
+        self._store = store
+        """Where the handshake rates and the users' tunnels are counted (no limits without one)."""
+        self._gateway = gateway
 
     def admit(
         self,
@@ -238,6 +248,7 @@ class AdmissionPipeline:
         # forwards cancel() to a chained Deferred).
         try:
             check_limits(request)
+            self._check_rate(request)
             check_transport(request)
             check_origin(request, service)
             subprotocol = choose_subprotocol(request.subprotocols, service)
@@ -256,13 +267,17 @@ class AdmissionPipeline:
         self, subject: Subject, request: AdmissionRequest, service: ServiceConfig, subprotocol: str | None
     ) -> Admission | defer.Deferred[Admission]:
         # logged in: if no tunnel comes of it, nothing else will end the login
+        places: Places | None = None
         try:
             factory = adapter_factory(service.adapter)
-            admission = Admission(request, service, subprotocol, subject, factory)
+            places = self._hold_places(subject, service, request)
+            admission = Admission(request, service, subprotocol, subject, factory, places=places)
             if not factory.needs_upstream:
                 return admission
             d = self._connect(service, subject, subprotocol, request)
         except Exception:
+            if places is not None:
+                places.release()
             subject.logout()
             raise
 
@@ -271,10 +286,67 @@ class AdmissionPipeline:
             return admission
 
         def not_connected(f: Failure) -> Failure:
+            if admission.places is not None:
+                admission.places.release()
             subject.logout()
             return f
 
         return d.addCallbacks(connected, not_connected)
+
+    def _check_rate(self, request: AdmissionRequest) -> None:
+        """
+        @raise Refusal: (429) the client's address opens handshakes faster
+            than C{gateway.handshake_rate_per_address} (a token bucket of
+            C{handshake_burst_per_address}).
+        """
+        gateway, store = self._gateway, self._store
+        if gateway is None or store is None or gateway.handshake_rate_per_address == 0:
+            return
+        wait = store.take(
+            f"handshakes:{request.peer_host}",
+            gateway.handshake_rate_per_address,
+            gateway.handshake_burst_per_address,
+        )
+        if wait > 0:
+            raise Refusal(
+                429, "too many handshakes from your address", {"Retry-After": str(max(1, math.ceil(wait)))}
+            )
+
+    def _hold_places(
+        self, subject: Subject, service: ServiceConfig, request: AdmissionRequest
+    ) -> Places | None:
+        """
+        The places of the tunnel to be against its user's caps
+        (C{gateway.max_tunnels_per_user}, the service's
+        C{limits.max_tunnels_per_user}); none for an anonymous subject,
+        bounded by its address's connections instead.
+
+        @raise Refusal: (429) the user has that many tunnels already.
+        """
+        gateway, store, user = self._gateway, self._store, subject.user
+        if (
+            gateway is None
+            or store is None
+            or user is None
+            or subject.attributes.get("method") == "anonymous"
+        ):
+            return None
+        overall, here = gateway.max_tunnels_per_user, service.limits.max_tunnels_per_user
+        places = hold(store, ((f"tunnels:{user}", overall), (f"tunnels:{service.name}:{user}", here)))
+        if places is None:
+            self.log.info(
+                "tunnel cap {conn_id}: {principal} has {held} tunnels open ({service}: {held_here})",
+                event="tunnel_cap",
+                conn_id=request.conn_id,
+                principal=user,
+                service=service.name,
+                held=store.held(f"tunnels:{user}"),
+                held_here=store.held(f"tunnels:{service.name}:{user}"),
+                limit=overall,
+                service_limit=here,
+            )
+            raise Refusal(429, "too many tunnels open for this user", {"Retry-After": "5"})
+        return places
 
     def _connect(
         self, service: ServiceConfig, subject: Subject, subprotocol: str | None, request: AdmissionRequest

@@ -57,6 +57,7 @@ def start_tunnel(
         registry=registry,
         session_id=session_id,
         policy=policy,
+        places=admission.places,
     )
     tunnel.start(client)
     return tunnel
