@@ -203,10 +203,13 @@ async function handshakes() {
   const end = Date.now() + args.seconds * 1000;
   const start = process.hrtime.bigint();
   const cpuStart = process.cpuUsage();
+  const latencies = [];
   async function worker() {
     while (Date.now() < end) {
+      const began = process.hrtime.bigint();
       try {
         await handshakeOnce(url);
+        latencies.push(Number(process.hrtime.bigint() - began) / 1e6);
         count++;
       } catch (e) {
         failures++;
@@ -217,9 +220,13 @@ async function handshakes() {
   await Promise.all(Array.from({ length: args.conns }, worker));
   const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
   const cpu = process.cpuUsage(cpuStart);
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor((latencies.length * p) / 100))] : null);
   done({
     mode: "handshakes",
     concurrency: args.conns,
+    p50_ms: pct(50),
+    p99_ms: pct(99),
     count,
     failures,
     first_error: firstError,

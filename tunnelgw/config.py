@@ -94,8 +94,8 @@ class Limits:
     connect_timeout: float = 10.0
     flush_timeout: float = 30.0
     max_tunnels_per_user: int = 100
-    max_messages_per_second: int = 2000
-    message_burst: int = 4000
+    max_messages_per_second: int = 20000
+    message_burst: int = 40000
     max_bytes_per_second: int = 0
     byte_burst: int = 4 * MiB
 
