@@ -323,13 +323,11 @@ class AdmissionPipeline:
 
         @raise Refusal: (429) the user has that many tunnels already.
         """
-        gateway, store, user = self._gateway, self._store, subject.user
-        if (
-            gateway is None
-            or store is None
-            or user is None
-            or subject.attributes.get("method") == "anonymous"
-        ):
+        gateway, store = self._gateway, self._store
+        if gateway is None or store is None or subject.attributes.get("method") == "anonymous":
+            return None
+        user = subject.user
+        if user is None:
             return None
         overall, here = gateway.max_tunnels_per_user, service.limits.max_tunnels_per_user
         places = hold(store, ((f"tunnels:{user}", overall), (f"tunnels:{service.name}:{user}", here)))
