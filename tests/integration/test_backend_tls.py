@@ -81,7 +81,13 @@ allow_missing_origin = true
 def setup(rabbitmq: RabbitMQ, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Backends]]:
     work = tmp_path_factory.mktemp("backend-tls")
     echo = EchoServer()
-    desktop = Desktop(work / "desktop").start()
+    desktop = Desktop(work / "desktop")
+    try:
+        desktop.start()
+    except BaseException:
+        desktop.stop()
+        echo.close()
+        raise
     backends = Backends(work, {"raw": echo.port, "stomp": rabbitmq.stomp_port, "rfb": desktop.port})
     services = ""
     for kind in KINDS:
@@ -108,8 +114,9 @@ actions = ["input"]
 resources = ["*"]
 {services}"""
     (work / "gw").mkdir()
-    gateway = Gateway(work / "gw", config, port).start()
+    gateway = Gateway(work / "gw", config, port)
     try:
+        gateway.start()
         yield gateway, backends
     finally:
         gateway.stop()
