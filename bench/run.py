@@ -559,7 +559,10 @@ backend is the same for all (a Node TCP echo server, `bench/servers.js`), and
 so is the load client (Node `ws` {meta["ws"]} with bufferutil, `bench/load.js`).
 {meta["pinning"]} tunnelgw logs every event as JSON
 (`--logger tunnelgw.logs.json_observer`, as docs/operations.md recommends in
-production; to /dev/null here, as websockify's log is). Throughput counts
+production; to /dev/null here, as websockify's log is), with its abuse
+limits at their defaults (login throttle, tunnels per user, message
+rate), but for the handshakes per address, raised so that the bench's one
+address is never refused while the check still runs. Throughput counts
 echoed payload bytes (each byte also crossed the gateway the other way).
 Handshakes are counted with 16 clients at once, each opening a WebSocket
 (the gateway connects the backend before its 101), closing it with 1000

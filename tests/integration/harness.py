@@ -345,13 +345,19 @@ class TcpTap:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-            upstream.settimeout(None)
-            record = bytearray()
-            self.sent.append(record)
-            self._sockets += [conn, upstream]
-            threading.Thread(target=self._pump, args=(conn, upstream, record), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, conn, None), daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self._relay(conn)
+
+    def _relay(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        upstream.settimeout(None)
+        record = bytearray()
+        self.sent.append(record)
+        self._sockets += [conn, upstream]
+        threading.Thread(target=self._pump, args=(upstream, conn, None), daemon=True).start()
+        self._pump(conn, upstream, record)
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket, record: bytearray | None) -> None:
@@ -417,7 +423,7 @@ def pump(ws, data: bytes, message: int, stall_after: int = 0, stall: float = 0.0
     return bytes(received)
 
 
-class TlsFront:
+class TlsFront(TcpTap):
     """
     A threaded TLS server on 127.0.0.1 (the given certificate) in front of
     a plain TCP C{target_port}: a real server reached over TLS, as a
@@ -430,22 +436,8 @@ class TlsFront:
 
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(str(cert), str(key))
-        self.target_port = target_port
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
         self.handshakes = 0
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__(target_port)
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(10)
@@ -456,16 +448,4 @@ class TlsFront:
             return
         self.handshakes += 1
         tls.settimeout(None)
-        upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-        upstream.settimeout(None)
-        self._sockets += [tls, upstream]
-        threading.Thread(target=TcpTap._pump, args=(upstream, tls, None), daemon=True).start()
-        TcpTap._pump(tls, upstream, None)
-
-    def close(self) -> None:
-        self.sock.close()
-        for s in self._sockets:
-            try:
-                s.close()
-            except OSError:
-                pass
+        self._relay(tls)

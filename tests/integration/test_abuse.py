@@ -8,16 +8,15 @@ million fragments.
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tests.integration.harness import EchoServer, Gateway, raw_gateway_config, raw_upgrade, ws_connect
+from tests.unit.test_site import client_frame
 
 FLOOD_SECONDS = 20.0
 
@@ -28,23 +27,6 @@ def rss_kib(gateway: Gateway) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """
-    One client frame (masked, as RFC 6455 requires of clients).
-    """
-    mask = os.urandom(4)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
 
 
 def send_for(sock: socket.socket, chunk: bytes, seconds: float) -> int:
@@ -89,7 +71,7 @@ def test_a_ping_flood_from_a_client_that_never_reads_stays_bounded(start_gateway
         ws.close()
         sock = raw_upgrade(gateway.port, "/raw", "Sec-WebSocket-Protocol: binary\r\n")
         before = rss_kib(gateway)
-        ping = masked_frame(0x9, b"p" * 125)
+        ping = client_frame(0x9, b"p" * 125)
         sent = send_for(sock, ping * 512, FLOOD_SECONDS)
         growth = rss_kib(gateway) - before
         assert growth < 4 * 1024, f"RSS grew by {growth} KiB under {sent} bytes of pings"
@@ -262,8 +244,8 @@ def test_a_message_in_a_million_fragments_does_not_stall_others(start_gateway) -
         until = time.monotonic() + 5
 
         def attack() -> None:
-            first = masked_frame(0x2, b"x", fin=False)
-            more = masked_frame(0x0, b"x", fin=False) * 10_000  # 70 KB of 1-byte frames
+            first = client_frame(0x2, b"x", fin=False)
+            more = client_frame(0x0, b"x", fin=False) * 10_000  # 70 KB of 1-byte frames
             while time.monotonic() < until:
                 sock = raw_upgrade(gateway.port, "/raw", "Sec-WebSocket-Protocol: binary\r\n")
                 try:
