@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import hyperlink
 
+from tunnelgw.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "GatewayConfig",
@@ -45,12 +47,6 @@ T = TypeVar("T")
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-class ConfigError(ValueError):
-    """
-    The configuration is invalid.  C{str(error)} names the key and says why.
-    """
 
 
 DEFAULT_CONFIG = """\

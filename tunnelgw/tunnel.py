@@ -58,28 +58,12 @@ from tunnelgw._flow import (
     write_now,
 )
 from tunnelgw.config import ServiceConfig
+from tunnelgw.errors import CloseCode
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 
 __all__ = ["BackendLeg", "BackendProtocol", "ClientLeg", "Tunnel", "TunnelRegistry", "CloseCode"]
-
-
-class CloseCode(enum.IntEnum):
-    """
-    The RFC 6455 close codes tunnelgw sends.
-    """
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    INVALID_PAYLOAD = 1007
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    TRY_AGAIN_LATER = 1013
-    BAD_GATEWAY = 1014
 
 
 class ClientLeg(TypingProtocol):

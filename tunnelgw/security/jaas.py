@@ -29,6 +29,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
@@ -45,17 +46,6 @@ class Flag(enum.Enum):
 
 # each flag's name in the audit log (an Enum's value is a property to call)
 _FLAG_NAMES = {flag: flag.value for flag in Flag}
-
-
-class LoginFailed(Exception):
-    """
-    A module refuses the credentials.  C{reason} is for the audit log and
-    must never contain a secret.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw.config import GatewayConfig, ServiceConfig
+from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
@@ -82,19 +83,13 @@ class RealmAuthenticator:
         raise self._refusal(realm)
 
     def _refusal(self, realm: str) -> Exception:
-        from tunnelgw.web.pipeline import Refusal
-
         challenge = f'{self._challenges[realm]} realm="{realm}"'
         return Refusal(401, "authentication required", {"WWW-Authenticate": challenge})
 
     def _refused(self, e: LoginRefused) -> Exception:
-        from tunnelgw.web.pipeline import Refusal
-
         return Refusal(e.status, e.reason, {"Retry-After": str(e.retry_after)})
 
     def _authorized(self, subject: Subject, request: Any, service: ServiceConfig) -> Subject:
-        from tunnelgw.web.pipeline import Refusal
-
         if service.require_roles and not (service.require_roles & subject.roles):
             self.log.info(
                 "authorization {conn_id}: {principal} lacks the roles of {service}",

@@ -42,6 +42,7 @@ from tunnelgw.config import (
     positive_seconds_value,
     string_value,
 )
+from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
@@ -180,8 +181,6 @@ class ChainProtocol(MessageLeg, WebSocketClientProtocol):  # type: ignore[misc]
         self.ended(wasClean, code, reason)
 
     def _why_refused(self) -> Any:
-        from tunnelgw.web.pipeline import Refusal
-
         if self._refusal is None:
             return Refusal(502, f"the inner gateway did not open the WebSocket: {self.wasNotCleanReason}")
         return refusal_of(*self._refusal)
@@ -191,8 +190,6 @@ def refusal_of(status: int, text: str) -> Any:
     """
     The outer's answer to a client when the inner refused with C{status}.
     """
-    from tunnelgw.web.pipeline import Refusal
-
     if status in (401, 403):
         return Refusal(403, f"the inner gateway refused: {status} {text}")
     if status in (429, 503):

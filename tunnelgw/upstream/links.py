@@ -43,6 +43,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
 
 from tunnelgw._wsleg import WebSocketLeg
+from tunnelgw.errors import Refusal
 from tunnelgw.logs import Logger
 from tunnelgw.upstream.chain import MessageLeg, check_url, refusal_of
 
@@ -145,8 +146,6 @@ class LinkPool:
         An idle link, now or when one comes within C{wait_timeout}; else a
         503 refusal.
         """
-        from tunnelgw.web.pipeline import Refusal
-
         if self.idle:
             return defer.succeed(self.idle.popleft())
 
@@ -205,8 +204,6 @@ class LinkServerProtocol(MessageLeg, WebSocketServerProtocol):  # type: ignore[m
         if answer is None:
             MessageLeg.onMessage(self, payload, isBinary)
             return
-        from tunnelgw.web.pipeline import Refusal
-
         try:
             reply = json.loads(payload) if not isBinary else None
         except ValueError:
@@ -228,8 +225,6 @@ class LinkServerProtocol(MessageLeg, WebSocketServerProtocol):  # type: ignore[m
             return
         answer, self._answer = self._answer, None
         if answer is not None:
-            from tunnelgw.web.pipeline import Refusal
-
             answer.errback(Refusal(502, "the inner gateway closed the link"))
             return
         self.ended(wasClean, code, reason)

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from tunnelgw.adapters import adapter_factory
 from tunnelgw.config import GatewayConfig, ServiceConfig, normalize_origin
+from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapterFactory, IAuthenticator, ILimitStore
 from tunnelgw.limits import Lease, Places, hold
 from tunnelgw.logs import Logger
@@ -47,19 +48,6 @@ class _BackendFactory(Factory):
 
 
 _BACKEND_FACTORY = _BackendFactory()
-
-
-class Refusal(Exception):
-    """
-    The request is refused with an HTTP C{status}; C{reason} says why in
-    words for the client and the log; C{headers} go into the response.
-    """
-
-    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-        self.headers = dict(headers or {})
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
 
-from tunnelgw.web.pipeline import Refusal
+from tunnelgw.errors import Refusal
 
 __all__ = [
     "UpgradeHead",

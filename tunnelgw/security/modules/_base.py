@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from tunnelgw.errors import LoginFailed
 from tunnelgw.security import Principal, Subject
 
 
@@ -93,8 +94,6 @@ def check_numeric_dates(claims: dict[str, Any], what: str = "token") -> None:
 
     @raise LoginFailed: one of them is there and is not a number.
     """
-    from tunnelgw.security.jaas import LoginFailed
-
     for name in ("exp", "nbf", "iat"):
         value = claims.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):

@@ -14,9 +14,9 @@ from typing import Any
 from zope.interface import implementer
 
 from tunnelgw.config import ConfigError, Table, strings_value
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -37,9 +37,9 @@ from tunnelgw.config import (
     string_value,
     strings_value,
 )
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule, check_numeric_dates
 
 __all__ = ["AssertionFactory", "AssertionOptions", "TrustedGateway"]

@@ -21,9 +21,9 @@ from cryptography.x509.oid import NameOID
 from zope.interface import implementer
 
 from tunnelgw.config import Table, strings_value
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule, roles_of
 
 USER_FROM = ("cn", "email", "dns")

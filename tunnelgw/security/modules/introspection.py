@@ -34,9 +34,9 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from tunnelgw.config import ConfigError, Table, positive_seconds_value, string_value
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule, roles_of
 
 MAX_ANSWER = 64 * 1024

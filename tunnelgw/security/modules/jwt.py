@@ -28,9 +28,9 @@ import jwt as pyjwt
 from zope.interface import implementer
 
 from tunnelgw.config import ConfigError, Table, file_text, seconds_value, string_value, strings_value
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule, check_numeric_dates, roles_of
 
 SOURCES = ("bearer", "cookie", "query")

@@ -35,9 +35,9 @@ from twisted.internet import defer, threads
 from zope.interface import implementer
 
 from tunnelgw.config import ConfigError, Table, positive_int_value, string_value
+from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules._base import BaseModule, roles_of
 from tunnelgw.security.slots import Slots
 
