@@ -2,7 +2,9 @@
 tunnelgw: a WebSocket gateway to TCP services, on Twisted.
 """
 
-from tunnelgw.config import ConfigError, GatewayConfig, ServiceConfig, load, loads
+from tunnelgw.config.loader import load, loads
+from tunnelgw.config.model import GatewayConfig, ServiceConfig
+from tunnelgw.config.values import ConfigError
 
 __all__ = ["ConfigError", "GatewayConfig", "ServiceConfig", "load", "loads", "__version__"]
 

@@ -11,7 +11,9 @@ import sys
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 
-from tunnelgw.config import ConfigError, GatewayConfig, load
+from tunnelgw.config.loader import load
+from tunnelgw.config.model import GatewayConfig
+from tunnelgw.config.values import ConfigError
 from tunnelgw.tls import context_factory
 
 USAGE = """\

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.plugin import getPlugins
 
-from tunnelgw.config import ConfigError
+from tunnelgw.config.values import ConfigError
 from tunnelgw.logs import Logger
 
 log = Logger()

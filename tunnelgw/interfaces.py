@@ -31,7 +31,7 @@ class ITunnel(Interface):
     control and the closing rules; adapters only translate.
     """
 
-    service = Attribute("The L{tunnelgw.config.ServiceConfig} of this tunnel.")
+    service = Attribute("The L{tunnelgw.config.model.ServiceConfig} of this tunnel.")
     subject = Attribute("The authenticated L{tunnelgw.security.Subject}.")
     subprotocol = Attribute("The negotiated subprotocol, or C{None}.")
     conn_id = Attribute("The connection id used in every log event of this tunnel.")
@@ -146,7 +146,7 @@ class IAuthenticator(Interface):
     def authenticate(request: Any, service: Any) -> Any:
         """
         Authenticate an L{tunnelgw.web.pipeline.AdmissionRequest} for a
-        L{tunnelgw.config.ServiceConfig}.
+        L{tunnelgw.config.model.ServiceConfig}.
 
         @return: the authenticated L{tunnelgw.security.Subject}, or a
             L{Deferred} firing with it (an authenticator that answers at

@@ -14,7 +14,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from tunnelgw.config import GatewayConfig
+from tunnelgw.config.model import GatewayConfig
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.listeners import with_backlog
 from tunnelgw.logs import Logger

@@ -8,7 +8,9 @@ from typing import Any
 
 from twisted.python import usage
 
-from tunnelgw.config import DEFAULT_CONFIG, ConfigError, GatewayConfig, load, loads
+from tunnelgw.config.loader import load, loads
+from tunnelgw.config.model import DEFAULT_CONFIG, GatewayConfig
+from tunnelgw.config.values import ConfigError
 from tunnelgw.service import GatewayService, ignore_sighup, tune_collector
 
 __all__ = ["Options", "makeService"]

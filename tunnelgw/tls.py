@@ -17,7 +17,7 @@ from OpenSSL import crypto
 
 from twisted.internet import ssl
 
-from tunnelgw.config import ConfigError, file_bytes
+from tunnelgw.config.values import ConfigError, file_bytes
 
 __all__ = ["TLSListener", "context_factory"]
 

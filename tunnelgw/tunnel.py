@@ -57,7 +57,7 @@ from tunnelgw._flow import (
     set_high_water,
     write_now,
 )
-from tunnelgw.config import ServiceConfig
+from tunnelgw.config.model import ServiceConfig
 from tunnelgw.errors import CloseCode
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthorizationPolicy, ITunnel
 from tunnelgw.logs import Logger

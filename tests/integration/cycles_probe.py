@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from tests.integration.harness import raw_gateway_config
 from tunnelgw._deadlines import Deadlines, pending_on
 from tunnelgw._flow import release_connector
-from tunnelgw.config import loads
+from tunnelgw.config.loader import loads
 from tunnelgw.service import build_site
 from tunnelgw.tunnel import Tunnel
 

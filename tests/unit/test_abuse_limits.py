@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnelgw.adapters import adapter_factory
-from tunnelgw.config import GatewayConfig, Limits, ServiceConfig
+from tunnelgw.config.model import GatewayConfig, Limits, ServiceConfig
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter, MemoryLimitStore
 from tunnelgw.security import Subject

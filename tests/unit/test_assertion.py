@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.unit.test_login_modules import cb, login
-from tunnelgw.config import ConfigError
+from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import AssertionSigner
 from tunnelgw.security.jaas import LoginFailed

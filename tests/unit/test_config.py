@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunnelgw.config import DEFAULT_CONFIG, ConfigError, Limits, load, loads, normalize_origin
+from tunnelgw.config.loader import load, loads
+from tunnelgw.config.model import DEFAULT_CONFIG, Limits
+from tunnelgw.config.values import ConfigError, normalize_origin
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from tunnelgw.config import Limits
+from tunnelgw.config.model import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every key is read through tunnelgw.config.Table: take/require (values),

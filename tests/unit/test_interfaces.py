@@ -15,7 +15,7 @@ from tunnelgw.adapters import ADAPTERS
 from tunnelgw.adapters.echo import EchoAdapter
 from tunnelgw.adapters.raw import RawAdapter
 from tunnelgw.adapters.stomp.adapter import StompAdapter, StompOptions
-from tunnelgw.config import ServiceConfig
+from tunnelgw.config.model import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthenticator, ITunnel
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport

@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.config import ConfigError, loads
+from tunnelgw.config.loader import loads
+from tunnelgw.config.values import ConfigError
 from tunnelgw.upstream.links import LinkDialer, LinkPool, PoolConfig, ReverseLink
 from tunnelgw.web.pipeline import Refusal
 

@@ -84,7 +84,7 @@ class BacklogTests(SynchronousTestCase):
     def test_the_gateways_listeners_listen_with_it(self) -> None:
         from twisted.internet.testing import MemoryReactorClock
 
-        from tunnelgw.config import loads
+        from tunnelgw.config.loader import loads
         from tunnelgw.service import GatewayService
 
         reactor = MemoryReactorClock()

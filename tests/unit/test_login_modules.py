@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from twisted.internet import defer
 
-from tunnelgw.config import ConfigError
+from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.callbacks import Callbacks
 from tunnelgw.security.jaas import Flag, LoginContext, LoginFailed, ModuleEntry

@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tunnelgw.config import ServiceConfig
+from tunnelgw.config.model import ServiceConfig
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter
 from tunnelgw.security import PassThroughAuthenticator, Subject

@@ -11,7 +11,9 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from tunnelgw.adapters import adapter_factory
-from tunnelgw.config import ConfigError, ServiceConfig, loads
+from tunnelgw.config.loader import loads
+from tunnelgw.config.model import ServiceConfig
+from tunnelgw.config.values import ConfigError
 from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.adapters.rfb import RfbAdapterFactory, RfbOptions, vnc_auth_response
-from tunnelgw.config import ConfigError, ServiceConfig
+from tunnelgw.config.model import ServiceConfig
+from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
 from tunnelgw.testing import AdapterHarness

@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.config import GatewayConfig, loads
+from tunnelgw.config.loader import loads
+from tunnelgw.config.model import GatewayConfig
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator

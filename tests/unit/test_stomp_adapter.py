@@ -17,7 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.adapters.stomp.adapter import StompAdapterFactory, StompOptions
 from tunnelgw.adapters.stomp.frames import HEARTBEAT, SERVER_COMMANDS, Frame, Parser, serialize
-from tunnelgw.config import ConfigError, ServiceConfig, loads
+from tunnelgw.config.loader import loads
+from tunnelgw.config.model import ServiceConfig
+from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
 from tunnelgw.testing import AdapterHarness

@@ -21,7 +21,9 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tunnelgw.config import ConfigError, LoginLimits, loads
+from tunnelgw.config.loader import loads
+from tunnelgw.config.model import LoginLimits
+from tunnelgw.config.values import ConfigError
 from tunnelgw.interfaces import ILimitStore
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.security.jaas import Flag, LoginContext, LoginFailed, ModuleEntry

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw._deadlines import Deadlines, pending_on
 from tunnelgw.adapters import adapter_factory
-from tunnelgw.config import Limits, ServiceConfig
+from tunnelgw.config.model import Limits, ServiceConfig
 from tunnelgw.security import Subject
 from tunnelgw.testing import FakeClientLeg, HalfCloseStringTransport
 from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry

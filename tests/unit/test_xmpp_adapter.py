@@ -19,7 +19,8 @@ from twisted.words.xish import domish
 
 from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory, XmppOptions
 from tunnelgw.adapters.xmpp.xml import FragmentReader, HardenedStream, XMLLimits, XMLRefused
-from tunnelgw.config import ConfigError, ServiceConfig
+from tunnelgw.config.model import ServiceConfig
+from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
 from tunnelgw.testing import AdapterHarness

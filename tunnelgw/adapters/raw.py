@@ -9,7 +9,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from tunnelgw.config import Table
+from tunnelgw.config.values import Table
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 
 __all__ = ["RawAdapter", "RawAdapterFactory"]

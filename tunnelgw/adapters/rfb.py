@@ -39,7 +39,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, file_text, positive_int_value, string_value, strings_value
+from tunnelgw.config.values import (
+    ConfigError,
+    Table,
+    file_text,
+    positive_int_value,
+    string_value,
+    strings_value,
+)
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.logs import Logger
 

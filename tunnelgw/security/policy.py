@@ -22,7 +22,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from tunnelgw.config import Table, strings_value
+from tunnelgw.config.values import Table, strings_value
 from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
 from tunnelgw.security import Subject
 

@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelgw.config import GatewayConfig, ServiceConfig
+from tunnelgw.config.model import GatewayConfig, ServiceConfig
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.logs import Logger

@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from tunnelgw.config import LoginLimits
+from tunnelgw.config.model import LoginLimits
 from tunnelgw.interfaces import ILimitStore
 from tunnelgw.logs import Logger
 

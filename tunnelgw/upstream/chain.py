@@ -34,14 +34,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw._wsleg import WebSocketLeg
-from tunnelgw.config import (
-    ConfigError,
-    ServiceConfig,
-    Table,
-    file_bytes,
-    positive_seconds_value,
-    string_value,
-)
+from tunnelgw.config.model import ServiceConfig
+from tunnelgw.config.values import ConfigError, Table, file_bytes, positive_seconds_value, string_value
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject

@@ -28,7 +28,8 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from tunnelgw.adapters import adapter_factory
-from tunnelgw.config import GatewayConfig, ServiceConfig, normalize_origin
+from tunnelgw.config.model import GatewayConfig, ServiceConfig
+from tunnelgw.config.values import normalize_origin
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapterFactory, IAuthenticator, ILimitStore
 from tunnelgw.limits import Lease, Places, hold

@@ -25,7 +25,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from tunnelgw._deadlines import Deadline, deadlines
-from tunnelgw.config import GatewayConfig, ServiceConfig
+from tunnelgw.config.model import GatewayConfig, ServiceConfig
 from tunnelgw.limits import ConnectionLimiter, Lease
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from tunnelgw._deadlines import Deadline, deadlines
 from tunnelgw._flow import close_now
 from tunnelgw._wsleg import NO_SEND_QUEUE, WebSocketLeg
-from tunnelgw.config import ServiceConfig
+from tunnelgw.config.model import ServiceConfig
 from tunnelgw.limits import Lease
 from tunnelgw.tunnel import Tunnel, TunnelRegistry
 from tunnelgw.web.pipeline import Admission

@@ -49,7 +49,7 @@ from tunnelgw.adapters.stomp.frames import (
     Parser,
     serialize,
 )
-from tunnelgw.config import (
+from tunnelgw.config.values import (
     ConfigError,
     Table,
     file_text,

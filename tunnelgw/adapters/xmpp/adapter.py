@@ -61,7 +61,14 @@ from tunnelgw.adapters.xmpp.xml import (
     serialize,
     stream_error,
 )
-from tunnelgw.config import ConfigError, Table, bool_value, file_bytes, positive_int_value, string_value
+from tunnelgw.config.values import (
+    ConfigError,
+    Table,
+    bool_value,
+    file_bytes,
+    positive_int_value,
+    string_value,
+)
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.logs import Logger
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, strings_value
+from tunnelgw.config.values import ConfigError, Table, strings_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal

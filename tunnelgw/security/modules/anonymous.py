@@ -11,7 +11,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from tunnelgw.config import Table, string_value, strings_value
+from tunnelgw.config.values import Table, string_value, strings_value
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.modules._base import BaseModule, roles_of

@@ -28,7 +28,7 @@ import jwt as pyjwt
 
 from zope.interface import implementer
 
-from tunnelgw.config import (
+from tunnelgw.config.values import (
     ConfigError,
     Table,
     file_text,

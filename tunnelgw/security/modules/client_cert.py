@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from zope.interface import implementer
 
-from tunnelgw.config import Table, strings_value
+from tunnelgw.config.values import Table, strings_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal

@@ -33,7 +33,7 @@ from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, positive_seconds_value, string_value
+from tunnelgw.config.values import ConfigError, Table, positive_seconds_value, string_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject

@@ -27,7 +27,7 @@ import jwt as pyjwt
 
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, file_text, seconds_value, string_value, strings_value
+from tunnelgw.config.values import ConfigError, Table, file_text, seconds_value, string_value, strings_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal

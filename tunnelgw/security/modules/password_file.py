@@ -34,7 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from twisted.internet import defer, threads
 from zope.interface import implementer
 
-from tunnelgw.config import ConfigError, Table, positive_int_value, string_value
+from tunnelgw.config.values import ConfigError, Table, positive_int_value, string_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject

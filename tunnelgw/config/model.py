@@ -1,0 +1,185 @@
+"""
+The configuration, typed and frozen: what the loader makes of the file and
+what every stage reads.  The embedded default configuration too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunnelgw.config.values import KiB, MiB
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "GatewayConfig",
+    "Limits",
+    "LoginLimits",
+    "PolicyConfig",
+    "RealmConfig",
+    "ServiceConfig",
+]
+
+DEFAULT_CONFIG = """\
+# Embedded default: used when tunnelgw starts without --config.
+[gateway]
+listen = ["tcp:8080:interface=127.0.0.1"]
+health_path = "/healthz"
+
+# Public: everyone is admitted, explicitly.
+[realms.public]
+[[realms.public.modules]]
+module = "anonymous"
+flag = "required"
+
+[services.echo]
+path = "/echo"
+adapter = "echo"
+realm = "public"
+allow_no_subprotocol = true
+allow_missing_origin = true
+origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    Resource bounds of one service's tunnels.  Sizes are bytes, times are
+    seconds; 0 disables a timer where the reference says so.
+    """
+
+    max_frame_size: int = 1 * MiB
+    max_message_size: int = 1 * MiB
+    max_fragments: int = 1024
+    open_handshake_timeout: float = 10.0
+    close_handshake_timeout: float = 5.0
+    ping_interval: float = 30.0
+    ping_timeout: float = 15.0
+    idle_timeout: float = 600.0
+    high_water: int = 64 * KiB
+    connect_timeout: float = 10.0
+    flush_timeout: float = 30.0
+    max_tunnels_per_user: int = 100
+    max_messages_per_second: int = 20000
+    message_burst: int = 40000
+    max_bytes_per_second: int = 0
+    byte_burst: int = 4 * MiB
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """
+    Bounds on logins, gateway-wide (C{[gateway.logins]}).  A login that
+    presents credentials (an C{Authorization} header) is counted against
+    its client address and its user name before it runs, and taken back if
+    it succeeds: past C{max_failures_per_address} or
+    C{max_failures_per_user} in C{failure_window} seconds, logins are
+    refused with 429 until the window ends; the per-user limit does not
+    apply from an address the user logged in from in the last
+    C{familiar_for} seconds.  At most C{max_pending} logins
+    wait for an asynchronous answer (a password hash, an HTTP call) at once;
+    beyond, 503.
+    """
+
+    max_pending: int = 64
+    max_failures_per_address: int = 20
+    max_failures_per_user: int = 10
+    failure_window: float = 300.0
+    familiar_for: float = 86400.0
+
+
+@dataclass(frozen=True)
+class RealmConfig:
+    """
+    A realm: how clients are challenged and which login modules run, in
+    order, with their JAAS flags (L{tunnelgw.security.jaas.ModuleEntry}).
+    """
+
+    name: str
+    challenge: str
+    modules: tuple[Any, ...]
+    revalidate_interval: float = 0.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """
+    A named authorization policy (an L{IAuthorizationPolicy}).
+    """
+
+    name: str
+    kind: str
+    policy: Any
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """
+    One service: a URL path, what it offers and where it leads.
+    """
+
+    name: str
+    path: str
+    adapter: str
+    realm: str = "public"
+    require_roles: frozenset[str] = frozenset()
+    policy: str | None = None
+    upstream: str | None = None
+    subprotocols: tuple[str, ...] = ()
+    allow_no_subprotocol: bool = False
+    origins: frozenset[str] = frozenset()
+    allow_missing_origin: bool = False
+    allow_text: bool = False
+    limits: Limits = field(default_factory=Limits)
+    adapter_options: Any = None
+    """What the adapter's C{parse_options} made of C{[services.NAME.ADAPTER]}."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """
+    The whole gateway.
+    """
+
+    listen: tuple[str, ...]
+    services: tuple[ServiceConfig, ...]
+    tls_listeners: tuple[Any, ...] = ()
+    realms: tuple[RealmConfig, ...] = ()
+    policies: tuple[PolicyConfig, ...] = ()
+    handshake_timeout: float = 10.0
+    max_connections: int = 10000
+    max_connections_per_address: int = 256
+    max_tunnels_per_user: int = 100
+    handshake_rate_per_address: int = 100
+    handshake_burst_per_address: int = 200
+    health_path: str | None = "/healthz"
+    refresh_path: str = "/tunnelgw/refresh"
+    max_request_body: int = 64 * KiB
+    drain_timeout: float = 10.0
+    logins: LoginLimits = field(default_factory=LoginLimits)
+    links: tuple[Any, ...] = ()
+    """C{[links.NAME]}: pools of reverse links inner gateways dial in to (L{tunnelgw.upstream.links.PoolConfig})."""
+    reverse_links: tuple[Any, ...] = ()
+    """C{[[gateway.reverse_links]]}: outer gateways to dial out to (L{tunnelgw.upstream.links.ReverseLink})."""
+
+    def realm(self, name: str) -> RealmConfig:
+        for realm in self.realms:
+            if realm.name == name:
+                return realm
+        raise KeyError(name)
+
+    def policy(self, name: str | None) -> Any:
+        """
+        The L{IAuthorizationPolicy} called C{name}, or C{None} for no name.
+        """
+        for policy in self.policies:
+            if policy.name == name:
+                return policy.policy
+        return None
+
+    def service_at(self, path: str) -> ServiceConfig | None:
+        for service in self.services:
+            if service.path == path:
+                return service
+        return None
