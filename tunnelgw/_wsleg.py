@@ -15,7 +15,7 @@ from typing import Any
 from autobahn.util import encode_truncate
 from twisted.internet import defer
 
-from tunnelgw._flow import release_connector, write_now
+from tunnelgw.tunnel.flow import release_connector, write_now
 
 __all__ = ["DEFAULT_MAX_FRAGMENTS", "NO_SEND_QUEUE", "WebSocketLeg"]
 

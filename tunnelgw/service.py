@@ -15,13 +15,13 @@ from twisted.internet import defer
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.config.model import GatewayConfig
+from tunnelgw.errors import CloseCode
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.listeners import with_backlog
 from tunnelgw.logs import Logger
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.tls import context_factory
-from tunnelgw.tunnel import CloseCode
 from tunnelgw.upstream.links import LinkDialer, LinkPool
 from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewaySite, admit_link

@@ -106,9 +106,9 @@ class FakeEndpoint:
 
 class AdapterHarness:
     """
-    One adapter in a real L{tunnelgw.tunnel.Tunnel}, in memory: the client
+    One adapter in a real L{tunnelgw.tunnel.relay.Tunnel}, in memory: the client
     leg is a L{FakeClientLeg} (C{client}), the backend a
-    L{tunnelgw.tunnel.BackendProtocol} over a L{HalfCloseStringTransport}
+    L{tunnelgw.tunnel.legs.BackendProtocol} over a L{HalfCloseStringTransport}
     (C{backend}, C{wire}).  Drive it with C{tunnel.client_message} and
     C{backend.dataReceived}.
     """
@@ -123,7 +123,9 @@ class AdapterHarness:
     ) -> None:
         from twisted.internet.task import Clock
 
-        from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+        from tunnelgw.tunnel.legs import BackendProtocol
+        from tunnelgw.tunnel.registry import TunnelRegistry
+        from tunnelgw.tunnel.relay import Tunnel
 
         self.clock = Clock()
         self.client = FakeClientLeg()

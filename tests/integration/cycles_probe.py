@@ -21,11 +21,11 @@ from twisted.logger import ILogObserver, globalLogBeginner
 from twisted.python.failure import Failure
 
 from tests.integration.harness import raw_gateway_config
-from tunnelgw._deadlines import Deadlines, pending_on
-from tunnelgw._flow import release_connector
 from tunnelgw.config.loader import loads
 from tunnelgw.service import build_site
-from tunnelgw.tunnel import Tunnel
+from tunnelgw.tunnel.deadlines import Deadlines, pending_on
+from tunnelgw.tunnel.flow import release_connector
+from tunnelgw.tunnel.relay import Tunnel
 
 TUNNELS = 30
 HEAD = (

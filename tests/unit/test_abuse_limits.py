@@ -23,7 +23,9 @@ from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter, MemoryLimitStore
 from tunnelgw.security import Subject
 from tunnelgw.testing import FakeClientLeg, FakeEndpoint, HalfCloseStringTransport
-from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+from tunnelgw.tunnel.legs import BackendProtocol
+from tunnelgw.tunnel.registry import TunnelRegistry
+from tunnelgw.tunnel.relay import Tunnel
 from tunnelgw.web.pipeline import AdmissionPipeline, AdmissionRequest, Refusal
 from tunnelgw.web.site import check_websocket_upgrade
 

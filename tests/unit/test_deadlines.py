@@ -9,7 +9,7 @@ from twisted.internet import error
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._deadlines import Deadlines, deadlines, pending_on
+from tunnelgw.tunnel.deadlines import Deadlines, deadlines, pending_on
 
 
 class DeadlinesTests(SynchronousTestCase):

@@ -16,7 +16,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._flow import _plain_and_idle, close_now, half_close_now, pending_bytes, write_now
+from tunnelgw.tunnel.flow import _plain_and_idle, close_now, half_close_now, pending_bytes, write_now
 
 
 class WriteNowTests(SynchronousTestCase):
@@ -156,7 +156,7 @@ class ReleaseConnectorTests(SynchronousTestCase):
 
         from twisted.internet import defer
 
-        from tunnelgw._flow import release_connector
+        from tunnelgw.tunnel.flow import release_connector
 
         fired: defer.Deferred[None] = defer.succeed(None)
         factory = SimpleNamespace(_onConnection=fired)
@@ -176,7 +176,7 @@ class ReleaseConnectorTests(SynchronousTestCase):
 
         from twisted.internet import defer
 
-        from tunnelgw._flow import release_connector
+        from tunnelgw.tunnel.flow import release_connector
 
         waiting: defer.Deferred[None] = defer.Deferred()
         other = SimpleNamespace()

@@ -10,7 +10,6 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 import tunnelgw
-from tunnelgw._flow import FlushWatcher
 from tunnelgw.adapters import ADAPTERS
 from tunnelgw.adapters.echo import EchoAdapter
 from tunnelgw.adapters.raw import RawAdapter
@@ -19,7 +18,10 @@ from tunnelgw.config.model import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthenticator, ITunnel
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
-from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+from tunnelgw.tunnel.flow import FlushWatcher
+from tunnelgw.tunnel.legs import BackendProtocol
+from tunnelgw.tunnel.registry import TunnelRegistry
+from tunnelgw.tunnel.relay import Tunnel
 
 
 def tunnel() -> Tunnel:

@@ -19,7 +19,7 @@ from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint
-from tunnelgw.tunnel import BackendProtocol
+from tunnelgw.tunnel.legs import BackendProtocol
 from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal, choose_subprotocol
 from tunnelgw.web.site import check_websocket_upgrade
 

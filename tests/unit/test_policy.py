@@ -17,7 +17,8 @@ from tunnelgw.config.values import ConfigError
 from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
-from tunnelgw.tunnel import Tunnel, TunnelRegistry
+from tunnelgw.tunnel.registry import TunnelRegistry
+from tunnelgw.tunnel.relay import Tunnel
 
 RULES = {
     "rules": [

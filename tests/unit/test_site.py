@@ -27,7 +27,7 @@ from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
-from tunnelgw.tunnel import Tunnel
+from tunnelgw.tunnel.relay import Tunnel
 from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewayChannel, GatewaySite
 

@@ -23,7 +23,7 @@ from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
 from tunnelgw.testing import AdapterHarness
-from tunnelgw.tunnel import Tunnel
+from tunnelgw.tunnel.relay import Tunnel
 
 POLICY = RulesPolicyFactory().parse_config(
     {

@@ -10,12 +10,14 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._deadlines import Deadlines, pending_on
 from tunnelgw.adapters import adapter_factory
 from tunnelgw.config.model import Limits, ServiceConfig
 from tunnelgw.security import Subject
 from tunnelgw.testing import FakeClientLeg, HalfCloseStringTransport
-from tunnelgw.tunnel import BackendProtocol, Tunnel, TunnelRegistry
+from tunnelgw.tunnel.deadlines import Deadlines, pending_on
+from tunnelgw.tunnel.legs import BackendProtocol
+from tunnelgw.tunnel.registry import TunnelRegistry
+from tunnelgw.tunnel.relay import Tunnel
 
 
 def service(adapter: str = "raw", **limits: float) -> ServiceConfig:

@@ -97,7 +97,7 @@ class _Refused(Exception):
 
 class MessageLeg(WebSocketLeg):
     """
-    A WebSocket as a tunnel's backend leg (L{tunnelgw.tunnel.BackendLeg}):
+    A WebSocket as a tunnel's backend leg (L{tunnelgw.tunnel.legs.BackendLeg}):
     holds what arrives until its tunnel attaches, then relays messages;
     passes the close code it got on to the tunnel.  Mixed into the autobahn
     protocols of both kinds of gateway link.
@@ -247,7 +247,7 @@ def connect(
 class ChainAdapter:
     """
     Messages from the client go to the inner gateway as they are (and its
-    messages come back through L{tunnelgw.tunnel.Tunnel.backend_message}).
+    messages come back through L{tunnelgw.tunnel.relay.Tunnel.backend_message}).
     """
 
     def __init__(self, tunnel: ITunnel) -> None:

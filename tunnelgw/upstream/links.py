@@ -257,7 +257,7 @@ class LinkClientProtocol(WebSocketLeg, WebSocketClientProtocol):  # type: ignore
     """
     The inner end of a reverse link: waits for the outer's open request,
     admits it through this gateway's pipeline, then is the session's client
-    leg (L{tunnelgw.tunnel.ClientLeg}).
+    leg (L{tunnelgw.tunnel.legs.ClientLeg}).
     """
 
     dialer: LinkDialer

@@ -35,7 +35,7 @@ from tunnelgw.interfaces import IAdapterFactory, IAuthenticator, ILimitStore
 from tunnelgw.limits import Lease, Places, hold
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
-from tunnelgw.tunnel import BackendLeg, BackendProtocol
+from tunnelgw.tunnel.legs import BackendLeg, BackendProtocol
 from tunnelgw.upstream import endpoint_for, enforces_timeout
 from tunnelgw.upstream.chain import connect as connect_chain
 from tunnelgw.upstream.chain import is_gateway_url, reverse_links_of

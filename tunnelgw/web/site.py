@@ -24,12 +24,12 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from tunnelgw._deadlines import Deadline, deadlines
 from tunnelgw.config.model import GatewayConfig, ServiceConfig
 from tunnelgw.limits import ConnectionLimiter, Lease
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
-from tunnelgw.tunnel import TunnelRegistry
+from tunnelgw.tunnel.deadlines import Deadline, deadlines
+from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.upstream.links import LINK_SUBPROTOCOL, link_factory
 from tunnelgw.web.pipeline import (
     Admission,
