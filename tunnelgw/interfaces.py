@@ -145,14 +145,14 @@ class IAuthenticator(Interface):
 
     def authenticate(request: Any, service: Any) -> Any:
         """
-        Authenticate an L{tunnelgw.web.pipeline.AdmissionRequest} for a
+        Authenticate an L{tunnelgw.admission.pipeline.AdmissionRequest} for a
         L{tunnelgw.config.model.ServiceConfig}.
 
         @return: the authenticated L{tunnelgw.security.Subject}, or a
             L{Deferred} firing with it (an authenticator that answers at
             once need not make one: a handshake is short, and a Deferred is
             a noticeable part of it).
-        @raise tunnelgw.web.pipeline.Refusal: (401 or 403) refused, or the
+        @raise tunnelgw.admission.pipeline.Refusal: (401 or 403) refused, or the
             returned Deferred fails with it.
         """
 

@@ -14,6 +14,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.errors import CloseCode
 from tunnelgw.limits import MemoryLimitStore
@@ -23,7 +24,6 @@ from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.tls import context_factory
 from tunnelgw.upstream.links import LinkDialer, LinkPool
-from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewaySite, admit_link
 
 __all__ = ["GatewayService", "build_site", "ignore_sighup", "tune_collector"]

@@ -18,7 +18,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnelgw.adapters import adapter_factory
+from tunnelgw.admission.checks import check_websocket_upgrade
+from tunnelgw.admission.pipeline import AdmissionPipeline
+from tunnelgw.admission.request import AdmissionRequest
 from tunnelgw.config.model import GatewayConfig, Limits, ServiceConfig
+from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter, MemoryLimitStore
 from tunnelgw.security import Subject
@@ -26,8 +30,6 @@ from tunnelgw.testing import FakeClientLeg, FakeEndpoint, HalfCloseStringTranspo
 from tunnelgw.tunnel.legs import BackendProtocol
 from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.tunnel.relay import Tunnel
-from tunnelgw.web.pipeline import AdmissionPipeline, AdmissionRequest, Refusal
-from tunnelgw.web.site import check_websocket_upgrade
 
 HEADERS = {
     "upgrade": ["websocket"],

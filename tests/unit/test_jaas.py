@@ -286,7 +286,7 @@ def test_realm_answers_at_once_when_its_modules_do() -> None:
 
 
 def test_realm_refuses_a_failed_login_with_its_challenge() -> None:
-    from tunnelgw.web.pipeline import Refusal
+    from tunnelgw.errors import Refusal
 
     log: list[str] = []
     failures: list[Any] = []
@@ -302,8 +302,8 @@ def test_realm_refuses_a_failed_login_with_its_challenge() -> None:
 def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
     from types import SimpleNamespace
 
+    from tunnelgw.errors import Refusal
     from tunnelgw.security.realm import RealmAuthenticator
-    from tunnelgw.web.pipeline import Refusal
 
     log: list[str] = []
     realm = SimpleNamespace(

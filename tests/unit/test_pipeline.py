@@ -14,14 +14,16 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tunnelgw.admission.checks import check_websocket_upgrade, choose_subprotocol
+from tunnelgw.admission.pipeline import AdmissionPipeline
+from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import ServiceConfig
+from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint
 from tunnelgw.tunnel.legs import BackendProtocol
-from tunnelgw.web.pipeline import Admission, AdmissionPipeline, AdmissionRequest, Refusal, choose_subprotocol
-from tunnelgw.web.site import check_websocket_upgrade
 
 ORIGIN = "https://app.example.com"
 UPGRADE = {

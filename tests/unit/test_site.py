@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.loader import loads
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.interfaces import IAuthenticator
@@ -28,7 +29,6 @@ from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
 from tunnelgw.tunnel.relay import Tunnel
-from tunnelgw.web.pipeline import AdmissionPipeline
 from tunnelgw.web.site import GatewayChannel, GatewaySite
 
 CONFIG = """

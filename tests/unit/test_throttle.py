@@ -24,13 +24,13 @@ from zope.interface.verify import verifyObject
 from tunnelgw.config.loader import loads
 from tunnelgw.config.model import LoginLimits
 from tunnelgw.config.values import ConfigError
+from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import ILimitStore
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.security.jaas import Flag, LoginContext, LoginFailed, ModuleEntry
 from tunnelgw.security.modules.password_file import HASHER, PasswordFileFactory, dummy_hash, verify
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
-from tunnelgw.web.pipeline import Refusal
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 

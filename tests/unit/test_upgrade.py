@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.web.pipeline import Refusal
+from tunnelgw.errors import Refusal
 from tunnelgw.web.upgrade import MAX_HEAD, MAX_HEADERS, parse_upgrade_head, refusal_response
 
 HEAD = (

@@ -35,7 +35,7 @@ class Callbacks:
     @classmethod
     def from_request(cls, request: Any) -> Callbacks:
         """
-        Build the callbacks of an L{tunnelgw.web.pipeline.AdmissionRequest}.
+        Build the callbacks of an L{tunnelgw.admission.pipeline.AdmissionRequest}.
         Malformed credentials are treated as absent: the modules then refuse.
         """
         basic = bearer = None

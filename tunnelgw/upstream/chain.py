@@ -198,7 +198,7 @@ def connect(
     Open the WebSocket to the inner gateway for one admitted client.
 
     @return: a Deferred firing with the open L{ChainProtocol}, or failing
-        with L{tunnelgw.web.pipeline.Refusal} (the inner refused) or a
+        with L{tunnelgw.admission.pipeline.Refusal} (the inner refused) or a
         connection error (the pipeline maps it to 502/504).
     """
     assert service.upstream is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -24,26 +23,22 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from tunnelgw.admission.checks import check_limits, check_origin, check_websocket_upgrade
+from tunnelgw.admission.pipeline import AdmissionPipeline
+from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import GatewayConfig, ServiceConfig
+from tunnelgw.errors import Refusal
 from tunnelgw.limits import ConnectionLimiter, Lease
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.tunnel.deadlines import Deadline, deadlines
 from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.upstream.links import LINK_SUBPROTOCOL, link_factory
-from tunnelgw.web.pipeline import (
-    Admission,
-    AdmissionPipeline,
-    AdmissionRequest,
-    Refusal,
-    check_limits,
-    check_origin,
-)
 from tunnelgw.web.strict_head import StrictHead
 from tunnelgw.web.upgrade import parse_upgrade_head, refusal_parts, refusal_response, status_phrase, take_over
 from tunnelgw.web.websocket import AdmittedFactory, make_factory, start_tunnel
 
-__all__ = ["GatewayChannel", "GatewaySite", "ServiceResource", "check_websocket_upgrade"]
+__all__ = ["GatewayChannel", "GatewaySite", "ServiceResource"]
 
 
 def _new_conn_id() -> str:
@@ -241,58 +236,6 @@ class GatewayChannel(StrictHead, http.HTTPChannel):
             self.lease.release()
             self.lease = None
         super().connectionLost(reason)
-
-
-# 16 bytes in base64 (RFC 6455 4.1), exactly what base64.b64decode(key,
-# validate=True) decodes to 16 bytes: 22 letters of the alphabet, then "==".
-_WEBSOCKET_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
-
-
-def check_websocket_upgrade(request: AdmissionRequest) -> None:
-    """
-    The request is a syntactically valid RFC 6455 upgrade.
-
-    @raise Refusal: 405 (not GET), 505 (not HTTP/1.1), 400 (a body, no
-        Host, or one with a bad port), 426 (not an upgrade, or a version other than
-        13, with C{Sec-WebSocket-Version: 13}), 400 (bad key, a subprotocol
-        offered twice, several extension headers).
-    """
-    if request.method != "GET":
-        raise Refusal(405, "WebSocket upgrades use GET", {"Allow": "GET"})
-    if request.http_version != "HTTP/1.1":
-        raise Refusal(505, "WebSocket upgrades use HTTP/1.1")
-    # A body would be read as frames once the connection is upgraded (a
-    # smuggled message), or left between the head and them.
-    lengths = request.headers.get("content-length", [])
-    if request.headers.get("transfer-encoding") or any(v.strip() != "0" for v in lengths):
-        raise Refusal(400, "a WebSocket upgrade has no body")
-    # What autobahn would refuse after us (RFC 6455 4.1: one Host, a
-    # numeric port), refused here so that the logged decision is the answer.
-    host = request.single("Host")
-    if not host:
-        raise Refusal(400, "the Host header is missing")
-    _, colon, port = host.rpartition(":")
-    if colon and not host.endswith("]") and not port.strip().isdigit():
-        raise Refusal(400, "the Host header has an invalid port")
-    upgrade = [v.lower() for v in request.values("Upgrade")]
-    connection = [v.lower() for v in request.values("Connection")]
-    if "websocket" not in upgrade or "upgrade" not in connection:
-        raise Refusal(
-            426,
-            "this is a WebSocket endpoint: send Upgrade: websocket",
-            {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
-        )
-    if request.single("Sec-WebSocket-Version") != "13":
-        raise Refusal(426, "only WebSocket version 13 is supported", {"Sec-WebSocket-Version": "13"})
-    key = request.single("Sec-WebSocket-Key")
-    if key is None:
-        raise Refusal(400, "the Sec-WebSocket-Key header is missing")
-    if _WEBSOCKET_KEY.fullmatch(key) is None:
-        raise Refusal(400, "Sec-WebSocket-Key is not 16 bytes in base64")
-    offered = request.subprotocols
-    if len(set(offered)) != len(offered):
-        raise Refusal(400, "a subprotocol is offered more than once")
-    request.single("Sec-WebSocket-Extensions")  # 400 if it appears more than once
 
 
 def _headers_of(request: server.Request) -> dict[str, list[str]]:

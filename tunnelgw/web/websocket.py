@@ -23,13 +23,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from tunnelgw._wsleg import NO_SEND_QUEUE, WebSocketLeg
+from tunnelgw.admission.request import Admission
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.limits import Lease
 from tunnelgw.tunnel.deadlines import Deadline, deadlines
 from tunnelgw.tunnel.flow import close_now
 from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.tunnel.relay import Tunnel
-from tunnelgw.web.pipeline import Admission
 
 __all__ = ["TunnelWebSocket", "make_factory", "AdmittedFactory", "start_tunnel"]
 

@@ -16,10 +16,8 @@ what (service, subprotocol) and why (status, reason).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet import defer, error
@@ -28,11 +26,12 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from tunnelgw.adapters import adapter_factory
+from tunnelgw.admission.checks import check_limits, check_origin, choose_subprotocol
+from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import GatewayConfig, ServiceConfig
-from tunnelgw.config.values import normalize_origin
 from tunnelgw.errors import Refusal
-from tunnelgw.interfaces import IAdapterFactory, IAuthenticator, ILimitStore
-from tunnelgw.limits import Lease, Places, hold
+from tunnelgw.interfaces import IAuthenticator, ILimitStore
+from tunnelgw.limits import Places, hold
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.tunnel.legs import BackendLeg, BackendProtocol
@@ -40,7 +39,7 @@ from tunnelgw.upstream import endpoint_for, enforces_timeout
 from tunnelgw.upstream.chain import connect as connect_chain
 from tunnelgw.upstream.chain import is_gateway_url, reverse_links_of
 
-__all__ = ["Admission", "AdmissionPipeline", "AdmissionRequest", "Refusal", "choose_subprotocol"]
+__all__ = ["AdmissionPipeline"]
 
 
 class _BackendFactory(Factory):
@@ -49,81 +48,6 @@ class _BackendFactory(Factory):
 
 
 _BACKEND_FACTORY = _BackendFactory()
-
-
-@dataclass
-class AdmissionRequest:
-    """
-    What the pipeline knows of a request, whatever the transport.
-    """
-
-    conn_id: str
-    peer_host: str
-    path: str
-    method: str
-    headers: Mapping[str, list[str]]
-    lease: Lease
-    secure: bool = False
-    query: Mapping[str, list[str]] = field(default_factory=dict)
-    peer_certificate: Any = None
-    http_version: str = "HTTP/1.1"
-
-    def values(self, name: str) -> list[str]:
-        """
-        All values of header C{name} (case-insensitive), comma lists split.
-        """
-        return [
-            item.strip()
-            for value in self.headers.get(name.lower(), [])
-            for item in value.split(",")
-            if item.strip()
-        ]
-
-    @functools.cached_property
-    def subprotocols(self) -> list[str]:
-        """
-        The subprotocols the client offered (C{Sec-WebSocket-Protocol}), in
-        its order: read once, by the checks and by the choice.
-        """
-        return self.values("Sec-WebSocket-Protocol")
-
-    def single(self, name: str) -> str | None:
-        """
-        The one value of header C{name}, C{None} if absent.
-
-        @raise Refusal: (400) the header appears more than once.
-        """
-        values = self.headers.get(name.lower(), [])
-        if len(values) > 1:
-            raise Refusal(400, f"the {name} header appears more than once")
-        return values[0].strip() if values else None
-
-
-@dataclass
-class Admission:
-    """
-    An admitted request: everything a tunnel needs to start.
-    """
-
-    request: AdmissionRequest
-    service: ServiceConfig
-    subprotocol: str | None
-    subject: Subject
-    adapter_factory: IAdapterFactory
-    backend: BackendLeg | None = field(default=None)
-    places: Places | None = field(default=None)
-    """What the tunnel holds against its user's caps (the tunnel gives it back)."""
-
-    def abandon(self) -> None:
-        """
-        The client went away before the tunnel started: drop the backend,
-        give back the user's places and end the login session.
-        """
-        if self.backend is not None and self.backend.transport is not None:
-            self.backend.abort()
-        if self.places is not None:
-            self.places.release()
-        self.subject.logout()
 
 
 def _tls_reason(f: Failure) -> str:
@@ -137,59 +61,6 @@ def _tls_reason(f: Failure) -> str:
         if reasons:
             return ", ".join(reasons)
     return f.getErrorMessage()
-
-
-def choose_subprotocol(offered: list[str], service: ServiceConfig) -> str | None:
-    """
-    The service's most preferred subprotocol among those C{offered}, or
-    C{None} when nothing was offered and the service allows that.
-
-    @raise Refusal: (400) nothing acceptable.
-    """
-    if not offered:
-        if service.allow_no_subprotocol:
-            return None
-        raise Refusal(
-            400,
-            "a subprotocol is required; this service offers: " + ", ".join(service.subprotocols),
-        )
-    for name in service.subprotocols:
-        if name in offered:
-            return name
-    ours = ", ".join(service.subprotocols) or "none"
-    raise Refusal(
-        400,
-        f"none of the offered subprotocols ({', '.join(offered)}) is supported; this service offers: {ours}",
-    )
-
-
-def check_limits(request: AdmissionRequest) -> None:
-    """
-    @raise Refusal: (503) the gateway is at its connection cap; (429) the
-        client's address is at its own.
-    """
-    if request.lease.over_global:
-        raise Refusal(503, "the gateway is at its connection limit", {"Retry-After": "5"})
-    if request.lease.over_address:
-        raise Refusal(429, "too many connections from your address", {"Retry-After": "5"})
-
-
-def check_origin(request: AdmissionRequest, service: ServiceConfig) -> None:
-    """
-    @raise Refusal: (403) a missing Origin the service does not allow, or an
-        origin not on its allow-list; (400) several Origin headers.
-    """
-    origin = request.single("Origin")
-    if origin is None:
-        if service.allow_missing_origin:
-            return
-        raise Refusal(403, "the Origin header is required")
-    try:
-        normalized = normalize_origin(origin)
-    except ValueError:
-        raise Refusal(403, f"origin {origin!r} is not allowed") from None
-    if normalized not in service.origins:
-        raise Refusal(403, f"origin {origin!r} is not allowed")
 
 
 class AdmissionPipeline:
