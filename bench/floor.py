@@ -28,7 +28,7 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import endpoints, protocol, reactor
 
-import tunnelgw.web.websocket  # noqa: F401  (autobahn's debug arguments made lazy, as in tunnelgw)
+import tunnelgw.websocket.server  # noqa: F401  (autobahn's debug arguments made lazy, as in tunnelgw)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -17,6 +17,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.errors import CloseCode
+from tunnelgw.front.link_resource import admit_link
+from tunnelgw.front.site import GatewaySite
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.listeners import with_backlog
 from tunnelgw.logs import Logger
@@ -24,7 +26,6 @@ from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.tls import context_factory
 from tunnelgw.upstream.links import LinkDialer, LinkPool
-from tunnelgw.web.site import GatewaySite, admit_link
 
 __all__ = ["GatewayService", "build_site", "ignore_sighup", "tune_collector"]
 

@@ -139,7 +139,7 @@ class PipelineLimitsTests(SynchronousTestCase):
     def test_a_closed_tunnel_gives_its_place_back(self) -> None:
         pipeline = self.pipeline(max_tunnels_per_user=1)
         admission = self.successResultOf(self.admit(pipeline, service(), self.request(user="alice")))
-        from tunnelgw.web.websocket import start_tunnel
+        from tunnelgw.websocket.server import start_tunnel
 
         client = FakeClientLeg()
         tunnel = start_tunnel(admission, client, self.reactor, TunnelRegistry(), None)

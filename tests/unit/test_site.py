@@ -24,12 +24,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.loader import loads
 from tunnelgw.config.model import GatewayConfig
+from tunnelgw.front.channel import GatewayChannel
+from tunnelgw.front.site import GatewaySite
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
 from tunnelgw.tunnel.relay import Tunnel
-from tunnelgw.web.site import GatewayChannel, GatewaySite
 
 CONFIG = """
 [gateway]

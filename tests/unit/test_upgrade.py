@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.errors import Refusal
-from tunnelgw.web.upgrade import MAX_HEAD, MAX_HEADERS, parse_upgrade_head, refusal_response
+from tunnelgw.front.upgrade import MAX_HEAD, MAX_HEADERS, parse_upgrade_head, refusal_response
 
 HEAD = (
     b"GET /raw HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -11,7 +11,7 @@ import autobahn.util
 import autobahn.websocket.protocol as autobahn_protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-import tunnelgw.web.websocket  # noqa: F401  (installs the lazy debug arguments)
+import tunnelgw.websocket.server  # noqa: F401  (installs the lazy debug arguments)
 
 
 class LazyDebugArgumentsTests(SynchronousTestCase):

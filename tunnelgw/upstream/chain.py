@@ -33,13 +33,13 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnelgw._wsleg import WebSocketLeg
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.config.values import ConfigError, Table, file_bytes, positive_seconds_value, string_value
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
 from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
+from tunnelgw.websocket.leg import WebSocketLeg
 
 __all__ = [
     "ChainAdapterFactory",

@@ -42,10 +42,10 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall
 
-from tunnelgw._wsleg import WebSocketLeg
 from tunnelgw.errors import Refusal
 from tunnelgw.logs import Logger
 from tunnelgw.upstream.chain import MessageLeg, check_url, refusal_of
+from tunnelgw.websocket.leg import WebSocketLeg
 
 __all__ = [
     "LINK_SUBPROTOCOL",

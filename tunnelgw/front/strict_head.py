@@ -7,7 +7,7 @@ an answer at once rather than a silent close or a wait for the deadline:
   - a bare LF as a line end (RFC 9112 2.2 allows refusing it): 400 (the
     head never ended for twisted.web, which waited for the 408).
 
-Mixed into L{tunnelgw.web.site.GatewayChannel} before twisted.web's
+Mixed into L{tunnelgw.front.site.GatewayChannel} before twisted.web's
 C{HTTPChannel}.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tunnelgw.web.upgrade import status_phrase
+from tunnelgw.front.upgrade import status_phrase
 
 __all__ = ["StrictHead"]
 

@@ -3,7 +3,7 @@ What every autobahn protocol that serves as a tunnel leg does the same way:
 send a message, close with any sendable RFC 6455 code, abort, report the
 unparsed input autobahn holds, and give back its connection's lease when
 the connection is lost.  Mixed into the client WebSocket
-(L{tunnelgw.web.websocket.TunnelWebSocket}), the gateway links
+(L{tunnelgw.websocket.server.TunnelWebSocket}), the gateway links
 (L{tunnelgw.upstream.chain}, L{tunnelgw.upstream.links}).
 """
 

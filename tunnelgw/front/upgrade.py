@@ -143,7 +143,7 @@ def refusal_parts(refusal: Refusal) -> tuple[dict[str, str], bytes]:
 def refusal_response(refusal: Refusal) -> bytes:
     """
     The HTTP response of a refusal, as twisted.web writes it for a refused
-    request (C{tunnelgw.web.site._refuse}): status, C{Server} and C{Date}
+    request (C{tunnelgw.front.site._refuse}): status, C{Server} and C{Date}
     (which twisted.web's path adds), then L{refusal_parts}.
     """
     parts, body = refusal_parts(refusal)

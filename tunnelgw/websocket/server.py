@@ -3,7 +3,7 @@ The client leg: autobahn's WebSocket server protocol, hardened, feeding a
 L{Tunnel}.
 
 Admission has already happened when this protocol is built (see
-L{tunnelgw.web.site.ServiceResource}): the handshake only answers with the
+L{tunnelgw.front.site.ServiceResource}): the handshake only answers with the
 subprotocol the pipeline chose, and C{onOpen} starts the tunnel.
 """
 
@@ -22,7 +22,6 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from tunnelgw._wsleg import NO_SEND_QUEUE, WebSocketLeg
 from tunnelgw.admission.request import Admission
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.limits import Lease
@@ -30,6 +29,7 @@ from tunnelgw.tunnel.deadlines import Deadline, deadlines
 from tunnelgw.tunnel.flow import close_now
 from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.tunnel.relay import Tunnel
+from tunnelgw.websocket.leg import NO_SEND_QUEUE, WebSocketLeg
 
 __all__ = ["TunnelWebSocket", "make_factory", "AdmittedFactory", "start_tunnel"]
 

@@ -1,0 +1,162 @@
+"""
+The HTTP front: a twisted.web C{Site} whose resources are the services
+(WebSocket upgrades through the admission pipeline) and the health
+endpoint.
+
+Why twisted.web and not autobahn's factory on the port: one listener then
+serves upgrades, plain HTTP answers with bodies and headers (refusals,
+health, later the fallback transport and credential refresh), and the
+admission pipeline runs on a parsed request before autobahn is involved.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from tunnelgw.admission.pipeline import AdmissionPipeline
+from tunnelgw.config.model import GatewayConfig
+from tunnelgw.errors import Refusal
+from tunnelgw.front.channel import GatewayChannel
+from tunnelgw.front.link_resource import LinkResource
+from tunnelgw.front.refresh import RefreshResource
+from tunnelgw.front.requests import _refuse
+from tunnelgw.front.resources import ServiceResource
+from tunnelgw.limits import ConnectionLimiter
+from tunnelgw.logs import Logger
+from tunnelgw.tunnel.registry import TunnelRegistry
+
+__all__ = ["GatewaySite"]
+
+
+class HealthResource(Resource):
+    """
+    C{GET} answers 200 with a small JSON document while the gateway serves.
+    """
+
+    isLeaf = True
+
+    def __init__(self, site: GatewaySite) -> None:
+        super().__init__()
+        self._site = site
+
+    def render(self, request: server.Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            _refuse(request, Refusal(405, "health is read with GET", {"Allow": "GET, HEAD"}))
+            return server.NOT_DONE_YET
+        return self.render_GET(request)
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setHeader("Content-Type", "application/json")
+        request.setHeader("Cache-Control", "no-store")
+        body = {
+            "status": "ok",
+            "tunnels": len(self._site.registry),
+            "connections": self._site.limiter.total,
+        }
+        return json.dumps(body).encode("ascii") + b"\n"
+
+
+class _Router(Resource):
+    """
+    Exact-path routing: a service path matches itself only.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, routes: dict[bytes, Resource]) -> None:
+        super().__init__()
+        self._routes = routes
+
+    def render(self, request: server.Request) -> Any:
+        request.setHeader("Server", "tunnelgw")
+        if b"#" in request.uri:
+            # RFC 9112 3.2: a request target has no fragment (and RFC 6455
+            # 3: a WebSocket URI must not); the fast path leaves these here
+            return self._refused(request, Refusal(400, "the request target has a fragment"))
+        target = self._routes.get(request.path)
+        if target is not None:
+            return target.render(request)
+        return self._refused(request, Refusal(404, "no service at this path"))
+
+    def _refused(self, request: server.Request, refusal: Refusal) -> Any:
+        self.log.info(
+            "{status} for {path} for {conn_id} from {peer}: {reason}",
+            event="admission",
+            decision="refuse",
+            status=refusal.status,
+            conn_id=getattr(request.channel, "conn_id", ""),
+            peer=getattr(request.channel, "peer_host", ""),
+            path=request.path.decode("latin-1"),
+            reason=refusal.reason,
+        )
+        _refuse(request, refusal)
+        return server.NOT_DONE_YET
+
+
+class GatewayRequest(server.Request):
+    """
+    A request whose body (chunked, so not declared up front) is counted as
+    it arrives and refused past C{gateway.max_request_body}.
+    """
+
+    _body_size = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        channel = cast(GatewayChannel, self.channel)
+        self._body_size += len(data)
+        if self._body_size > channel.site.config.max_request_body:
+            channel.body_too_large()
+            return
+        super().handleContentChunk(data)
+
+
+class GatewaySite(server.Site):
+    """
+    The gateway's HTTP front for one configuration.
+    """
+
+    protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only: upgrades need it
+    requestFactory = GatewayRequest
+    noisy = False
+
+    def __init__(
+        self, config: GatewayConfig, reactor: Any, pipeline: AdmissionPipeline, authenticator: Any = None
+    ) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self.clock: IReactorTime = reactor
+        self.pipeline = pipeline
+        self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
+        self.registry = TunnelRegistry()
+        routes: dict[bytes, Resource] = {
+            service.path.encode("utf-8"): ServiceResource(self, service) for service in config.services
+        }
+        if config.health_path:
+            routes[config.health_path.encode("utf-8")] = HealthResource(self)
+        if authenticator is not None:
+            routes[config.refresh_path.encode("utf-8")] = RefreshResource(self)
+        for pool in pipeline.links.values():
+            routes[pool.config.path.encode("utf-8")] = LinkResource(self, pool)
+        # the services' paths, for the upgrade fast path
+        self.upgrades = {path: r for path, r in routes.items() if isinstance(r, ServiceResource)}
+        # timeout=None: twisted.web's idle timer (reset on every read) is
+        # redundant with GatewayChannel's deadline, which is stricter.
+        super().__init__(_Router(routes), timeout=None, reactor=reactor)
+        self.displayTracebacks = False
+
+    def buildProtocol(self, addr: Any) -> GatewayChannel:  # type: ignore[override]
+        channel = super().buildProtocol(addr)
+        assert isinstance(channel, GatewayChannel)
+        channel.site = self
+        return channel
+
+    def log(self, request: http.Request) -> None:
+        """
+        No access log: admission decisions are logged as structured events.
+        """
