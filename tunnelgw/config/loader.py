@@ -19,43 +19,17 @@ from tunnelgw.config.values import (
     Table,
     bool_value,
     count_value,
-    normalize_origin,
+    origins_value,
+    path_value,
     positive_int_value,
     positive_seconds_value,
     seconds_value,
     string_value,
     strings_value,
+    subprotocols_value,
 )
 
 __all__ = ["load", "loads"]
-
-
-def _path(key: str, value: Any) -> str:
-    path = string_value(key, value)
-    if not path.startswith("/") or "?" in path or "#" in path:
-        raise ConfigError(f"{key}: expected an absolute URL path like /echo, got {path!r}")
-    return path
-
-
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def _subprotocols(key: str, value: Any) -> tuple[str, ...]:
-    names = strings_value(key, value)
-    for name in names:
-        if not set(name) <= _TOKEN_CHARS:
-            raise ConfigError(f"{key}: {name!r} is not a valid subprotocol token (RFC 6455 4.1)")
-    return names
-
-
-def _origins(key: str, value: Any) -> frozenset[str]:
-    result = set()
-    for i, origin in enumerate(strings_value(key, value)):
-        try:
-            result.add(normalize_origin(origin))
-        except ValueError as e:
-            raise ConfigError(f"{key}[{i}]: {e}") from None
-    return frozenset(result)
 
 
 # the limits that 0 turns off
@@ -125,7 +99,7 @@ def _service(name: str, table: Table) -> ServiceConfig:
                 f'{table.key("upstream")}: another gateway (wss://...) is reached with adapter = "chain",'
                 " and the chain adapter reaches only another gateway"
             )
-    subprotocols = table.take("subprotocols", _subprotocols, tuple[str, ...]())
+    subprotocols = table.take("subprotocols", subprotocols_value, tuple[str, ...]())
     if factory.subprotocols is not None:
         foreign = [p for p in subprotocols if p not in factory.subprotocols]
         if foreign:
@@ -137,7 +111,7 @@ def _service(name: str, table: Table) -> ServiceConfig:
         subprotocols = tuple(p for p in factory.subprotocols if p in subprotocols)
     service = ServiceConfig(
         name=name,
-        path=table.require("path", _path),
+        path=table.require("path", path_value),
         adapter=adapter,
         realm=table.require("realm", string_value),
         require_roles=frozenset(table.take("require_roles", strings_value, tuple[str, ...]())),
@@ -145,7 +119,7 @@ def _service(name: str, table: Table) -> ServiceConfig:
         upstream=upstream,
         subprotocols=subprotocols,
         allow_no_subprotocol=table.take("allow_no_subprotocol", bool_value, False),
-        origins=table.take("origins", _origins, frozenset()),
+        origins=table.take("origins", origins_value, frozenset()),
         allow_missing_origin=table.take("allow_missing_origin", bool_value, False),
         allow_text=table.take("allow_text", bool_value, False),
         limits=_limits(table.table("limits")),
@@ -232,7 +206,7 @@ def _links(name: str, table: Table) -> Any:
 
     pool = PoolConfig(
         name=name,
-        path=table.require("path", _path),
+        path=table.require("path", path_value),
         certificate_subject=table.require("certificate_subject", string_value),
         wait_timeout=table.take("wait_timeout", positive_seconds_value, 5.0),
         max_idle=table.take("max_idle", positive_int_value, 64),
@@ -295,8 +269,8 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         raise ConfigError(
             "gateway.listen: at least one listener is needed (or gateway.tls_listeners, or gateway.reverse_links)"
         )
-    health_path = gateway.take("health_path", _path, "/healthz")
-    refresh_path = gateway.take("refresh_path", _path, "/tunnelgw/refresh")
+    health_path = gateway.take("health_path", path_value, "/healthz")
+    refresh_path = gateway.take("refresh_path", path_value, "/tunnelgw/refresh")
     max_request_body = gateway.take("max_request_body", positive_int_value, 64 * KiB)
     drain_timeout = gateway.take("drain_timeout", seconds_value, 10.0)
     if refresh_path == health_path:

@@ -23,11 +23,14 @@ __all__ = [
     "file_bytes",
     "file_text",
     "normalize_origin",
+    "origins_value",
+    "path_value",
     "positive_int_value",
     "positive_seconds_value",
     "seconds_value",
     "string_value",
     "strings_value",
+    "subprotocols_value",
 ]
 
 T = TypeVar("T")
@@ -211,3 +214,31 @@ def normalize_origin(origin: str) -> str:
     if port is None or port == default:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+def path_value(key: str, value: Any) -> str:
+    path = string_value(key, value)
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ConfigError(f"{key}: expected an absolute URL path like /echo, got {path!r}")
+    return path
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def subprotocols_value(key: str, value: Any) -> tuple[str, ...]:
+    names = strings_value(key, value)
+    for name in names:
+        if not set(name) <= _TOKEN_CHARS:
+            raise ConfigError(f"{key}: {name!r} is not a valid subprotocol token (RFC 6455 4.1)")
+    return names
+
+
+def origins_value(key: str, value: Any) -> frozenset[str]:
+    result = set()
+    for i, origin in enumerate(strings_value(key, value)):
+        try:
+            result.add(normalize_origin(origin))
+        except ValueError as e:
+            raise ConfigError(f"{key}[{i}]: {e}") from None
+    return frozenset(result)
