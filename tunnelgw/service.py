@@ -25,7 +25,8 @@ from tunnelgw.logs import Logger
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.tls import context_factory
-from tunnelgw.upstream.links import LinkDialer, LinkPool
+from tunnelgw.upstream.dialer import LinkDialer
+from tunnelgw.upstream.links import LinkPool
 
 __all__ = ["GatewayService", "build_site", "ignore_sighup", "tune_collector"]
 

@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tunnelgw.config.loader import loads
 from tunnelgw.config.values import ConfigError
 from tunnelgw.errors import Refusal
-from tunnelgw.upstream.links import LinkDialer, LinkPool, PoolConfig, ReverseLink
+from tunnelgw.upstream.dialer import LinkDialer
+from tunnelgw.upstream.links import LinkPool, PoolConfig, ReverseLink
 
 
 class FakeLink:
