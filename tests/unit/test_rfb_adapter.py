@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.adapters.rfb import RfbAdapterFactory, RfbOptions, vnc_auth_response
+from tunnelgw.adapters.rfb.codec import vnc_auth_response
+from tunnelgw.adapters.rfb.factory import RfbAdapterFactory
+from tunnelgw.adapters.rfb.options import RfbOptions
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject

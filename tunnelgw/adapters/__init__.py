@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tunnelgw.adapters.echo import EchoAdapterFactory
 from tunnelgw.adapters.raw import RawAdapterFactory
-from tunnelgw.adapters.rfb import RfbAdapterFactory
+from tunnelgw.adapters.rfb.factory import RfbAdapterFactory
 from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
 from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory
 from tunnelgw.interfaces import IAdapterFactory

@@ -1,111 +1,39 @@
 """
-The C{rfb} adapter: VNC (RFB 3.3, 3.7, 3.8, RFC 6143) as the C{raw} adapter
-carries it (binary messages to and from a byte stream, subprotocol
-C{binary} or none, as noVNC and websockify do), with the protocol followed
-and enforced:
-
-  - the handshake (versions, security types, VNC authentication, security
-    result, ClientInit/ServerInit) is parsed both ways; only the security
-    types the service allows (C{none}, C{vnc}) may be used, and the client
-    is offered only those;
-  - with a configured password, the gateway answers the server's VNC
-    authentication challenge itself and offers the client security type
-    None: browser users never see the VNC password;
-  - once running, every client message is parsed (SetPixelFormat,
-    SetEncodings, FramebufferUpdateRequest, KeyEvent, PointerEvent,
-    ClientCutText and the common extensions); unknown types and oversized
-    ones end the session;
-  - input is authorized through the policy (action C{input} on
-    C{keyboard}, C{pointer}, C{clipboard}, C{resize}): for a view-only
-    user, key events, clipboard and resizes are dropped and pointer events
-    pass with their buttons released (moves only); the session still
-    renders.
-
-Server messages after ServerInit pass unparsed, as bytes, like C{raw}.
-Close codes: 1002 malformed, 1008 policy (a forbidden security type),
-1009 too big, 1014 the server refused the gateway's password.
+The C{rfb} adapter's state machine: the handshake followed both ways, the
+security type enforced (or the password injected), every client message
+parsed and authorized.  The package docstring says what it does and why.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 import struct
-from dataclasses import dataclass
 from typing import Any
-
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from zope.interface import implementer
 
-from tunnelgw.config.values import (
-    ConfigError,
-    Table,
-    file_text,
-    positive_int_value,
-    string_value,
-    strings_value,
+from tunnelgw.adapters.rfb.codec import (
+    BAD_GATEWAY,
+    CLIENT_VERSIONS,
+    INPUT_OF,
+    INPUTS,
+    MAX_PRE_SESSION,
+    MESSAGE_TOO_BIG,
+    NONE,
+    POLICY_VIOLATION,
+    PROTOCOL_ERROR,
+    TYPE_NAMES,
+    VERSION_LINE,
+    VNC_AUTH,
+    message_length,
+    vnc_auth_response,
 )
-from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.adapters.rfb.codec import Refused as _Refused
+from tunnelgw.adapters.rfb.options import RfbOptions
+from tunnelgw.interfaces import IAdapter, ITunnel
 from tunnelgw.logs import Logger
 
-__all__ = ["RfbAdapter", "RfbAdapterFactory", "RfbOptions", "vnc_auth_response"]
-
-PROTOCOL_ERROR = 1002
-POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
-BAD_GATEWAY = 1014
-
-NONE, VNC_AUTH = 1, 2
-SECURITY_TYPES = {"none": NONE, "vnc": VNC_AUTH}
-TYPE_NAMES = {0: "invalid", 1: "None", 2: "VNC authentication", 5: "RA2", 6: "RA2ne", 16: "Tight",
-              17: "Ultra", 18: "TLS", 19: "VeNCrypt", 20: "GTK-VNC SASL", 21: "MD5", 22: "Colin Dean xvp",
-              30: "Apple remote desktop", 113: "MSLogonII"}  # fmt: skip
-INPUTS = ("keyboard", "pointer", "clipboard", "resize")
-_VERSION = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
-# The versions a client may answer, and the handshake each means: 3.3, 3.7
-# and 3.8 (RFC 6143 7.1.1), the 3.x that clients report and that speak 3.3's
-# handshake (3.4 and 3.6, UltraVNC; 3.5), and Apple's 3.889, which speaks
-# 3.8's.  Anything else (RFB 009.999) is not guessed at.
-_CLIENT_VERSIONS = {
-    (3, 3): (3, 3),
-    (3, 4): (3, 3),
-    (3, 5): (3, 3),
-    (3, 6): (3, 3),
-    (3, 7): (3, 7),
-    (3, 8): (3, 8),
-    (3, 889): (3, 8),
-}
-MAX_PRE_SESSION = 4096  # what either side may send ahead of the handshake step
-
-
-def vnc_auth_response(password: str, challenge: bytes) -> bytes:
-    """
-    The VNC authentication response (RFC 6143 7.2.2): the challenge DES
-    encrypted with the password (first 8 bytes, zero-padded) as the key,
-    each key byte's bits reversed, as VNC has always done.
-    """
-    raw = password.encode("latin-1", "replace")[:8].ljust(8, b"\0")
-    key = bytes(int(f"{byte:08b}"[::-1], 2) for byte in raw)
-    # three equal keys: single DES, which the library keeps only in this form
-    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
-    return encryptor.update(challenge) + encryptor.finalize()
-
-
-@dataclass(frozen=True)
-class RfbOptions:
-    security_types: frozenset[int] = frozenset({VNC_AUTH})
-    password: str | None = None
-    max_cut_text: int = 256 * 1024
-    max_encodings: int = 128
-
-
-class _Refused(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+__all__ = ["RfbAdapter"]
 
 
 class _Phase(enum.Enum):
@@ -209,7 +137,7 @@ class RfbAdapter:
             data = self._take(s, 12)
             if data is None:
                 return False
-            if not _VERSION.fullmatch(data):
+            if not VERSION_LINE.fullmatch(data):
                 raise _Refused(BAD_GATEWAY, "the server did not send an RFB version")
             self._send_client(data)
             self._phase = _Phase.VERSION_C
@@ -217,11 +145,11 @@ class RfbAdapter:
             data = self._take(c, 12)
             if data is None:
                 return False
-            match = _VERSION.fullmatch(data)
+            match = VERSION_LINE.fullmatch(data)
             if not match:
                 raise _Refused(PROTOCOL_ERROR, "not an RFB protocol version")
             major, minor = int(match[1]), int(match[2])
-            version = _CLIENT_VERSIONS.get((major, minor))
+            version = CLIENT_VERSIONS.get((major, minor))
             if version is None:
                 raise _Refused(PROTOCOL_ERROR, f"RFB {major}.{minor} is not a version this gateway speaks")
             self._version = version
@@ -404,7 +332,7 @@ class RfbAdapter:
                 return
             message = bytes(buf[:length])
             del buf[:length]
-            permission = _INPUT_OF.get(kind)
+            permission = INPUT_OF.get(kind)
             if kind == 255 and message[1] != 0:
                 permission = None  # QEMU audio control is not input
             if permission is None or self._permitted(permission):
@@ -424,60 +352,8 @@ class RfbAdapter:
                     )
 
     def _message_length(self, kind: int, buf: bytearray) -> int | None:
-        """
-        The length of the client message starting C{buf}, C{None} until
-        enough of it is there to tell.
-
-        @raise _Refused: unknown or oversized.
-        """
-        fixed = _FIXED.get(kind)
-        if fixed is not None:
-            return fixed
-        if kind == 2:  # SetEncodings
-            if len(buf) < 4:
-                return None
-            (count,) = struct.unpack_from("!H", buf, 2)
-            if count > self._options.max_encodings:
-                raise _Refused(
-                    MESSAGE_TOO_BIG,
-                    f"SetEncodings with {count} encodings (limit {self._options.max_encodings})",
-                )
-            return 4 + 4 * count
-        if kind == 6:  # ClientCutText (a negative length: extended clipboard)
-            if len(buf) < 8:
-                return None
-            (length,) = struct.unpack_from("!i", buf, 4)
-            if abs(length) > self._options.max_cut_text:
-                raise _Refused(
-                    MESSAGE_TOO_BIG,
-                    f"ClientCutText of {abs(length)} bytes (limit {self._options.max_cut_text})",
-                )
-            return 8 + abs(length)
-        if kind == 248:  # ClientFence
-            if len(buf) < 9:
-                return None
-            if buf[8] > 64:
-                raise _Refused(PROTOCOL_ERROR, "ClientFence payload longer than 64 bytes")
-            return 9 + buf[8]
-        if kind == 251:  # SetDesktopSize
-            if len(buf) < 8:
-                return None
-            return 8 + 16 * buf[6]
-        if kind == 255:  # QEMU client messages
-            if len(buf) < 2:
-                return None
-            if buf[1] == 0:
-                return 12  # extended key event
-            if buf[1] == 1:  # audio
-                if len(buf) < 4:
-                    return None
-                (operation,) = struct.unpack_from("!H", buf, 2)
-                if operation in (0, 1):
-                    return 4
-                if operation == 2:
-                    return 10
-            raise _Refused(PROTOCOL_ERROR, f"unknown QEMU client message {buf[1]}")
-        raise _Refused(PROTOCOL_ERROR, f"unknown RFB client message type {kind}")
+        o = self._options
+        return message_length(kind, buf, o.max_encodings, o.max_cut_text)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -495,51 +371,3 @@ class RfbAdapter:
             code=refused.code,
         )
         self._tunnel.fail(refused.code, refused.reason)
-
-
-_FIXED = {0: 20, 3: 10, 4: 8, 5: 6, 150: 10}
-_INPUT_OF = {4: "keyboard", 5: "pointer", 6: "clipboard", 251: "resize", 255: "keyboard"}
-
-
-def _security_types(key: str, value: Any) -> frozenset[int]:
-    names = strings_value(key, value)
-    unknown = [n for n in names if n not in SECURITY_TYPES]
-    if unknown:
-        raise ConfigError(
-            f"{key}: {', '.join(unknown)}: the gateway can follow only none and vnc"
-            " (other security types encrypt or hide what it must inspect)"
-        )
-    if not names:
-        raise ConfigError(f"{key}: at least one security type is needed")
-    return frozenset(SECURITY_TYPES[n] for n in names)
-
-
-@implementer(IAdapterFactory)
-class RfbAdapterFactory:
-    name = "rfb"
-    needs_upstream = True
-    subprotocols = None  # "binary" or none, like raw
-
-    def needs_policy(self, options: Any) -> bool:
-        return True
-
-    def parse_options(self, options: dict[str, Any], key: str) -> RfbOptions:
-        table = Table(options, key)
-        security = table.take("security_types", _security_types, frozenset({VNC_AUTH}))
-        password = table.take("password", string_value, None)
-        password_file = table.take("password_file", string_value, None)
-        max_cut_text = table.take("max_cut_text", positive_int_value, 256 * 1024)
-        max_encodings = table.take("max_encodings", positive_int_value, 128)
-        table.done()
-        if password_file is not None:
-            if password is not None:
-                raise ConfigError(f"{table.key('password_file')}: set password or password_file, not both")
-            password = file_text(table.key("password_file"), password_file).strip()
-        if password is not None and VNC_AUTH not in security:
-            raise ConfigError(f'{table.key("password")}: injection needs "vnc" in security_types')
-        return RfbOptions(security, password, max_cut_text, max_encodings)
-
-    def build(self, tunnel: ITunnel) -> IAdapter:
-        options = tunnel.service.adapter_options
-        assert isinstance(options, RfbOptions)
-        return RfbAdapter(tunnel, options)
