@@ -17,7 +17,8 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.words.xish import domish
 
-from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory, XmppOptions
+from tunnelgw.adapters.xmpp.factory import XmppAdapterFactory
+from tunnelgw.adapters.xmpp.options import XmppOptions
 from tunnelgw.adapters.xmpp.xml import FragmentReader, HardenedStream, XMLLimits, XMLRefused
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.config.values import ConfigError

@@ -8,7 +8,7 @@ from tunnelgw.adapters.echo import EchoAdapterFactory
 from tunnelgw.adapters.raw import RawAdapterFactory
 from tunnelgw.adapters.rfb.factory import RfbAdapterFactory
 from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
-from tunnelgw.adapters.xmpp.adapter import XmppAdapterFactory
+from tunnelgw.adapters.xmpp.factory import XmppAdapterFactory
 from tunnelgw.interfaces import IAdapterFactory
 from tunnelgw.upstream.chain import ChainAdapterFactory
 

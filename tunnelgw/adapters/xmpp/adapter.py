@@ -38,15 +38,33 @@ server misbehaves.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.words.xish import domish
 from zope.interface import implementer
 
+from tunnelgw.adapters.xmpp.checks import IdentityChecks
+from tunnelgw.adapters.xmpp.options import XmppOptions
+from tunnelgw.adapters.xmpp.protocol import (
+    BAD_GATEWAY,
+    BIND_NS,
+    BINDABLE_MECHANISMS,
+    COMPRESS_FEATURE_NS,
+    COMPRESS_NS,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    PROTOCOL_ERROR,
+    SASL_NS,
+    STANZA_NAMES,
+    TLS_NS,
+    UNSUPPORTED_DATA,
+    bare_jid,
+    children_of,
+    close_code_of,
+    text_of,
+)
+from tunnelgw.adapters.xmpp.protocol import Refused as _Refused
 from tunnelgw.adapters.xmpp.xml import (
     CLIENT,
     FRAMING,
@@ -54,61 +72,16 @@ from tunnelgw.adapters.xmpp.xml import (
     XML_NS,
     FragmentReader,
     HardenedStream,
-    XMLLimits,
     XMLRefused,
     attribute_text,
     element,
     serialize,
     stream_error,
 )
-from tunnelgw.config.values import (
-    ConfigError,
-    Table,
-    bool_value,
-    file_bytes,
-    positive_int_value,
-    string_value,
-)
-from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.interfaces import IAdapter, ITunnel
 from tunnelgw.logs import Logger
 
-__all__ = ["XmppAdapter", "XmppAdapterFactory", "XmppOptions"]
-
-TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
-SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
-BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
-STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-COMPRESS_FEATURE_NS = "http://jabber.org/features/compress"
-COMPRESS_NS = "http://jabber.org/protocol/compress"
-STANZA_NAMES = ("message", "presence", "iq")
-BINDABLE_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512"})
-
-PROTOCOL_ERROR = 1002
-UNSUPPORTED_DATA = 1003
-INVALID_PAYLOAD = 1007
-POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
-BAD_GATEWAY = 1014
-
-BACKEND_TLS = ("required", "starttls", "off")
-
-
-@dataclass(frozen=True)
-class XmppOptions:
-    domain: str
-    backend_tls: str = "required"
-    tls_creator: Any = None
-    bind_identity: bool = False
-    authorize_stanzas: bool = False
-    limits: XMLLimits = XMLLimits()
-
-
-class _Refused(Exception):
-    def __init__(self, condition: str, reason: str, code: int) -> None:
-        super().__init__(reason)
-        self.condition = condition
-        self.reason = reason
-        self.code = code
+__all__ = ["XmppAdapter"]
 
 
 class _Phase(enum.Enum):
@@ -120,28 +93,8 @@ class _Phase(enum.Enum):
     FAILED = "failed"
 
 
-def _text(el: domish.Element) -> str:
-    return "".join(child for child in el.children if isinstance(child, str))
-
-
-def _children(el: domish.Element, uri: str, name: str) -> list[domish.Element]:
-    return [c for c in el.elements() if c.uri == uri and c.name == name]
-
-
-def _bare(jid: str) -> str:
-    return jid.split("/", 1)[0].casefold()
-
-
-def _code(refused: XMLRefused) -> int:
-    if refused.too_big:
-        return MESSAGE_TOO_BIG
-    if refused.condition == "restricted-xml":
-        return POLICY_VIOLATION
-    return INVALID_PAYLOAD
-
-
 @implementer(IAdapter)
-class XmppAdapter:
+class XmppAdapter(IdentityChecks):
     log = Logger()
 
     def __init__(self, tunnel: ITunnel, options: XmppOptions) -> None:
@@ -182,7 +135,7 @@ class XmppAdapter:
             try:
                 el = self._reader.read(payload)
             except XMLRefused as e:
-                raise _Refused(e.condition, e.reason, _code(e)) from None
+                raise _Refused(e.condition, e.reason, close_code_of(e)) from None
             if el is not None:
                 self._client_element(el)
         except _Refused as refused:
@@ -273,93 +226,6 @@ class XmppAdapter:
             self._ended_to_server = True
             self._tunnel.send_backend(b"</stream:stream>")
 
-    def _check_auth(self, el: domish.Element) -> None:
-        mechanism = (el.getAttribute("mechanism") or "").upper()
-        if mechanism.endswith("-PLUS"):
-            raise _Refused(
-                "policy-violation", f"{mechanism}: channel binding cannot cross the gateway", POLICY_VIOLATION
-            )
-        if not self._options.bind_identity:
-            return
-        if mechanism not in BINDABLE_MECHANISMS:
-            raise _Refused(
-                "policy-violation",
-                f"SASL {mechanism or 'without a mechanism'} cannot be bound to the gateway user",
-                POLICY_VIOLATION,
-            )
-        names = self._sasl_identities(mechanism, _text(el))
-        for name in names:
-            self._check_identity(name, f"SASL {mechanism}")
-        self.log.info(
-            "tunnel {conn_id}: XMPP SASL {mechanism} as {identity} bound to {principal}",
-            event="xmpp_auth",
-            conn_id=self._tunnel.conn_id,
-            principal=self._tunnel.subject.principal,
-            mechanism=mechanism,
-            identity=names[0],
-        )
-
-    @staticmethod
-    def _sasl_identities(mechanism: str, text: str) -> list[str]:
-        """
-        The identities a client's initial SASL response claims (authcid
-        first, then authzid when present).
-        """
-        try:
-            data = base64.b64decode(text.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise _Refused(
-                "malformed-request", "the SASL initial response is not base64 UTF-8", PROTOCOL_ERROR
-            ) from None
-        if mechanism == "PLAIN":
-            parts = data.split("\0")
-            if len(parts) != 3 or not parts[1]:
-                raise _Refused(
-                    "malformed-request",
-                    "a PLAIN response is authzid NUL authcid NUL password",
-                    PROTOCOL_ERROR,
-                )
-            return [parts[1]] + ([parts[0]] if parts[0] else [])
-        # SCRAM client-first-message: gs2-header "n,a=authzid," then "n=user,r=..."
-        parts = data.split(",", 2)
-        if len(parts) != 3 or parts[0] not in ("n", "y") or not parts[2].startswith("n="):
-            raise _Refused(
-                "malformed-request",
-                "not a SCRAM client-first-message without channel binding",
-                PROTOCOL_ERROR,
-            )
-        user = parts[2][2:].split(",", 1)[0].replace("=2C", ",").replace("=3D", "=")
-        authzid = parts[1][2:] if parts[1].startswith("a=") else ""
-        return [user] + ([authzid] if authzid else [])
-
-    def _check_identity(self, name: str, where: str) -> None:
-        expected = self._expected
-        if expected is None or name.casefold() not in expected:
-            raise _Refused(
-                "policy-violation",
-                f"{where}: XMPP identity {name} is not the gateway user {self._tunnel.subject.principal}",
-                POLICY_VIOLATION,
-            )
-
-    def _stanza_allowed(self, el: domish.Element) -> bool:
-        to = el.getAttribute("to")
-        if not self._options.authorize_stanzas or not to:
-            return True
-        if self._tunnel.permits(el.name, _bare(to)):
-            return True
-        if el.getAttribute("type") not in ("error", "result"):
-            bounce = element(CLIENT, el.name, {"type": "error", "from": to})
-            if el.getAttribute("id"):
-                bounce["id"] = el["id"]
-            error = bounce.addElement("error")
-            error["type"] = "cancel"
-            error.addElement((STANZAS_NS, "not-allowed"))
-            error.addElement(
-                (STANZAS_NS, "text"), content=f"the gateway does not allow this {el.name} to {_bare(to)}"
-            )
-            self._tunnel.send_client(serialize(bounce).encode(), False)
-        return False
-
     # -- server to client -------------------------------------------------
 
     def backend_data(self, data: bytes) -> None:
@@ -395,13 +261,13 @@ class XmppAdapter:
         if el.uri == SASL_NS and el.name == "success":
             self._restart_allowed = True
         elif el.uri == CLIENT and el.name == "iq" and self._options.bind_identity:
-            for bind in _children(el, BIND_NS, "bind"):
-                for jid in _children(bind, BIND_NS, "jid"):
-                    self._check_identity(_bare(_text(jid)), "resource binding")
+            for bind in children_of(el, BIND_NS, "bind"):
+                for jid in children_of(bind, BIND_NS, "jid"):
+                    self._check_identity(bare_jid(text_of(jid)), "resource binding")
         self._send_client(serialize(el))
 
     def _features(self, features: domish.Element) -> None:
-        starttls = _children(features, TLS_NS, "starttls")
+        starttls = children_of(features, TLS_NS, "starttls")
         if not self._tls_done and self._options.backend_tls != "off":
             if starttls:
                 self._phase = _Phase.TLS
@@ -410,7 +276,7 @@ class XmppAdapter:
             if self._options.backend_tls == "required":
                 self._backend_failure("the XMPP server does not offer STARTTLS (backend_tls = required)")
                 return
-        if starttls and _children(starttls[0], TLS_NS, "required") and not self._tls_done:
+        if starttls and children_of(starttls[0], TLS_NS, "required") and not self._tls_done:
             self._backend_failure("the XMPP server requires STARTTLS but backend_tls = off")
             return
         features.children = [
@@ -430,7 +296,7 @@ class XmppAdapter:
         if feature.uri == SASL_NS and feature.name == "mechanisms":
             kept = []
             for mechanism in feature.elements():
-                name = _text(mechanism).strip().upper()
+                name = text_of(mechanism).strip().upper()
                 if name.endswith("-PLUS"):
                     continue
                 if self._options.bind_identity and name not in BINDABLE_MECHANISMS:
@@ -500,57 +366,3 @@ class XmppAdapter:
             self._send_client(stream_error(condition, reason))
             self._send_client(f"<close xmlns='{FRAMING}'/>")
         self._tunnel.fail(code, reason)
-
-
-@implementer(IAdapterFactory)
-class XmppAdapterFactory:
-    name = "xmpp"
-    needs_upstream = True
-    subprotocols = ("xmpp",)
-
-    def needs_policy(self, options: Any) -> bool:
-        return bool(options.authorize_stanzas)
-
-    def parse_options(self, options: dict[str, Any], key: str) -> XmppOptions:
-        table = Table(options, key)
-        domain = table.require("domain", string_value)
-        backend_tls = table.choice("backend_tls", BACKEND_TLS, "required")
-        backend_ca = table.take("backend_ca", string_value, None)
-        tls_name = table.take("backend_tls_name", string_value, domain)
-        defaults = XMLLimits()
-        limits = XMLLimits(
-            max_stanza_size=table.take("max_stanza_size", positive_int_value, defaults.max_stanza_size),
-            max_depth=table.take("max_depth", positive_int_value, defaults.max_depth),
-            max_attributes=table.take("max_attributes", positive_int_value, defaults.max_attributes),
-            max_elements=table.take("max_elements", positive_int_value, defaults.max_elements),
-        )
-        bind_identity = table.take("bind_identity", bool_value, False)
-        authorize_stanzas = table.take("authorize_stanzas", bool_value, False)
-        table.done()
-        creator = None
-        if backend_tls != "off":
-            from twisted.internet import ssl
-
-            trust: Any = ssl.platformTrust()
-            if backend_ca is not None:
-                pem = file_bytes(table.key("backend_ca"), backend_ca)
-                try:
-                    trust = ssl.Certificate.loadPEM(pem)
-                except Exception as e:  # OpenSSL's own error types
-                    raise ConfigError(f"{table.key('backend_ca')}: not a PEM certificate: {e}") from None
-            creator = ssl.optionsForClientTLS(tls_name, trustRoot=trust)
-        elif backend_ca is not None:
-            raise ConfigError(f"{table.key('backend_ca')}: backend_tls is off")
-        return XmppOptions(
-            domain=domain,
-            backend_tls=backend_tls,
-            tls_creator=creator,
-            bind_identity=bind_identity,
-            authorize_stanzas=authorize_stanzas,
-            limits=limits,
-        )
-
-    def build(self, tunnel: ITunnel) -> IAdapter:
-        options = tunnel.service.adapter_options
-        assert isinstance(options, XmppOptions)
-        return XmppAdapter(tunnel, options)
