@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make run    runs the gateway (embedded default config unless ARGS="--config FILE")
 #   make test   runs the whole test suite (lint, types, unit, integration
-#               against real peers, which it installs: tests/peers/install.sh)
+#               against real peers, which it installs: tests/peers/install.sh),
+#               then the unit suite again on the oldest declared releases
 # Both create .venv and install everything they need on first use.
 
 PY ?= python3
@@ -9,7 +10,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint peers bench clean
+FLOORS := .venv-floors
+FLOORS_STAMP := $(FLOORS)/.installed
+
+.PHONY: run test lint peers floors bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -35,10 +39,23 @@ peers:
 
 test: lint peers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) floors
+
+# The unit suite on the oldest releases setup.cfg declares (tests/floors.txt),
+# in a venv of its own; the full suite above runs on the latest.
+$(FLOORS_STAMP): setup.cfg pyproject.toml tests/floors.txt Makefile
+	$(PY) -m venv $(FLOORS)
+	$(FLOORS)/bin/pip install -q --upgrade pip 'setuptools>=69' wheel
+	$(FLOORS)/bin/pip install -q -c tests/floors.txt -e '.[test]'
+	@echo "$(CURDIR)" > "$$($(FLOORS)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tunnelgw-checkout.pth"
+	touch $@
+
+floors: $(FLOORS_STAMP)
+	$(FLOORS)/bin/python -m pytest tests/unit -p no:cacheprovider
 
 bench: $(STAMP)
 	bash bench/setup.sh
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(FLOORS) build dist *.egg-info
