@@ -122,8 +122,20 @@ def test_bad_origin_403(gateway: Gateway) -> None:
 
 
 def test_origin_is_normalized(gateway: Gateway) -> None:
+    """
+    The Origin is compared after normalization (scheme and host lower
+    case, the default port dropped): the same origin spelled otherwise is
+    admitted, and so logged; another port is another origin.
+    """
     ws = strict(gateway, origin="HTTPS://App.Example.com:443")
+    assert ws.subprotocol == "binary"
+    ws.send_binary(b"normalized")
+    assert ws.recv_data()[1] == b"normalized"
     ws.close()
+    status, body = handshake_status(
+        gateway.url("/strict"), origin="https://app.example.com:8443", subprotocols=["binary"]
+    )
+    assert status == 403 and "is not allowed" in body
 
 
 def test_missing_origin_403(gateway: Gateway) -> None:
