@@ -32,7 +32,7 @@ from tests.integration.harness import (
     ws_connect,
 )
 from tunnelgw.security import Subject
-from tunnelgw.security.assertion import AssertionSigner
+from tunnelgw.security.signer import AssertionSigner
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2"}  # alice: staff; bob: guest

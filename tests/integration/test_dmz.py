@@ -24,7 +24,7 @@ from tests.integration.harness import BIN, REPO, wait_for
 from tests.integration.netns import Topology
 from tests.integration.test_chain import FAST, USERS, public, write_key
 from tunnelgw.security import Subject
-from tunnelgw.security.assertion import AssertionSigner
+from tunnelgw.security.signer import AssertionSigner
 
 PEERS = REPO / "tests" / "peers"
 INNER_PORT, OUTER_PORT, LINK_PORT, ECHO_PORT = 8443, 8080, 9443, 7000

@@ -21,9 +21,9 @@ from cryptography.x509.oid import NameOID
 from tests.unit.test_login_modules import cb, login
 from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
-from tunnelgw.security.assertion import AssertionSigner
 from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.modules.assertion import AssertionFactory
+from tunnelgw.security.signer import AssertionSigner
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER = ec.generate_private_key(ec.SECP256R1())

@@ -286,3 +286,22 @@ def test_callbacks_from_request() -> None:
     assert Callbacks.from_request(Request()).bearer == "tok"
     Request.headers = {"authorization": ["Basic !!!notbase64"]}
     assert Callbacks.from_request(Request()).basic is None
+
+
+def test_callbacks_carry_every_request_header() -> None:
+    """
+    A module can read a header of its own (an API key, a certificate
+    forwarded by a trusted proxy); a repeated one reads as absent.
+    """
+    from types import SimpleNamespace
+
+    request = SimpleNamespace(
+        peer_host="192.0.2.1",
+        headers={"x-api-key": ["k1"], "x-twice": ["a", "b"], "origin": ["https://o"]},
+        query={},
+        peer_certificate=None,
+    )
+    callbacks = Callbacks.from_request(request)
+    assert callbacks.header("X-API-Key") == "k1"
+    assert callbacks.header("x-twice") is None and callbacks.headers["x-twice"] == ["a", "b"]
+    assert callbacks.header("x-absent") is None

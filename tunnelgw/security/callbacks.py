@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -26,6 +27,12 @@ class Callbacks:
     peer_certificate: Any = None
     assertion: str | None = None
     """An outer gateway's identity assertion (the C{Tunnelgw-Assertion} header)."""
+    headers: Mapping[str, list[str]] = field(default_factory=dict)
+    """
+    Every request header, by lower-case name, each with its values (a
+    repeated header has several): for a module that reads one of its own
+    (an API key, a client certificate forwarded by a trusted proxy).
+    """
     familiar: bool = False
     """
     The claimed user logged in from this address before (the gateway's
@@ -64,7 +71,15 @@ class Callbacks:
             query=dict(getattr(request, "query", {}) or {}),
             peer_certificate=getattr(request, "peer_certificate", None),
             assertion=_one(request.headers.get("tunnelgw-assertion", [])),
+            headers=request.headers,
         )
+
+    def header(self, name: str) -> str | None:
+        """
+        The one value of request header C{name} (any case); C{None} when it
+        is absent or repeated (a module cannot tell which was meant).
+        """
+        return _one(self.headers.get(name.lower(), []))
 
 
 def _one(values: list[str]) -> str | None:

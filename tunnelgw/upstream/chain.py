@@ -7,7 +7,7 @@ answering its own client's upgrade: over TLS with its client certificate,
 the inner's certificate verified against the configured CA and name
 (service-identity), offering exactly the subprotocol its client chose, and
 carrying the authenticated subject as a signed, short-lived identity
-assertion (L{tunnelgw.security.assertion}).  The inner gateway admits it
+assertion (L{tunnelgw.security.signer}).  The inner gateway admits it
 through its own pipeline (its C{assertion} login module, its roles, its
 policies) and runs the real adapter against the backend; the outer relays
 messages as they are, so message boundaries, types and the inner's
@@ -38,7 +38,7 @@ from tunnelgw.config.values import ConfigError, Table, file_bytes, positive_seco
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
-from tunnelgw.security.assertion import ASSERTION_HEADER, AssertionSigner
+from tunnelgw.security.signer import ASSERTION_HEADER, AssertionSigner
 from tunnelgw.websocket.leg import WebSocketLeg
 
 __all__ = [

@@ -17,7 +17,7 @@ from tunnelgw.config.values import ConfigError, Table, strings_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.modules._base import BaseModule
+from tunnelgw.security.modules.base import BaseModule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

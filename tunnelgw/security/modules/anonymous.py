@@ -14,7 +14,7 @@ from zope.interface import implementer
 from tunnelgw.config.values import Table, string_value, strings_value
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.modules._base import BaseModule, roles_of
+from tunnelgw.security.modules.base import BaseModule, roles_of
 
 
 @dataclass(frozen=True)

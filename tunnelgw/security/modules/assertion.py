@@ -1,6 +1,6 @@
 """
 C{assertion}: the identity an outer gateway asserts (a signed, short-lived
-JWT in the C{Tunnelgw-Assertion} header; see L{tunnelgw.security.assertion}),
+JWT in the C{Tunnelgw-Assertion} header; see L{tunnelgw.security.signer}),
 for an inner gateway behind it.  The user authenticated once, at the edge;
 the inner gateway authorizes again with its own realm roles and policies.
 
@@ -40,7 +40,7 @@ from tunnelgw.config.values import (
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.modules._base import BaseModule, check_numeric_dates
+from tunnelgw.security.modules.base import BaseModule, check_numeric_dates
 
 __all__ = ["AssertionFactory", "AssertionOptions", "TrustedGateway"]
 

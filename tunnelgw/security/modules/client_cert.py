@@ -24,7 +24,7 @@ from tunnelgw.config.values import Table, strings_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.modules._base import BaseModule, roles_of
+from tunnelgw.security.modules.base import BaseModule, roles_of
 
 USER_FROM = ("cn", "email", "dns")
 

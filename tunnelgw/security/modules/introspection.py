@@ -37,7 +37,7 @@ from tunnelgw.config.values import ConfigError, Table, positive_seconds_value, s
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.modules._base import BaseModule, roles_of
+from tunnelgw.security.modules.base import BaseModule, roles_of
 
 MAX_ANSWER = 64 * 1024
 

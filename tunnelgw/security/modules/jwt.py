@@ -31,7 +31,7 @@ from tunnelgw.config.values import ConfigError, Table, file_text, seconds_value,
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
-from tunnelgw.security.modules._base import BaseModule, check_numeric_dates, roles_of
+from tunnelgw.security.modules.base import BaseModule, check_numeric_dates, roles_of
 
 SOURCES = ("bearer", "cookie", "query")
 

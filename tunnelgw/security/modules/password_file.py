@@ -38,7 +38,7 @@ from tunnelgw.config.values import ConfigError, Table, positive_int_value, strin
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.modules._base import BaseModule, roles_of
+from tunnelgw.security.modules.base import BaseModule, roles_of
 from tunnelgw.security.slots import Slots
 
 # OWASP's argon2id parameters (Password Storage Cheat Sheet): 19 MiB, two
