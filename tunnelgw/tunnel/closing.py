@@ -15,24 +15,19 @@ from twisted.python.failure import Failure
 
 from tunnelgw.errors import CloseCode
 from tunnelgw.tunnel.flow import BACKEND_FULL, CLIENT_FULL, FLUSHING, RATE, FlushWatcher
-from tunnelgw.tunnel.timers import TIMER_SLOTS, State
+from tunnelgw.tunnel.timers import TIMER_SLOTS, State, TunnelPart
 
 __all__ = ["TunnelClosing"]
 
 
-class TunnelClosing:
+class TunnelClosing(TunnelPart):
     # no slots of its own: the tunnel's (mypy's misc ignores below are its
     # complaint that a mixin assigns names its own empty __slots__ lacks)
     __slots__ = ()
 
-    # the tunnel's, as these methods read and set them
-    reactor: Any
-    service: Any
-    subject: Any
-    conn_id: str
+    # the tunnel's, as these methods read and set them (besides TunnelPart's)
     peer: str
     subprotocol: Any
-    log: Any
     close_code: int | None
     close_reason: str
     bytes_up: int
@@ -40,7 +35,6 @@ class TunnelClosing:
     peak_up: int
     peak_down: int
     started: float
-    _state: Any
     _client: Any
     _client_gate: Any
     _backend: Any

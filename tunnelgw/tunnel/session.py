@@ -10,24 +10,13 @@ from typing import Any
 
 from tunnelgw.errors import CloseCode
 from tunnelgw.security import Subject
-from tunnelgw.tunnel.timers import State
+from tunnelgw.tunnel.timers import State, TunnelPart
 
 __all__ = ["TunnelSession"]
 
 
-class TunnelSession:
+class TunnelSession(TunnelPart):
     __slots__ = ()
-
-    # the tunnel's, as these methods read them
-    reactor: Any
-    service: Any
-    subject: Any
-    conn_id: str
-    log: Any
-    _state: Any
-
-    _last_activity: float
-    fail: Any  # the tunnel's own
 
     policy: Any
 

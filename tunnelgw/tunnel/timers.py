@@ -13,7 +13,7 @@ from typing import Any
 from tunnelgw.errors import CloseCode
 from tunnelgw.tunnel.deadlines import deadlines
 
-__all__ = ["State", "TIMERS", "TIMER_SLOTS", "TunnelTimers"]
+__all__ = ["State", "TIMERS", "TIMER_SLOTS", "TunnelPart", "TunnelTimers"]
 
 TIMERS = ("idle", "flush", "linger", "expiry", "revalidate", "rate")
 # the slot of each timer, named once rather than on every arm and cancel
@@ -26,10 +26,14 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class TunnelTimers:
+class TunnelPart:
+    """
+    What the parts of the tunnel (its mixins) read of it.  No slots of
+    its own: the tunnel has them.
+    """
+
     __slots__ = ()
 
-    # the tunnel's, as these methods read them
     reactor: Any
     service: Any
     subject: Any
@@ -39,6 +43,10 @@ class TunnelTimers:
 
     _last_activity: float
     fail: Any  # the tunnel's own
+
+
+class TunnelTimers(TunnelPart):
+    __slots__ = ()
 
     # -- timers ---------------------------------------------------------------
 
