@@ -30,6 +30,8 @@ from typing import Any
 
 import psutil
 
+from tunnelgw.testing import public_realm
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
@@ -274,10 +276,7 @@ max_connections_per_address = 20000
 handshake_rate_per_address = 1000000
 handshake_burst_per_address = 1000000
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
+{public_realm()}
 
 [services.raw]
 path = "/raw"

@@ -6,6 +6,7 @@ controllable backend endpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -14,7 +15,7 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-__all__ = ["AdapterHarness", "FakeClientLeg", "FakeEndpoint", "HalfCloseStringTransport"]
+__all__ = ["AdapterHarness", "FakeClientLeg", "FakeEndpoint", "HalfCloseStringTransport", "public_realm"]
 
 
 class HalfCloseStringTransport(StringTransport):
@@ -153,3 +154,12 @@ class AdapterHarness:
         data = self.wire.value()
         self.wire.clear()
         return bytes(data)
+
+
+def public_realm(name: str = "public", roles: Sequence[str] = ()) -> str:
+    """
+    The TOML of a realm that admits everyone (C{anonymous}, required),
+    optionally with C{roles}: for a test's or a plugin's configuration.
+    """
+    options = f"options = {{ roles = {list(roles)!r} }}\n".replace("'", '"') if roles else ""
+    return f'[realms.{name}]\n[[realms.{name}.modules]]\nmodule = "anonymous"\nflag = "required"\n{options}'

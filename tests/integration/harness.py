@@ -26,16 +26,13 @@ import websocket
 
 from twisted.logger import eventsFromJSONLogFile
 
+from tunnelgw.testing import public_realm
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
-PUBLIC_REALM = """
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-"""
+PUBLIC_REALM = "\n" + public_realm()
 """A realm that admits everyone (C{realm = "public"}), as TOML."""
 
 

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tunnelgw.config.loader import loads
 from tunnelgw.config.values import ConfigError
 from tunnelgw.errors import Refusal
+from tunnelgw.testing import public_realm
 from tunnelgw.upstream.dialer import LinkDialer
 from tunnelgw.upstream.links import LinkPool, PoolConfig, ReverseLink
 
@@ -149,19 +150,19 @@ def test_config_checks(tmp_path: Any) -> None:
         )
     )
     chain = f'[services.s.chain]\nassertion_key = "{key}"\nissuer = "o"\naudience = "i"\n'
-    base = """
+    base = (
+        """
 [gateway]
 listen = ["tcp:1"]
-[realms.r]
-[[realms.r.modules]]
-module = "anonymous"
-flag = "required"
-[services.s]
+"""
+        + public_realm("r")
+        + """[services.s]
 path = "/s"
 adapter = "chain"
 realm = "r"
 allow_no_subprotocol = true
 """
+    )
     import pytest
 
     with pytest.raises(ConfigError, match=r"services.s.upstream: no \[links.nope\] is defined"):

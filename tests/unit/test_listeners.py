@@ -86,11 +86,11 @@ class BacklogTests(SynchronousTestCase):
 
         from tunnelgw.config.loader import loads
         from tunnelgw.service import GatewayService
+        from tunnelgw.testing import public_realm
 
         reactor = MemoryReactorClock()
         config = loads(
-            '[gateway]\nlisten = ["tcp:8080:interface=127.0.0.1", "tcp:8081:backlog=7"]\n'
-            '[realms.public]\n[[realms.public.modules]]\nmodule = "anonymous"\nflag = "required"\n'
+            '[gateway]\nlisten = ["tcp:8080:interface=127.0.0.1", "tcp:8081:backlog=7"]\n' + public_realm()
         )
         service = GatewayService(config, reactor)
         service.startService()

@@ -17,6 +17,7 @@ from tunnelgw.config.values import ConfigError
 from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
+from tunnelgw.testing import public_realm
 from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.tunnel.relay import Tunnel
 
@@ -65,19 +66,19 @@ def test_config_errors() -> None:
         RulesPolicyFactory().parse_config(
             {"rules": [{"roles": ["a"], "actions": ["b"], "resources": ["c"], "colour": 1}]}, "policies.p"
         )
-    base = """
+    base = (
+        """
 [gateway]
 listen = ["tcp:1"]
-[realms.r]
-[[realms.r.modules]]
-module = "anonymous"
-flag = "required"
-[services.s]
+"""
+        + public_realm("r")
+        + """[services.s]
 path = "/s"
 adapter = "echo"
 realm = "r"
 allow_no_subprotocol = true
 """
+    )
     with pytest.raises(ConfigError, match="services.s.policy: no policy 'nope'"):
         loads(base + 'policy = "nope"\n')
     with pytest.raises(ConfigError, match="policies.p.policy: unknown policy 'magic'"):

@@ -29,20 +29,19 @@ from tunnelgw.front.site import GatewaySite
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
-from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
+from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, public_realm
 from tunnelgw.tunnel.relay import Tunnel
 
-CONFIG = """
+CONFIG = (
+    """
 [gateway]
 listen = ["tcp:0"]
 handshake_timeout = 5
 max_connections_per_address = 3
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
-
+"""
+    + public_realm()
+    + """
 [services.echo]
 path = "/echo"
 adapter = "echo"
@@ -58,6 +57,7 @@ upstream = "tcp:127.0.0.1:5900"
 subprotocols = ["binary"]
 allow_missing_origin = true
 """
+)
 
 UPGRADE = (
     "GET {path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -22,7 +22,7 @@ from tunnelgw.config.model import ServiceConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
-from tunnelgw.testing import AdapterHarness
+from tunnelgw.testing import AdapterHarness, public_realm
 from tunnelgw.tunnel.relay import Tunnel
 
 POLICY = RulesPolicyFactory().parse_config(
@@ -336,14 +336,13 @@ class StompAdapterTests(SynchronousTestCase):
     # -- configuration -----------------------------------------------------
 
     def test_config(self) -> None:
-        base = """
+        base = (
+            """
 [gateway]
 listen = ["tcp:1"]
-[realms.r]
-[[realms.r.modules]]
-module = "anonymous"
-flag = "required"
-[policies.p]
+"""
+            + public_realm("r")
+            + """[policies.p]
 [[policies.p.rules]]
 roles = ["*"]
 actions = ["connect"]
@@ -354,6 +353,7 @@ adapter = "stomp"
 realm = "r"
 upstream = "tcp:127.0.0.1:61613"
 """
+        )
         config = loads(
             base
             + 'policy = "p"\nsubprotocols = ["v10.stomp", "v12.stomp"]\n[services.s.stomp]\nmax_body = 100\n'
