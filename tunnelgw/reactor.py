@@ -12,7 +12,8 @@ flushed, the backend's EOF), and paired runs measured that context at about
 6% of its CPU.  The gateway's own events are twisted.logger events that name their
 connection (C{conn_id}, C{peer}) in fields; none reads the legacy context.
 
-L{GatewayReactor} runs each event as C{EPollReactor} does, through its own
+L{GatewayReactor} (L{tunnelgw._compat.twisted.QuietEPollReactor}: it uses
+Twisted's private names) runs each event as C{EPollReactor} does, through its own
 C{_doReadOrWrite} (which turns an exception of C{doRead} or C{doWrite} into
 the connection's loss, and logs it), without the context: a legacy message
 logged during an I/O event has the system C{-}.  What C{callWithLogger}
@@ -27,61 +28,23 @@ plugin C{tunnelgw} (C{twistd --reactor tunnelgw ...}).
 
 from __future__ import annotations
 
-import errno
-from typing import Any
-
-from twisted.internet.epollreactor import EPollReactor
-from twisted.python import log
+from tunnelgw._compat.twisted import QuietEPollReactor, gateway_reactor
 
 __all__ = ["GatewayReactor", "install", "install_default"]
 
-
-def _prefix(selectable: Any) -> str:
-    try:
-        return str(selectable.logPrefix())
-    except Exception:
-        return "(buggy logPrefix method)"
-
-
-class GatewayReactor(EPollReactor):
-    """
-    C{EPollReactor} whose events run without a legacy logging context.
-    """
-
-    def doPoll(self, timeout: float | None) -> None:
-        if timeout is None:
-            timeout = -1  # wait until something is ready
-        try:
-            # as EPollReactor: at most one event per descriptor it tracks
-            events = self._poller.poll(timeout, len(self._selectables))
-        except OSError as err:
-            if err.errno == errno.EINTR:
-                return
-            raise
-        selectables = self._selectables
-        handle = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is None:
-                continue  # gone during an earlier event of this poll
-            try:
-                handle(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                log.err(system=_prefix(selectable))
-
-    doIteration = doPoll
+GatewayReactor = QuietEPollReactor
+"""The reactor's class (L{tunnelgw._compat.twisted.QuietEPollReactor})."""
 
 
 def install() -> None:
     """
     Install L{GatewayReactor} as the global reactor (the C{tunnelgw}
-    reactor plugin).
+    reactor plugin), or Twisted's C{EPollReactor} where the shortcut
+    C{reactor} is switched off (L{tunnelgw._compat}).
     """
     from twisted.internet.main import installReactor
 
-    installReactor(GatewayReactor())
+    installReactor(gateway_reactor())
 
 
 def install_default() -> None:

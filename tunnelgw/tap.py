@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from tunnelgw._compat import check as check_shortcuts
 from tunnelgw.config.loader import load, loads
 from tunnelgw.config.model import DEFAULT_CONFIG, GatewayConfig
 from tunnelgw.config.values import ConfigError
@@ -37,6 +38,10 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def postOptions(self) -> None:
+        try:
+            check_shortcuts()
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         try:
             if self["config"] is None:
                 config = loads(DEFAULT_CONFIG)

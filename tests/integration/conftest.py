@@ -10,18 +10,18 @@ from tests.integration.harness import EchoServer, Gateway, free_port
 
 
 @pytest.fixture
-def start_gateway(tmp_path: Path) -> Iterator[Callable[[str], Gateway]]:
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """
     Start a gateway from config text; C{{port}} in the text is replaced by a
     free port.  Stopped at the end of the test.
     """
     started: list[Gateway] = []
 
-    def start(config: str) -> Gateway:
+    def start(config: str, env: dict[str, str] | None = None) -> Gateway:
         port = free_port()
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
-        gateway = Gateway(workdir, config.replace("{port}", str(port)), port)
+        gateway = Gateway(workdir, config.replace("{port}", str(port)), port, env)
         started.append(gateway)
         return gateway.start()
 

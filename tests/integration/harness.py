@@ -88,8 +88,9 @@ class Gateway:
     C{twistd -n tunnelgw --config FILE} with JSON logs in a file.
     """
 
-    def __init__(self, workdir: Path, config: str, port: int) -> None:
+    def __init__(self, workdir: Path, config: str, port: int, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = env
         self.port = port
         self.config_path = workdir / "tunnelgw.toml"
         self.config_path.write_text(config)
@@ -113,6 +114,7 @@ class Gateway:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            env=None if self.env is None else {**os.environ, **self.env},
         )
         log.close()
 

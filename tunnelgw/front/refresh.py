@@ -106,5 +106,5 @@ class RefreshResource(Resource):
         self, request: server.Request, areq: AdmissionRequest, tunnel: Any, refusal: Refusal
     ) -> None:
         self._decision(areq, tunnel, "refuse", refusal.status, refusal.reason, None)
-        if not request.finished and not request._disconnected:
+        if not request.finished and request.channel is not None:  # None: the client is gone
             _refuse(request, refusal)

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
+from tunnelgw._compat.twisted import early_bytes
 from tunnelgw.admission.checks import check_websocket_upgrade
 from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import ServiceConfig
@@ -47,7 +48,7 @@ class ServiceResource(Resource):
             # What the client sent after its head, before its 101, waits in
             # the channel (which stopped reading past 16 KiB of it) and
             # would be dropped with it: autobahn reads it after the head.
-            early = b"".join(getattr(request.channel, "_dataBuffer", None) or ())
+            early = early_bytes(request.channel)
             channel = cast(GatewayChannel, request.channel)
             factory.channel_is_producer = True
             WebSocketResource(factory).render(request)

@@ -9,12 +9,12 @@ the connection is lost.  Mixed into the client WebSocket
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from autobahn.util import encode_truncate
 from twisted.internet import defer
 
+from tunnelgw._compat.autobahn import NO_SEND_QUEUE, LegInternals
 from tunnelgw.tunnel.flow import release_connector, write_now
 
 __all__ = ["DEFAULT_MAX_FRAGMENTS", "NO_SEND_QUEUE", "WebSocketLeg"]
@@ -22,20 +22,12 @@ __all__ = ["DEFAULT_MAX_FRAGMENTS", "NO_SEND_QUEUE", "WebSocketLeg"]
 DEFAULT_MAX_FRAGMENTS = 1024
 """As C{limits.max_fragments}; for the links between gateways too."""
 
-NO_SEND_QUEUE: Any = ()
-"""
-An empty stand-in for autobahn's per-connection C{send_queue} (only used
-for sync and chopped writes): falsy and of length 0 as autobahn reads it;
-L{WebSocketLeg.sendData} replaces it with a deque before autobahn could
-append to it.
-"""
-
 # the codes an endpoint may put in a close frame (RFC 6455 7.4.1); 1005,
 # 1006 and 1015 only describe a close that had none
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
-class WebSocketLeg:
+class WebSocketLeg(LegInternals):
     lease: Any = None
     """The connection's L{tunnelgw.limits.Lease}, if it counts against the caps."""
     # autobahn's, as this mixin reads them
@@ -73,33 +65,8 @@ class WebSocketLeg:
         if not (sync or chopsize or self.send_queue or self.logOctets):
             write_now(self.transport, data)
             return
-        if self.send_queue is NO_SEND_QUEUE:
-            self.send_queue = deque()
+        self.send_queue_for_use()
         super().sendData(data, sync, chopsize)  # type: ignore[misc]
-
-    discarding = False
-    """The connection failed (too big, too many frames): input is dropped."""
-
-    def dataReceived(self, data: bytes) -> None:
-        # autobahn's own dataReceived builds the arguments of a debug log
-        # line (type names, highlighting) on every read before discarding it.
-        if not self.discarding:
-            self._dataReceived(data)  # type: ignore[attr-defined]
-
-    def _max_message_size_exceeded(self, size: int, limit: int, reason: str) -> None:
-        # autobahn's hook for a message, frame or fragment count over its
-        # limit: it sends 1009 and then goes on parsing what the peer sends
-        # until its close frame, frame by frame (a peer that keeps sending
-        # one-byte frames kept a core busy until the close timer).  RFC 6455
-        # 7.1.7: once the connection is failed, data from the peer is not
-        # processed, its close frame included.  What is buffered and what
-        # arrives is dropped; the FIN follows our close frame, and the
-        # close handshake timer bounds the rest.
-        super()._max_message_size_exceeded(size, limit, reason)  # type: ignore[misc]
-        self.discarding = True
-        self.data = b""
-        if self.transport is not None:
-            self.transport.loseWriteConnection()
 
     max_fragments = DEFAULT_MAX_FRAGMENTS
     """Frames one message may come in; one more closes with 1009."""
@@ -115,21 +82,13 @@ class WebSocketLeg:
         # one message are bounded as its size is, and closed the same way.
         fragments = self._fragments = self._fragments + 1
         if fragments > self.max_fragments and not self.failedByMe:
-            self._max_message_size_exceeded(  # type: ignore[attr-defined]
+            self.fail_too_big(
                 fragments,
                 self.max_fragments,
                 f"received a WebSocket message in more than {self.max_fragments} frames",
             )
             return
         super().onMessageFrameBegin(length)  # type: ignore[misc]
-
-    def onMessageEnd(self) -> None:
-        # autobahn's, less the "message" event it fires for observers
-        # registered with on("message"): a leg registers none, and the
-        # event made a Deferred (and an errback on it) for every message.
-        if not self.failedByMe:
-            self._onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
-        self.message_data = None
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
         self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]

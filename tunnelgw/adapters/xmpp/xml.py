@@ -23,6 +23,8 @@ from typing import Any
 
 from twisted.words.xish import domish
 
+from tunnelgw._compat.twisted import BoundedExpatStream
+
 __all__ = [
     "FRAMING",
     "STREAMS",
@@ -63,7 +65,7 @@ class XMLLimits:
     max_elements: int = 1000
 
 
-class HardenedStream(domish.ExpatElementStream):  # type: ignore[misc]
+class HardenedStream(BoundedExpatStream):
     """
     xish's expat element stream, restricted as XMPP requires and bounded.
     Set C{DocumentStartEvent}, C{ElementEvent} and C{DocumentEndEvent} as
@@ -121,7 +123,7 @@ class HardenedStream(domish.ExpatElementStream):  # type: ignore[misc]
 
     # -- bounds ---------------------------------------------------------------
 
-    def _onStartElement(self, name: str, attrs: dict[str, str]) -> None:
+    def start_element(self, name: str, attrs: dict[str, str]) -> None:
         self.depth += 1
         if self.depth > self.limits.max_depth:
             raise XMLRefused(
@@ -135,13 +137,11 @@ class HardenedStream(domish.ExpatElementStream):  # type: ignore[misc]
             # a stanza (depth 1 is the framing root) whose start tag began in
             # an earlier message: RFC 7395 3.3.3, one whole element a message
             raise XMLRefused("not-well-formed", "an element must start and end in one message")
-        super()._onStartElement(name, attrs)
 
-    def _onEndElement(self, name: str) -> None:
+    def end_element(self, name: str) -> None:
         self.depth -= 1
-        super()._onEndElement(name)
 
-    def _onCdata(self, data: str) -> None:
+    def text(self, data: str) -> None:
         if self.currElem is not None:
             self.currElem.addContent(data)
         elif data.strip():
@@ -187,7 +187,7 @@ class FragmentReader:
             # an element left open, or a tag begun and not finished (expat
             # holds it, unreported, for the next message to complete; one
             # that ends in ">" inside a quoted value is caught there: see
-            # HardenedStream._onStartElement)
+            # HardenedStream.start_element)
             raise XMLRefused("not-well-formed", "a message must hold one complete element")
         if len(self._elements) > 1:
             raise XMLRefused("not-well-formed", "a message must hold one element, not several")

@@ -1,0 +1,110 @@
+"""
+The fence: everything tunnelgw does with what its libraries do not promise
+(private names of Twisted, autobahn and txaio; replacements of their
+behaviour) lives in this package, one module per library.  Nothing else in
+tunnelgw may touch a library's private attribute
+(C{tests/unit/test_compat.py} scans the tree, and tests every entry here
+against the real library objects, so that a release that changes them
+fails the suite rather than the gateway).
+
+Two kinds of entry:
+
+  - B{shortcuts}: the same behaviour for less CPU or memory.  Each is named
+    in L{SHORTCUTS} with what it saves and the public API it falls back to,
+    and each can be switched off: C{TUNNELGW_PUBLIC_API=name,name} (or
+    C{all}) in the gateway's environment makes it use that public API
+    instead.  C{bench/compare.py --ablation} measures every shortcut
+    against its fallback in one run (docs/benchmarks.md, "Ablation"); one
+    that saves under 3% on its bench is removed.
+  - B{fixes}: behaviour the public API does not offer (a bound, nothing
+    lost).  They are not switched off: the gateway's invariants rest on
+    them.
+
+This module is a leaf: it imports nothing of tunnelgw, and its children
+are imported by the stages that use them.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["SHORTCUTS", "ENVIRONMENT", "enabled", "disabled", "check"]
+
+ENVIRONMENT = "TUNNELGW_PUBLIC_API"
+"""The environment variable naming the shortcuts to switch off."""
+
+SHORTCUTS: dict[str, str] = {
+    "reactor": (
+        "twisted: epoll without a legacy logging context per I/O event"
+        " (EPollReactor's _poller, _selectables, _doReadOrWrite);"
+        " public: EPollReactor"
+    ),
+    "write_now": (
+        "twisted: a write, a half-close or a close on an idle plain TCP"
+        " connection goes to the kernel now, not on the reactor's next turn"
+        " (tcp.Connection's _tempDataLen, _writeDisconnecting);"
+        " public: write, loseWriteConnection, loseConnection"
+    ),
+    "handshake": (
+        "autobahn: the admitted head is answered without a second parse"
+        " (_wskey, succeedHandshake); public: onConnect"
+    ),
+    "transport_details": (
+        "autobahn: no WAMP transport details built per connection (process"
+        " and thread ids, TLS channel binding; its connectionMade without"
+        " them: _connectionMade); public: connectionMade"
+    ),
+    "class_options": (
+        "autobahn: a service's options on its protocol class, not copied"
+        " per connection (CONFIG_ATTRS); public: the factory's copy"
+    ),
+    "lazy_debug": (
+        "autobahn: the arguments of its debug lines formatted only when"
+        " logged (its modules' pformat, hltype, hlval); public: as autobahn does"
+    ),
+    "quiet_io": (
+        "autobahn: reads and whole messages without the debug line and the"
+        " 'message' event per read and message (_dataReceived, _onMessage);"
+        " public: dataReceived, onMessageEnd"
+    ),
+    "lean_tunnels": (
+        "autobahn: what an open tunnel does not need is dropped (the send"
+        " queue, the handshake's leftovers _wskey, _transport_details);"
+        " public: kept as autobahn keeps them"
+    ),
+}
+"""Every shortcut by name: what it saves, what it uses, its public fallback."""
+
+
+def disabled(environ: dict[str, str] | None = None) -> frozenset[str]:
+    """
+    The shortcuts the environment switches off.
+    """
+    text = (os.environ if environ is None else environ).get(ENVIRONMENT, "")
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if "all" in names:
+        return frozenset(SHORTCUTS)
+    return frozenset(names)
+
+
+_DISABLED = disabled()
+
+
+def enabled(name: str) -> bool:
+    """
+    Whether the shortcut C{name} is in use in this process.
+    """
+    assert name in SHORTCUTS, name
+    return name not in _DISABLED
+
+
+def check(environ: dict[str, str] | None = None) -> None:
+    """
+    @raise ValueError: the environment names a shortcut there is not.
+    """
+    unknown = disabled(environ) - set(SHORTCUTS)
+    if unknown:
+        raise ValueError(
+            f"{ENVIRONMENT}: no shortcut named {', '.join(sorted(unknown))}"
+            f" (there are: {', '.join(SHORTCUTS)}, or all)"
+        )
