@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-test
 FLOORS := .venv-floors
 FLOORS_STAMP := $(FLOORS)/.installed
 
-.PHONY: run test lint peers floors bench clean
+.PHONY: run test lint peers floors bench compare clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,12 @@ floors: $(FLOORS_STAMP)
 bench: $(STAMP)
 	bash bench/setup.sh
 	$(BIN)/python bench/run.py $(ARGS)
+
+# tunnelgw against tunnelgw: ARGS='--ablation' (each shortcut of
+# tunnelgw._compat against its public fallback) or ARGS='--ref REF'
+compare: $(STAMP)
+	bash bench/setup.sh
+	$(BIN)/python bench/compare.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(FLOORS) build dist *.egg-info

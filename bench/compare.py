@@ -1,0 +1,240 @@
+"""
+tunnelgw against tunnelgw, side by side in one run: every variant is a
+gateway of its own, measured in turn, back to back, the order reversed
+every other round (as bench/run.py measures its targets).
+
+    make compare ARGS='--ablation'        # each shortcut of tunnelgw._compat against its public fallback
+    make compare ARGS='--ref REF'         # this tree against the git ref REF (a commit, a tag)
+
+Add --write-docs to put the table in docs/benchmarks.md.  Measures: the
+CPU per handshake and the handshake rate (16 concurrent, in slices of a
+second), throughput (64 KiB messages, 1 connection), round-trip p50
+(32 bytes), and for the ablation the memory of idle raw tunnels.  Each
+ratio is the median over rounds of the ratio within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import (  # noqa: E402
+    REPO,
+    Processes,
+    free_port,
+    handshake_slices,
+    idle_tunnels,
+    load,
+    start_gateway,
+    wait_listening,
+)
+
+from tunnelgw._compat import ENVIRONMENT, SHORTCUTS  # noqa: E402
+
+BEGIN = "<!-- compare:{kind} -->"
+END = "<!-- /compare:{kind} -->"
+IDLE_TUNNELS = 3000
+
+
+def worktree(ref: str) -> Path:
+    """A checkout of C{ref} in a temporary directory."""
+    path = Path(tempfile.mkdtemp(prefix="tunnelgw-ref-")) / "tree"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), ref], check=True)
+    return path
+
+
+def variants(options: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """Each variant's name and the environment its gateway runs in."""
+    if options.ablation:
+        found = {"all shortcuts": {}}
+        found.update({f"without {name}": {ENVIRONMENT: name} for name in SHORTCUTS})
+        return found
+    tree = worktree(options.ref)
+    return {"this tree": {}, options.ref: {"PYTHONPATH": str(tree)}}
+
+
+def measure(options: argparse.Namespace) -> dict[str, Any]:
+    envs = variants(options)
+    names = list(envs)
+    procs = Processes()
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in names}
+    idle: dict[str, dict[str, Any]] = {}
+    try:
+        echo_port = free_port()
+        procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port, None)
+        servers, urls = {}, {}
+        for name in names:
+            port = free_port()
+            servers[name] = start_gateway(procs, port, echo_port, env=envs[name])
+            urls[name] = ["--url", f"ws://127.0.0.1:{port}/raw"]
+        seconds = str(options.seconds)
+        for number in range(options.repeat):
+            order = names if number % 2 == 0 else names[::-1]
+            sliced = handshake_slices(
+                servers, urls, order, ("--mode", "handshakes", "--conns", "16"), options.seconds
+            )
+            for name in order:
+                rounds[name].setdefault("handshakes", []).append(sliced[name])
+            for key, args in (
+                ("throughput_1", ("--mode", "throughput", "--conns", "1")),
+                ("rtt_32", ("--mode", "rtt", "--size", "32")),
+            ):
+                for name in order:
+                    rounds[name].setdefault(key, []).append(load(*args, "--seconds", seconds, *urls[name]))
+            print("round done", flush=True)
+        for name in names if options.ablation else ():
+            port = free_port()
+            fresh = start_gateway(procs, port, echo_port, env=envs[name])
+            wait_listening(fresh, port)
+            idle[name] = idle_tunnels(f"ws://127.0.0.1:{port}/raw", IDLE_TUNNELS, [fresh])
+            fresh.terminate()
+            fresh.wait(30)
+    finally:
+        procs.stop()
+    return {"rounds": rounds, "idle": idle}
+
+
+# (measure, field, higher is better)
+FIGURES = (
+    ("handshakes", "cpu_us_per_handshake", False),
+    ("handshakes", "per_s", True),
+    ("throughput_1", "mib_per_s", True),
+    ("rtt_32", "p50_us", False),
+)
+
+
+def gains(results: dict[str, Any], name: str, base: str) -> dict[str, float]:
+    """
+    What C{base} gains over C{name}, figure by figure (the median over
+    rounds of the ratio within a round, minus one): positive is better.
+    """
+    rounds = results["rounds"]
+    found = {}
+    for key, field, higher in FIGURES:
+        ratios = [
+            (b[field] / n[field] if higher else n[field] / b[field]) - 1
+            for b, n in zip(rounds[base][key], rounds[name][key], strict=True)
+        ]
+        found[f"{key}.{field}"] = statistics.median(ratios)
+    if name in results["idle"]:
+        found["idle.kib_per_tunnel"] = (
+            results["idle"][name]["kib_per_tunnel"] / results["idle"][base]["kib_per_tunnel"] - 1
+        )
+    return found
+
+
+def ratio(results: dict[str, Any], base: str, name: str, key: str, field: str) -> float:
+    """C{base}'s figure over C{name}'s: the median over rounds of the ratio within a round."""
+    rounds = results["rounds"]
+    return statistics.median(
+        b[field] / n[field] for b, n in zip(rounds[base][key], rounds[name][key], strict=True)
+    )
+
+
+def median(results: dict[str, Any], name: str, key: str, field: str) -> float:
+    return statistics.median(r[field] for r in results["rounds"][name][key])
+
+
+def markdown(results: dict[str, Any], options: argparse.Namespace) -> str:
+    names = list(results["rounds"])
+    base = names[0]
+    command = "make compare ARGS='" + ("--ablation" if options.ablation else f"--ref {options.ref}")
+    command += f" --repeat {options.repeat} --write-docs'"
+    lines = [
+        f"Produced by `{command}` on {datetime.date.today().isoformat()}, {options.repeat} rounds of"
+        f" {options.seconds:g} s, each variant a gateway of its own on core 0.",
+        "",
+    ]
+    head = "| variant | CPU µs/handshake | handshakes/s | MiB/s (1 conn) | RTT p50 µs |"
+    rule = "| --- | ---: | ---: | ---: | ---: |"
+    if options.ablation:
+        head += " KiB per idle tunnel | gain: CPU/handshake | rate | throughput | RTT | memory |"
+        rule += " ---: | ---: | ---: | ---: | ---: | ---: |"
+    else:
+        head += " this tree ÷ that: handshakes/s | throughput | RTT p50 (lower is better) |"
+        rule += " ---: | ---: | ---: |"
+    lines += [head, rule]
+    for name in names:
+        row = (
+            f"| {name} | {median(results, name, 'handshakes', 'cpu_us_per_handshake'):.0f}"
+            f" | {median(results, name, 'handshakes', 'per_s'):.0f}"
+            f" | {median(results, name, 'throughput_1', 'mib_per_s'):.0f}"
+            f" | {median(results, name, 'rtt_32', 'p50_us'):.0f} |"
+        )
+        if options.ablation:
+            idle = results["idle"][name]["kib_per_tunnel"]
+            g = gains(results, name, base) if name != base else None
+            row += f" {idle:.2f} |" + (
+                " — | — | — | — | — |"
+                if g is None
+                else "".join(
+                    f" {100 * g[k]:+.1f}% |"
+                    for k in (
+                        "handshakes.cpu_us_per_handshake",
+                        "handshakes.per_s",
+                        "throughput_1.mib_per_s",
+                        "rtt_32.p50_us",
+                        "idle.kib_per_tunnel",
+                    )
+                )
+            )
+        elif name != base:
+            row += (
+                f" {ratio(results, base, name, 'handshakes', 'per_s'):.2f}×"
+                f" | {ratio(results, base, name, 'throughput_1', 'mib_per_s'):.2f}×"
+                f" | {ratio(results, base, name, 'rtt_32', 'p50_us'):.2f}× |"
+            )
+        else:
+            row += " — | — | — |"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(kind: str, text: str) -> None:
+    path = REPO / "docs" / "benchmarks.md"
+    doc = path.read_text()
+    begin, end = BEGIN.format(kind=kind), END.format(kind=kind)
+    if begin not in doc:
+        raise SystemExit(f"docs/benchmarks.md has no {begin} ... {end} section")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ablation", action="store_true", help="each shortcut against its public fallback")
+    which.add_argument("--ref", help="a git ref to measure this tree against")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true")
+    options = parser.parse_args()
+    results = measure(options)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    kind = "ablation" if options.ablation else "ref"
+    (out / f"compare-{kind}.json").write_text(json.dumps(results, indent=2))
+    text = markdown(results, options)
+    print(text)
+    if options.write_docs:
+        write_docs(kind, text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(REPO)
+    sys.exit(main())
