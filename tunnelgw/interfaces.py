@@ -18,6 +18,7 @@ __all__ = [
     "ILoginModule",
     "ILoginModuleFactory",
     "IAdapterFactory",
+    "IUpstreamKind",
     "IAuthenticator",
     "ITunnel",
     "ILimitStore",
@@ -99,6 +100,13 @@ class IAdapterFactory(Interface):
     """
     A named kind of adapter (C{raw}, C{echo}, ...), chosen per service by
     the configuration key C{adapter}.
+
+    Two optional members, read with C{getattr}: C{carries} (C{"messages"}
+    if the adapter relays WebSocket messages to an upstream kind that
+    carries them, as C{chain} does; otherwise, and when absent,
+    C{"bytes"}), and C{check_upstream(description, options, key)}, which
+    refuses at start-up (L{tunnelgw.config.ConfigError}, naming C{key}) an
+    upstream these parsed options do not go with.
     """
 
     name = Attribute("The name used in the configuration (C{str}).")
@@ -134,6 +142,52 @@ class IAdapterFactory(Interface):
     def build(tunnel: ITunnel) -> IAdapter:
         """
         Create the adapter of one tunnel.
+        """
+
+
+class IUpstreamKind(Interface):
+    """
+    One kind of upstream description (C{tcp:...}, C{wss://...}, ...):
+    checks it at start-up and connects it for each admitted client.  The
+    shipped kinds are in L{tunnelgw.upstream.kinds}; others are plugins
+    in L{tunnelgw.plugins} (L{tunnelgw.registry}).
+    """
+
+    name = Attribute("The kind's name (C{str}): unique among kinds, used in messages.")
+    carries = Attribute(
+        'C{"bytes"}: the leg it connects is a byte stream (every adapter but'
+        ' C{chain}); C{"messages"}: WebSocket messages, as they are (the'
+        " C{chain} adapter).  The configuration refuses a service whose adapter"
+        " carries the other."
+    )
+    bounds_itself = Attribute(
+        "C{True} if what C{connect} returns fails by itself within a bound; C{False}"
+        " and the pipeline fails it after the service's C{limits.connect_timeout}."
+    )
+
+    def claims(description: str) -> bool:
+        """
+        Whether C{description} is of this kind (by its scheme or prefix).
+        """
+
+    def check(description: str) -> None:
+        """
+        Validate C{description} at start-up.
+
+        @raise ValueError: why it cannot be connected.
+        """
+
+    def connect(upstream: Any) -> Any:
+        """
+        Connect one admitted client's backend.
+
+        @param upstream: a L{tunnelgw.upstream.kinds.UpstreamRequest} (reactor,
+            service, subject, subprotocol, request).
+        @return: a Deferred firing with the backend leg
+            (L{tunnelgw.tunnel.legs.BackendLeg}; for a byte stream,
+            L{tunnelgw.upstream.kinds.connect_stream} makes one from an
+            endpoint), or failing with a L{tunnelgw.errors.Refusal} or a
+            connection error (the pipeline answers 502, or 504 on a timeout).
         """
 
 

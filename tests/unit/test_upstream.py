@@ -14,7 +14,8 @@ from twisted.internet.endpoints import (
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.upstream import endpoint_for, enforces_timeout
+from tunnelgw import registry
+from tunnelgw.upstream import endpoint_for
 
 
 class EndpointTests(SynchronousTestCase):
@@ -24,8 +25,22 @@ class EndpointTests(SynchronousTestCase):
         self.assertIsInstance(endpoint_for(reactor, r"tcp:host=\:\:1:port=5900", 5), TCP6ClientEndpoint)
         self.assertIsInstance(endpoint_for(reactor, "tcp:vnc.internal:5900", 5), HostnameEndpoint)
         self.assertIsInstance(endpoint_for(reactor, "unix:path=/run/vnc.sock", 5), UNIXClientEndpoint)
-        self.assertTrue(enforces_timeout("tcp:127.0.0.1:5900"))
-        self.assertFalse(enforces_timeout("unix:path=/run/vnc.sock"))
+        # the TCP endpoint fails by itself after its timeout; others get one
+        self.assertTrue(registry.upstream_kind("tcp:127.0.0.1:5900").bounds_itself)
+        self.assertFalse(registry.upstream_kind("unix:path=/run/vnc.sock").bounds_itself)
+
+    def test_each_description_has_its_kind(self) -> None:
+        kinds = {
+            "tcp:127.0.0.1:5900": "tcp",
+            "wss://inner.example:8443/app": "gateway",
+            "ws://inner.example/app": "gateway",  # refused by its check
+            "reverse:inner": "reverse",
+            "unix:path=/run/vnc.sock": "endpoint",
+            "tls:vnc.internal:5901": "endpoint",
+        }
+        for description, name in kinds.items():
+            self.assertEqual(registry.upstream_kind(description).name, name, description)
+        self.assertEqual([k.name for k in registry.upstream_kinds()][-1], "endpoint")
 
     def test_tcp_endpoint_is_built_once_and_connects_each_time(self) -> None:
         reactor = MemoryReactor()

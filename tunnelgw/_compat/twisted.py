@@ -36,6 +36,7 @@ __all__ = [
     "layers",
     "buffered",
     "app_buffered",
+    "held_bytes",
     "release_connector",
     "write_now",
     "half_close_now",
@@ -97,6 +98,21 @@ def app_buffered(layer: Any) -> int:
         if isinstance(held, list):
             total += sum(len(chunk) for chunk in held)
     return total
+
+
+def held_bytes(transport: Any) -> int:
+    """
+    Bytes written to C{transport} that have not reached the kernel yet,
+    through every layer (L{buffered} and L{app_buffered} of each); read
+    directly on one of Twisted's plain TCP connections (every relayed
+    message asks).
+    """
+    if type(transport) in _TCP:
+        try:
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+    return sum((buffered(layer) or 0) + app_buffered(layer) for layer in layers(transport))
 
 
 def release_connector(transport: Any) -> None:

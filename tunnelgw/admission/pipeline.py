@@ -21,11 +21,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IReactorCore, IReactorTime, ISSLTransport, IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from tunnelgw.adapters import adapter_factory
+import tunnelgw.registry as registry
 from tunnelgw.admission.checks import check_limits, check_origin, choose_subprotocol
 from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import GatewayConfig, ServiceConfig
@@ -34,33 +33,11 @@ from tunnelgw.interfaces import IAuthenticator, ILimitStore
 from tunnelgw.limits import Places, hold
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
-from tunnelgw.tunnel.legs import BackendLeg, BackendProtocol
-from tunnelgw.upstream import endpoint_for, enforces_timeout
-from tunnelgw.upstream.chain import connect as connect_chain
-from tunnelgw.upstream.chain import is_gateway_url, reverse_links_of
+from tunnelgw.tunnel.legs import BackendLeg
+from tunnelgw.upstream import endpoint_for
+from tunnelgw.upstream.kinds import UpstreamRequest
 
 __all__ = ["AdmissionPipeline"]
-
-
-class _BackendFactory(Factory):
-    noisy = False  # no "Starting/Stopping factory" line per backend connection
-    protocol = BackendProtocol
-
-
-_BACKEND_FACTORY = _BackendFactory()
-
-
-def _tls_reason(f: Failure) -> str:
-    """
-    Why a TLS handshake failed, for the log: OpenSSL's reasons (its error
-    is a list of (library, function, reason)), or the verifier's message.
-    """
-    errors = getattr(f.value, "args", ())
-    if errors and isinstance(errors[0], list):
-        reasons = [str(e[-1]) for e in errors[0] if isinstance(e, tuple) and e]
-        if reasons:
-            return ", ".join(reasons)
-    return f.getErrorMessage()
 
 
 class AdmissionPipeline:
@@ -129,7 +106,7 @@ class AdmissionPipeline:
         # logged in: if no tunnel comes of it, nothing else will end the login
         places: Places | None = None
         try:
-            factory = adapter_factory(service.adapter)
+            factory = registry.adapters()[service.adapter]
             places = self._hold_places(subject, service, request)
             admission = Admission(request, service, subprotocol, subject, factory, places=places)
             if not factory.needs_upstream:
@@ -211,24 +188,15 @@ class AdmissionPipeline:
     ) -> defer.Deferred[BackendLeg]:
         assert service.upstream is not None
         timeout = service.limits.connect_timeout
-        links = reverse_links_of(service.upstream)
-        bound: float | None = timeout
-        if links is not None:
-            # an inner gateway dialled in: hand the session to one of its links
-            pool = self.links[links]
-            d: defer.Deferred[Any] = pool.session(service, subject, subprotocol, request.single("Origin"))
-            bound = pool.config.wait_timeout + timeout
-        elif is_gateway_url(service.upstream):
-            # another gateway: a WebSocket of ours, carrying the subject
-            d = connect_chain(self._reactor, service, subject, subprotocol)
-        else:
-            endpoint = self._endpoint_for(self._reactor, service.upstream, timeout)
-            d = endpoint.connect(_BACKEND_FACTORY).addCallback(self._verified, request, service)
-            if enforces_timeout(service.upstream):
-                bound = None  # the endpoint fails by itself
-        if bound is not None:
+        kind = registry.upstream_kind(service.upstream)
+        d: defer.Deferred[Any] = kind.connect(
+            UpstreamRequest(
+                self._reactor, service, subject, subprotocol, request, self.links, self._endpoint_for
+            )
+        )
+        if not kind.bounds_itself:
             assert IReactorTime.providedBy(self._reactor)
-            d.addTimeout(bound, self._reactor)  # type: ignore[arg-type]
+            d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
 
         def failed(f: Failure) -> Failure:
             if f.check(defer.CancelledError):
@@ -241,30 +209,6 @@ class AdmissionPipeline:
 
         d.addErrback(failed)
         return d
-
-    def _verified(self, backend: Any, request: AdmissionRequest, service: ServiceConfig) -> Any:
-        """
-        A TLS backend is connected once its handshake is done and its
-        certificate and name verified (a TLS endpoint reports the TCP
-        connection): a wrong CA or name is then a 502 before the upgrade,
-        not a WebSocket opened and closed with 1011.
-        """
-        if not ISSLTransport.providedBy(backend.transport):
-            return backend
-
-        def failed(f: Failure) -> Failure:
-            if f.check(defer.CancelledError):
-                return f
-            self.log.warn(
-                "TLS with the backend of {service} failed for {conn_id}: {reason}",
-                event="backend_tls_failed",
-                conn_id=request.conn_id,
-                service=service.name,
-                reason=_tls_reason(f),
-            )
-            raise Refusal(502, "TLS with the backend failed")
-
-        return backend.secured().addErrback(failed)
 
     def _refused(self, f: Failure, request: AdmissionRequest, service: ServiceConfig) -> Failure:
         if f.check(defer.CancelledError):

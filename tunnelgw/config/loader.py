@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+import tunnelgw.registry as registry
 from tunnelgw.config.model import GatewayConfig, Limits, LoginLimits, PolicyConfig, RealmConfig, ServiceConfig
 from tunnelgw.config.values import (
     ConfigError,
@@ -74,12 +75,10 @@ def _logins(table: Table) -> LoginLimits:
 
 
 def _service(name: str, table: Table) -> ServiceConfig:
-    from tunnelgw.adapters import ADAPTERS
-
     adapter = table.require("adapter", string_value)
-    factory = ADAPTERS.get(adapter)
+    factory = registry.adapters().get(adapter)
     if factory is None:
-        known = ", ".join(sorted(ADAPTERS))
+        known = ", ".join(sorted(registry.adapters()))
         raise ConfigError(f"{table.key('adapter')}: unknown adapter {adapter!r} (known: {known})")
     upstream = table.take("upstream", string_value, None)
     if factory.needs_upstream and upstream is None:
@@ -87,17 +86,19 @@ def _service(name: str, table: Table) -> ServiceConfig:
     if not factory.needs_upstream and upstream is not None:
         raise ConfigError(f"{table.key('upstream')}: adapter {adapter!r} takes no upstream")
     if upstream is not None:
-        from tunnelgw.upstream import check_description
-        from tunnelgw.upstream.chain import is_gateway_url
-
+        kind = registry.upstream_kind(upstream)
         try:
-            check_description(upstream)
+            kind.check(upstream)
         except ValueError as e:
             raise ConfigError(f"{table.key('upstream')}: {e}") from None
-        if is_gateway_url(upstream) != (adapter == "chain"):
+        carries = getattr(factory, "carries", "bytes")
+        if kind.carries != carries:
             raise ConfigError(
-                f'{table.key("upstream")}: another gateway (wss://...) is reached with adapter = "chain",'
-                " and the chain adapter reaches only another gateway"
+                f"{table.key('upstream')}: another gateway ({kind.name} upstream) is reached with"
+                f' adapter = "chain", which carries its messages; adapter {adapter!r} carries bytes'
+                if kind.carries == "messages"
+                else f"{table.key('upstream')}: a {kind.name} upstream carries bytes, and adapter"
+                f" {adapter!r} relays messages: it reaches only another gateway"
             )
     subprotocols = table.take("subprotocols", subprotocols_value, tuple[str, ...]())
     if factory.subprotocols is not None:
@@ -126,20 +127,9 @@ def _service(name: str, table: Table) -> ServiceConfig:
         adapter_options=factory.parse_options(table.value(adapter, {}), table.key(adapter)),
     )
     table.done()
-    if adapter == "chain":
-        from tunnelgw.upstream.chain import reverse_links_of
-
-        assert upstream is not None
-        reverse = reverse_links_of(upstream) is not None
-        if reverse and service.adapter_options.tls is not None:
-            raise ConfigError(
-                f"{table.key('chain')}: a reverse link is the inner gateway's TLS;"
-                " client_certificate, client_key, ca and server_name do not apply"
-            )
-        if not reverse and service.adapter_options.tls is None:
-            raise ConfigError(
-                f"{table.key('chain')}: client_certificate, client_key, ca and server_name are needed for wss://"
-            )
+    check_upstream = getattr(factory, "check_upstream", None)
+    if check_upstream is not None and upstream is not None:
+        check_upstream(upstream, service.adapter_options, table.key(adapter))
     if factory.needs_policy(service.adapter_options) and service.policy is None:
         raise ConfigError(
             f"{table.key('policy')}: adapter {adapter!r} authorizes operations through a policy here;"
@@ -157,12 +147,9 @@ CHALLENGES = ("Basic", "Bearer")
 
 
 def _realm(name: str, table: Table) -> RealmConfig:
-    from tunnelgw._plugins import discover
-    from tunnelgw.interfaces import ILoginModuleFactory
     from tunnelgw.security.jaas import Flag, ModuleEntry
-    from tunnelgw.security.modules import LOGIN_MODULES
 
-    login_modules = discover(ILoginModuleFactory, LOGIN_MODULES)
+    login_modules = registry.login_modules()
 
     challenge = table.choice("challenge", CHALLENGES, "Basic")
     revalidate_interval = table.take("revalidate_interval", seconds_value, 0.0)
@@ -243,11 +230,7 @@ def _reverse_links(gateway: Table) -> tuple[Any, ...]:
 
 
 def _policy(name: str, table: Table) -> PolicyConfig:
-    from tunnelgw._plugins import discover
-    from tunnelgw.interfaces import IPolicyFactory
-    from tunnelgw.security.policy import POLICIES
-
-    factories = discover(IPolicyFactory, POLICIES)
+    factories = registry.policies()
     kind = table.take("policy", string_value, "rules")
     factory = factories.get(kind)
     if factory is None:
@@ -306,10 +289,10 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     for pool in links:
         if pool.path in (health_path, refresh_path):
             raise ConfigError(f"links.{pool.name}.path: {pool.path} is the health_path or refresh_path")
-    from tunnelgw.upstream.chain import reverse_links_of
-
     for service in services:
-        wanted = reverse_links_of(service.upstream or "")
+        kind = registry.upstream_kind(service.upstream or "")
+        links_of = getattr(kind, "links_of", None)
+        wanted = links_of(service.upstream) if links_of is not None and service.upstream else None
         if wanted is not None and wanted not in link_names:
             raise ConfigError(f"services.{service.name}.upstream: no [links.{wanted}] is defined")
         if service.realm not in realm_names:

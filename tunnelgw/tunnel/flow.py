@@ -16,10 +16,9 @@ from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
 from tunnelgw._compat.twisted import (
-    app_buffered,
-    buffered,
     close_now,
     half_close_now,
+    held_bytes,
     layers,
     release_connector,
     write_now,
@@ -42,15 +41,13 @@ __all__ = [
 ]
 
 
-def pending_bytes(transport: Any) -> int:
-    """
-    Bytes written to C{transport} that have not reached the kernel yet,
-    through every layer (TLS application buffer, TCP write buffer).
-
-    Twisted has no public accessor for them (L{tunnelgw._compat.twisted});
-    a transport without them counts as 0.
-    """
-    return sum((buffered(layer) or 0) + app_buffered(layer) for layer in layers(transport))
+pending_bytes = held_bytes
+"""
+Bytes written to a transport that have not reached the kernel yet, through
+every layer (TLS buffers, TCP write buffer): Twisted has no public accessor
+for them (L{tunnelgw._compat.twisted.held_bytes}); a transport without
+them counts as 0.
+"""
 
 
 def set_high_water(transport: Any, size: int) -> None:

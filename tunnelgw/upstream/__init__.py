@@ -1,12 +1,12 @@
 """
-Upstream (backend) endpoints from description strings.
+Upstream (backend) endpoints from description strings; the kinds of
+upstream, one per scheme, are in L{tunnelgw.upstream.kinds}.
 
 C{tcp:HOST:PORT} or C{tcp:host=HOST:port=PORT} becomes a
 L{HostnameEndpoint} for a name (IPv4 and IPv6, with the connect timeout),
 or a TCP4/TCP6 endpoint for an address literal, never Twisted's IPv4-only
-parse of a name.  C{wss://HOST:PORT/PATH} is
-another tunnelgw (L{tunnelgw.upstream.chain}).  Every other description
-(C{unix:path=...}, C{tls:...}) goes to L{clientFromString} unchanged.
+parse of a name.  Every other byte-stream description (C{unix:path=...},
+C{tls:...}) goes to L{clientFromString} unchanged.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from twisted.internet.endpoints import (
     clientFromString,
 )
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
-from twisted.internet.testing import MemoryReactor
 
-__all__ = ["check_description", "endpoint_for", "enforces_timeout"]
+__all__ = ["check_tcp", "endpoint_for"]
 
 
 def _split(description: str) -> list[str]:
@@ -44,7 +43,7 @@ def _split(description: str) -> list[str]:
     return parts
 
 
-def _tcp(description: str) -> tuple[str, int]:
+def check_tcp(description: str) -> tuple[str, int]:
     args: list[str] = []
     kwargs: dict[str, str] = {}
     for part in _split(description)[1:]:
@@ -71,37 +70,6 @@ def _tcp(description: str) -> tuple[str, int]:
     return host, port
 
 
-def check_description(description: str) -> None:
-    """
-    @raise ValueError: C{description} cannot become a client endpoint.
-    """
-    if description.startswith("tcp:"):
-        _tcp(description)
-        return
-    from tunnelgw.upstream.chain import check_url, reverse_links_of
-
-    if "://" in description:
-        check_url(description)
-        return
-    links = reverse_links_of(description)
-    if links is not None:
-        if not links:
-            raise ValueError("expected reverse:NAME, the [links.NAME] inner gateways dial in to")
-        return
-    try:
-        clientFromString(MemoryReactor(), description)
-    except Exception as e:  # Twisted raises ValueError, KeyError, TypeError...
-        raise ValueError(f"invalid endpoint description {description!r}: {e}") from None
-
-
-def enforces_timeout(description: str) -> bool:
-    """
-    Whether L{endpoint_for} gives C{description} an endpoint that fails
-    by itself after the timeout (TCP); others need an outside timer.
-    """
-    return description.startswith("tcp:")
-
-
 def endpoint_for(reactor: IReactorCore, description: str, timeout: float) -> IStreamClientEndpoint:
     """
     Build the client endpoint of an upstream description; TCP endpoints
@@ -120,7 +88,7 @@ def _tcp_endpoint(reactor: IReactorCore, description: str, timeout: float) -> IS
     endpoints are built anew each time: a TLS one reads its certificate
     files, which may have been renewed.)
     """
-    host, port = _tcp(description)
+    host, port = check_tcp(description)
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:

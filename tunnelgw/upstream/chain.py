@@ -289,6 +289,19 @@ class ChainAdapterFactory:
     name = "chain"
     needs_upstream = True
     subprotocols = None  # whatever the inner gateway's service offers
+    carries = "messages"  # the inner gateway's, as they are
+
+    def check_upstream(self, description: str, options: ChainOptions, key: str) -> None:
+        reverse = reverse_links_of(description) is not None
+        if reverse and options.tls is not None:
+            raise ConfigError(
+                f"{key}: a reverse link is the inner gateway's TLS;"
+                " client_certificate, client_key, ca and server_name do not apply"
+            )
+        if not reverse and options.tls is None:
+            raise ConfigError(
+                f"{key}: client_certificate, client_key, ca and server_name are needed for wss://"
+            )
 
     def needs_policy(self, options: Any) -> bool:
         return False

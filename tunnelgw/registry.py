@@ -1,0 +1,93 @@
+"""
+What a configuration names, by kind: adapters, login modules,
+authorization policies and upstream kinds.  The shipped ones come first;
+other installed packages add theirs as plugins (twisted.plugin, in the
+L{tunnelgw.plugins} package; not C{twisted.plugins}, so that a broken
+plugin of another application cannot stop the gateway's start).  A plugin
+may not take a name already taken.
+
+Each list is found once per process (plugin discovery reads the plugin
+caches); the admission pipeline asks here per connection, from memory.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from twisted.plugin import getPlugins
+
+from tunnelgw.errors import ConfigError
+from tunnelgw.interfaces import IAdapterFactory, ILoginModuleFactory, IPolicyFactory, IUpstreamKind
+from tunnelgw.logs import Logger
+
+__all__ = ["adapters", "login_modules", "policies", "upstream_kinds", "upstream_kind", "discover"]
+
+log = Logger()
+
+
+def discover(interface: Any, builtins: dict[str, Any]) -> dict[str, Any]:
+    """
+    The factories providing C{interface}, by name: C{builtins} first, then
+    plugins.
+
+    @raise ConfigError: two share a name, or a plugin has none.
+    """
+    import tunnelgw.plugins
+
+    found = dict(builtins)
+    for plugin in getPlugins(interface, tunnelgw.plugins):
+        name = getattr(plugin, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"plugin {plugin!r} has no name")
+        if name in found:
+            raise ConfigError(f"plugin {plugin!r}: the name {name!r} is already taken by {found[name]!r}")
+        found[name] = plugin
+    return found
+
+
+@functools.cache
+def adapters() -> dict[str, IAdapterFactory]:
+    """The adapter factories, by the name C{adapter = "..."} gives."""
+    from tunnelgw.adapters import ADAPTERS
+
+    return discover(IAdapterFactory, ADAPTERS)
+
+
+@functools.cache
+def login_modules() -> dict[str, ILoginModuleFactory]:
+    """The login module factories, by the name C{module = "..."} gives."""
+    from tunnelgw.security.modules import LOGIN_MODULES
+
+    return discover(ILoginModuleFactory, LOGIN_MODULES)
+
+
+@functools.cache
+def policies() -> dict[str, IPolicyFactory]:
+    """The policy factories, by the name C{kind = "..."} gives."""
+    from tunnelgw.security.policy import POLICIES
+
+    return discover(IPolicyFactory, POLICIES)
+
+
+@functools.cache
+def upstream_kinds() -> tuple[IUpstreamKind, ...]:
+    """
+    The upstream kinds in the order they are asked whether they claim a
+    description: C{tcp}, C{gateway}, C{reverse}, the plugins', and the
+    catch-all C{endpoint} last.
+    """
+    from tunnelgw.upstream.kinds import BUILTIN_FIRST, BUILTIN_LAST
+
+    named = discover(IUpstreamKind, {kind.name: kind for kind in BUILTIN_FIRST + BUILTIN_LAST})
+    plugins = tuple(kind for name, kind in named.items() if kind not in BUILTIN_FIRST + BUILTIN_LAST)
+    return BUILTIN_FIRST + plugins + BUILTIN_LAST
+
+
+@functools.lru_cache(maxsize=1024)
+def upstream_kind(description: str) -> IUpstreamKind:
+    """The first kind that claims C{description} (at worst the catch-all)."""
+    for kind in upstream_kinds():
+        if kind.claims(description):
+            return kind
+    raise AssertionError("the endpoint kind claims every description")
