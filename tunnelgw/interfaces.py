@@ -15,6 +15,7 @@ __all__ = [
     "IAdapter",
     "IAuthorizationPolicy",
     "IPolicyFactory",
+    "ISessionPolicy",
     "ILoginModule",
     "ILoginModuleFactory",
     "IAdapterFactory",
@@ -147,18 +148,15 @@ class IAdapterFactory(Interface):
 
 class IUpstreamKind(Interface):
     """
-    One kind of upstream description (C{tcp:...}, C{wss://...}, ...):
-    checks it at start-up and connects it for each admitted client.  The
-    shipped kinds are in L{tunnelgw.upstream.kinds}; others are plugins
-    in L{tunnelgw.plugins} (L{tunnelgw.registry}).
+    One kind of upstream description (C{tcp:...}, C{wss://...}): checked at
+    start-up, connected per admitted client (L{tunnelgw.upstream.kinds};
+    others as plugins, L{tunnelgw.registry}).
     """
 
     name = Attribute("The kind's name (C{str}): unique among kinds, used in messages.")
     carries = Attribute(
-        'C{"bytes"}: the leg it connects is a byte stream (every adapter but'
-        ' C{chain}); C{"messages"}: WebSocket messages, as they are (the'
-        " C{chain} adapter).  The configuration refuses a service whose adapter"
-        " carries the other."
+        'C{"bytes"} (a byte stream: every adapter but C{chain}) or C{"messages"}'
+        " (WebSocket messages as they are: C{chain}); must match the adapter's."
     )
     bounds_itself = Attribute(
         "C{True} if what C{connect} returns fails by itself within a bound; C{False}"
@@ -166,9 +164,7 @@ class IUpstreamKind(Interface):
     )
 
     def claims(description: str) -> bool:
-        """
-        Whether C{description} is of this kind (by its scheme or prefix).
-        """
+        """Whether C{description} is of this kind (by its scheme or prefix)."""
 
     def check(description: str) -> None:
         """
@@ -301,6 +297,26 @@ class IAuthorizationPolicy(Interface):
         """
         May C{subject} perform C{action} (C{send}, C{subscribe}, C{input}...)
         on C{resource} (a destination, an address...) in C{service}?
+        """
+
+
+class ISessionPolicy(Interface):
+    """
+    A policy (beside L{IAuthorizationPolicy}) that decides once per tunnel,
+    at its start and possibly asynchronously (a remote decision point), the
+    policy that answers the tunnel's per-operation checks synchronously.
+    """
+
+    def start_session(subject: Any, service: Any, subprotocol: str | None, reactor: Any) -> Any:
+        """
+        Decide for one admitted client, after its login and the service's
+        role check, before its backend is connected.
+
+        @param service: the L{tunnelgw.config.model.ServiceConfig}.
+        @param reactor: the gateway's reactor (its clock; its connections).
+        @return: the tunnel's L{IAuthorizationPolicy} (or a Deferred of it);
+            a L{tunnelgw.errors.Refusal} (403) refuses the tunnel; a failure
+            or no answer within C{limits.connect_timeout} is a 503.
         """
 
 

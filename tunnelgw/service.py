@@ -77,7 +77,7 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     # one process's counts; a shared store would take its place here
     store = MemoryLimitStore(reactor)
     guard = LoginGuard(config.logins, store)
-    authenticator = RealmAuthenticator(config, guard)
+    authenticator = RealmAuthenticator(config, guard, reactor)
     pools = {pool.name: LinkPool(pool, reactor) for pool in config.links}
     pipeline = AdmissionPipeline(reactor, authenticator, links=pools, store=store, gateway=config)
     return GatewaySite(config, reactor, pipeline, authenticator)

@@ -1,7 +1,8 @@
 """
-Fakes for testing tunnelgw and code built on it (adapters, login modules)
-without sockets: a client leg, a half-closeable string transport and a
-controllable backend endpoint.
+Fakes for testing tunnelgw and code built on it (adapters, login modules,
+policies, upstream kinds) without sockets: a client leg, a half-closeable
+string transport, a controllable backend endpoint, an adapter in a real
+tunnel, a module's login, a policy's decisions.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-__all__ = ["AdapterHarness", "FakeClientLeg", "FakeEndpoint", "HalfCloseStringTransport", "public_realm"]
+__all__ = [
+    "AdapterHarness",
+    "FakeClientLeg",
+    "FakeEndpoint",
+    "HalfCloseStringTransport",
+    "callbacks",
+    "clock_at_now",
+    "log_in",
+    "policy_from",
+    "public_realm",
+]
 
 
 class HalfCloseStringTransport(StringTransport):
@@ -163,3 +174,60 @@ def public_realm(name: str = "public", roles: Sequence[str] = ()) -> str:
     """
     options = f"options = {{ roles = {list(roles)!r} }}\n".replace("'", '"') if roles else ""
     return f'[realms.{name}]\n[[realms.{name}.modules]]\nmodule = "anonymous"\nflag = "required"\n{options}'
+
+
+def clock_at_now() -> Any:
+    """
+    A L{twisted.internet.task.Clock} set to the wall clock's time: what a
+    module under test reads for its time (tokens made for now stay valid).
+    """
+    import time
+
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(time.time())
+    return clock
+
+
+def callbacks(**fields: Any) -> Any:
+    """
+    L{tunnelgw.security.callbacks.Callbacks} for a login module under test:
+    C{fields} as given, an address of the documentation range, and a
+    L{clock_at_now} as the reactor unless C{reactor} is given.
+    """
+    from tunnelgw.security.callbacks import Callbacks
+
+    fields.setdefault("address", "192.0.2.10")
+    fields.setdefault("reactor", clock_at_now())
+    return Callbacks(**fields)
+
+
+def log_in(factory: Any, options: dict[str, Any], given: Any) -> Any:
+    """
+    Log in with C{factory}'s module alone (flag required), its C{options}
+    parsed as the configuration would: the L{tunnelgw.security.Subject}, or
+    the module's L{tunnelgw.errors.LoginFailed} raised.  The module must
+    answer at once (a Deferred it returns must have fired).
+    """
+    from tunnelgw.security import Subject
+    from tunnelgw.security.jaas import Flag, LoginContext, ModuleEntry
+
+    entry = ModuleEntry(factory.name, factory, Flag.REQUIRED, factory.parse_config(options, "options"))
+    results: list[Any] = []
+    LoginContext("test", [entry]).login(given).addBoth(results.append)
+    if not results:
+        raise AssertionError("the login has not answered: fire what the module waits for first")
+    (result,) = results
+    if isinstance(result, Subject):
+        return result
+    raise result.value
+
+
+def policy_from(factory: Any, options: dict[str, Any]) -> Any:
+    """
+    The L{tunnelgw.interfaces.IAuthorizationPolicy} C{factory} makes of
+    C{options}, parsed as the configuration would (its C{ConfigError}s
+    raised): ask it C{permits(subject, service, action, resource)}.
+    """
+    return factory.parse_config(options, "policies.test")

@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
 
 from tunnelgw.config.values import ConfigError
-from tunnelgw.security import Subject
 from tunnelgw.security.callbacks import Callbacks
 from tunnelgw.security.jaas import Flag, LoginContext, LoginFailed, ModuleEntry
 from tunnelgw.security.modules.address import AddressFilterFactory
 from tunnelgw.security.modules.anonymous import AnonymousFactory
 from tunnelgw.security.modules.jwt import JWTFactory
 from tunnelgw.security.modules.password_file import PasswordFileFactory
+from tunnelgw.testing import callbacks, log_in
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -34,22 +34,9 @@ def inline(f: Any, *args: Any) -> defer.Deferred[Any]:
     return defer.succeed(f(*args))
 
 
-def login(factory: Any, options: dict[str, Any], callbacks: Callbacks) -> Subject:
-    """
-    Log in with one required module; return the subject or raise LoginFailed.
-    """
-    entry = ModuleEntry(factory.name, factory, Flag.REQUIRED, factory.parse_config(options, "opts"))
-    results: list[Any] = []
-    LoginContext("t", [entry]).login(callbacks).addBoth(results.append)
-    (result,) = results
-    if isinstance(result, Subject):
-        return result
-    raise result.value
-
-
-def cb(**kw: Any) -> Callbacks:
-    kw.setdefault("address", "192.0.2.10")
-    return Callbacks(**kw)
+# what tunnelgw.testing offers module authors, under the names these tests use
+login = log_in
+cb = callbacks
 
 
 # -- password_file ---------------------------------------------------------------

@@ -5,6 +5,9 @@ steps, and the upstream connection before acceptance.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -19,7 +22,7 @@ from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.errors import Refusal
-from tunnelgw.interfaces import IAuthenticator
+from tunnelgw.interfaces import IAuthenticator, IAuthorizationPolicy, ISessionPolicy
 from tunnelgw.limits import ConnectionLimiter
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint
@@ -431,3 +434,80 @@ def test_a_key_is_accepted_exactly_when_it_is_16_bytes_in_base64(key: str) -> No
         assert (refusal.status, refusal.reason) == (400, "Sec-WebSocket-Key is not 16 bytes in base64")
         accepted = False
     assert accepted == _decodes_to_16_bytes(key.strip())
+
+
+@implementer(IAuthorizationPolicy, ISessionPolicy)
+class DecidingPolicy:
+    """A session policy whose decisions the test gives."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str | None, str, str | None]] = []
+        self.decisions: list[defer.Deferred[Any]] = []
+
+    def permits(self, subject: Any, service: str, action: str, resource: str) -> bool:
+        return False  # the service's own answer: nothing, without a session's
+
+    def start_session(self, subject: Any, service: Any, subprotocol: str | None, reactor: Any) -> Any:
+        self.asked.append((subject.user, service.name, subprotocol))
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.decisions.append(d)
+        return d
+
+
+class SessionPolicyTests(SynchronousTestCase):
+    """
+    A policy that decides per session (ISessionPolicy) is asked after the
+    login and before the backend; its answer is the tunnel's policy.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.endpoint = FakeEndpoint()
+        self.policy = DecidingPolicy()
+        gateway = SimpleNamespace(policy=lambda name: self.policy if name == "remote" else None)
+        self.pipeline = AdmissionPipeline(
+            self.reactor,
+            PassThroughAuthenticator(),
+            self.endpoint,
+            gateway=gateway,  # type: ignore[arg-type]
+        )
+        self.svc = service(policy="remote")
+
+    def request(self) -> AdmissionRequest:
+        limiter = ConnectionLimiter(max_connections=10, max_per_address=10)
+        self.limiter = limiter
+        return PipelineTests.request(self)  # type: ignore[arg-type]
+
+    def test_the_decision_comes_before_the_backend_and_is_the_tunnels_policy(self) -> None:
+        d = self.pipeline.admit(self.request(), self.svc, check_websocket_upgrade)
+        self.assertEqual(len(self.policy.asked), 1)
+        self.assertEqual(self.policy.asked[0][1:], ("svc", "binary"))
+        self.assertEqual(self.endpoint.pending, [])  # not before the decision
+        decided = object()
+        self.policy.decisions[0].callback(decided)
+        self.endpoint.succeed()
+        self.assertIs(self.successResultOf(d).policy, decided)
+
+    def test_a_refusal_of_the_policy_is_the_answer(self) -> None:
+        d = self.pipeline.admit(self.request(), self.svc, check_websocket_upgrade)
+        self.policy.decisions[0].errback(Refusal(403, "not for you"))
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 403)  # type: ignore[attr-defined]
+        self.assertEqual(self.endpoint.pending, [])
+
+    def test_no_decision_in_time_is_a_503(self) -> None:
+        d = self.pipeline.admit(self.request(), self.svc, check_websocket_upgrade)
+        self.reactor.advance(self.svc.limits.connect_timeout + 0.1)
+        refusal = self.failureResultOf(d, Refusal).value
+        self.assertEqual(refusal.status, 503)  # type: ignore[attr-defined]
+        self.assertEqual(self.endpoint.pending, [])
+
+    def test_a_failing_decision_point_is_a_503(self) -> None:
+        d = self.pipeline.admit(self.request(), self.svc, check_websocket_upgrade)
+        self.policy.decisions[0].errback(ConnectionRefusedError())
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 503)  # type: ignore[attr-defined]
+
+    def test_a_policy_that_decides_per_operation_only_is_not_asked(self) -> None:
+        d = self.pipeline.admit(self.request(), service(policy="other"), check_websocket_upgrade)
+        self.endpoint.succeed()
+        self.assertIsNone(self.successResultOf(d).policy)
+        self.assertEqual(self.policy.asked, [])

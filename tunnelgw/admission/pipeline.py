@@ -29,7 +29,7 @@ from tunnelgw.admission.checks import check_limits, check_origin, choose_subprot
 from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import GatewayConfig, ServiceConfig
 from tunnelgw.errors import Refusal
-from tunnelgw.interfaces import IAuthenticator, ILimitStore
+from tunnelgw.interfaces import IAuthenticator, ILimitStore, ISessionPolicy
 from tunnelgw.limits import Places, hold
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
@@ -109,16 +109,27 @@ class AdmissionPipeline:
             factory = registry.adapters()[service.adapter]
             places = self._hold_places(subject, service, request)
             admission = Admission(request, service, subprotocol, subject, factory, places=places)
-            if not factory.needs_upstream:
+            decided = self._decide(service, subject, subprotocol)
+            if decided is None and not factory.needs_upstream:
                 return admission
-            d = self._connect(service, subject, subprotocol, request)
+            d: defer.Deferred[Any]
+            if decided is None:
+                d = self._connect(service, subject, subprotocol, request)
+            else:
+
+                def chosen(policy: Any) -> None:
+                    admission.policy = policy
+
+                d = decided.addCallback(chosen)
+                if factory.needs_upstream:
+                    d.addCallback(lambda _: self._connect(service, subject, subprotocol, request))
         except Exception:
             if places is not None:
                 places.release()
             subject.logout()
             raise
 
-        def connected(backend: BackendLeg) -> Admission:
+        def connected(backend: BackendLeg | None) -> Admission:
             admission.backend = backend
             return admission
 
@@ -129,6 +140,39 @@ class AdmissionPipeline:
             return f
 
         return d.addCallbacks(connected, not_connected)
+
+    def _decide(
+        self, service: ServiceConfig, subject: Subject, subprotocol: str | None
+    ) -> defer.Deferred[Any] | None:
+        """
+        The decision of the service's policy for this tunnel when it
+        decides per session (L{ISessionPolicy}): a Deferred firing with the
+        tunnel's policy, failing with a L{Refusal} (403 as the policy
+        answered; 503 when it failed or did not answer within the service's
+        C{connect_timeout}).  C{None} when the policy decides per operation
+        only.
+        """
+        gateway = self._gateway
+        policy = gateway.policy(service.policy) if gateway is not None else None
+        if not ISessionPolicy.providedBy(policy):
+            return None
+        timeout = service.limits.connect_timeout
+        d = defer.maybeDeferred(policy.start_session, subject, service, subprotocol, self._reactor)
+        d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
+
+        def failed(f: Failure) -> Failure:
+            if f.check(Refusal, defer.CancelledError) and not f.check(defer.TimeoutError):
+                return f
+            self.log.warn(
+                "the policy {policy} of {service} did not decide: {reason}",
+                event="policy_error",
+                policy=service.policy,
+                service=service.name,
+                reason=f.getErrorMessage(),
+            )
+            raise Refusal(503, "the authorization policy did not decide", {"Retry-After": "5"})
+
+        return d.addErrback(failed)
 
     def _check_rate(self, request: AdmissionRequest) -> None:
         """

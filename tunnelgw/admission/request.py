@@ -82,6 +82,11 @@ class Admission:
     backend: BackendLeg | None = field(default=None)
     places: Places | None = field(default=None)
     """What the tunnel holds against its user's caps (the tunnel gives it back)."""
+    policy: Any = field(default=None)
+    """
+    The tunnel's own policy, decided at its start (L{ISessionPolicy});
+    C{None}: the service's.
+    """
 
     def abandon(self) -> None:
         """

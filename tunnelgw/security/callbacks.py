@@ -33,6 +33,13 @@ class Callbacks:
     repeated header has several): for a module that reads one of its own
     (an API key, a client certificate forwarded by a trusted proxy).
     """
+    reactor: Any = None
+    """
+    The gateway's reactor: a module's clock (C{IReactorTime.seconds},
+    never the wall clock directly) and what it needs for connections of
+    its own (an HTTP client, a directory).  Set for every login the
+    gateway runs; a test sets its own (L{tunnelgw.testing.callbacks}).
+    """
     familiar: bool = False
     """
     The claimed user logged in from this address before (the gateway's
@@ -40,7 +47,7 @@ class Callbacks:
     """
 
     @classmethod
-    def from_request(cls, request: Any) -> Callbacks:
+    def from_request(cls, request: Any, reactor: Any = None) -> Callbacks:
         """
         Build the callbacks of an L{tunnelgw.admission.pipeline.AdmissionRequest}.
         Malformed credentials are treated as absent: the modules then refuse.
@@ -72,6 +79,7 @@ class Callbacks:
             peer_certificate=getattr(request, "peer_certificate", None),
             assertion=_one(request.headers.get("tunnelgw-assertion", [])),
             headers=request.headers,
+            reactor=reactor,
         )
 
     def header(self, name: str) -> str | None:

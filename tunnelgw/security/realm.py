@@ -36,8 +36,10 @@ __all__ = ["RealmAuthenticator"]
 class RealmAuthenticator:
     log = Logger()
 
-    def __init__(self, config: GatewayConfig, guard: LoginGuard | None = None) -> None:
+    def __init__(self, config: GatewayConfig, guard: LoginGuard | None = None, reactor: Any = None) -> None:
         self._guard = guard
+        self._reactor = reactor
+        """Handed to every module (L{Callbacks.reactor})."""
         self._contexts = {
             realm.name: LoginContext(realm.name, realm.modules, realm.revalidate_interval)
             for realm in config.realms
@@ -50,7 +52,7 @@ class RealmAuthenticator:
         realm's modules answered at once.
         """
         realm = service.realm
-        callbacks = Callbacks.from_request(request)
+        callbacks = Callbacks.from_request(request, self._reactor)
         guard = self._guard
         attempt = NOTHING
         try:

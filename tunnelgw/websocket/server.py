@@ -53,7 +53,7 @@ def start_tunnel(
         backend=admission.backend,
         registry=registry,
         session_id=session_id,
-        policy=policy,
+        policy=admission.policy if admission.policy is not None else policy,
         places=admission.places,
     )
     tunnel.start(client)

@@ -19,7 +19,6 @@ user's own (C{session_expires}), not the assertion's.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,12 +62,11 @@ class AssertionOptions:
     max_lifetime: float
     seen: OrderedDict[str, float] = field(default_factory=OrderedDict, compare=False)
 
-    def remember(self, jti: str, expires: float) -> bool:
+    def remember(self, jti: str, expires: float, now: float) -> bool:
         """
         C{False} if C{jti} was seen before (a replay); else remember it until
         C{expires}.  Bounded: expired entries go first, then the oldest.
         """
-        now = time.time()
         while self.seen and (len(self.seen) >= MAX_REMEMBERED or next(iter(self.seen.values())) < now):
             self.seen.popitem(last=False)
         if jti in self.seen:
@@ -113,7 +111,7 @@ class AssertionModule(BaseModule):
         check_numeric_dates(claims, "assertion")
         if float(claims["exp"]) - float(claims["iat"]) > o.max_lifetime:
             raise LoginFailed(f"assertion valid for longer than {o.max_lifetime:g}s")
-        if not o.remember(str(claims["jti"]), float(claims["exp"]) + o.leeway):
+        if not o.remember(str(claims["jti"]), float(claims["exp"]) + o.leeway, self.reactor.seconds()):
             raise LoginFailed("assertion already used")
         return claims
 

@@ -24,6 +24,8 @@ class BaseModule:
     ) -> None:
         self.subject = subject
         self.callbacks = callbacks
+        self.reactor: Any = getattr(callbacks, "reactor", None)
+        """The gateway's reactor (the module's clock), kept after the login."""
         self.shared = shared_state
         self.options = options
         self._result: Any = None

@@ -87,7 +87,7 @@ class IntrospectionModule(BaseModule):
         token = self._token()
         self.shared.setdefault("introspected_token", token)
         self._token_value = token
-        return self.options.factory.introspect(self.options, token)
+        return self.options.factory.introspect(self.options, token, self.reactor)
 
     def principals(self, answer: dict[str, Any]) -> tuple[set[Principal], dict[str, Any]]:
         o = self.options
@@ -103,7 +103,7 @@ class IntrospectionModule(BaseModule):
         return found, attributes
 
     def revalidate(self, subject: Subject) -> defer.Deferred[bool]:
-        d = self.options.factory.introspect(self.options, self._token_value)
+        d = self.options.factory.introspect(self.options, self._token_value, self.reactor)
         return d.addCallbacks(lambda answer: True, lambda failure: False)
 
 
@@ -115,17 +115,18 @@ class IntrospectionFactory:
         self._agent = agent
         self._clock = clock
 
-    def _reactor_parts(self) -> tuple[Any, Any]:
+    def _reactor_parts(self, reactor: Any) -> tuple[Any, Any]:
         if self._agent is None:
-            # Late: configuration is loaded before twistd installs a reactor.
-            from twisted.internet import reactor
-
+            # at first use: configuration is loaded before twistd installs
+            # a reactor; the login hands over the gateway's
             self._agent = Agent(reactor)
             self._clock = reactor
         return self._agent, self._clock
 
-    def introspect(self, options: IntrospectionOptions, token: str) -> defer.Deferred[dict[str, Any]]:
-        agent, clock = self._reactor_parts()
+    def introspect(
+        self, options: IntrospectionOptions, token: str, reactor: Any
+    ) -> defer.Deferred[dict[str, Any]]:
+        agent, clock = self._reactor_parts(reactor)
         headers = Headers(
             {b"Content-Type": [b"application/x-www-form-urlencoded"], b"Accept": [b"application/json"]}
         )
