@@ -30,12 +30,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import (  # noqa: E402
+    BIN,
+    GATEWAY_CPUS,
     REPO,
     Processes,
     free_port,
     handshake_slices,
     idle_tunnels,
     load,
+    pinned,
     start_gateway,
     wait_listening,
 )
@@ -64,6 +67,25 @@ def variants(options: argparse.Namespace) -> dict[str, dict[str, str]]:
     return {"this tree": {}, options.ref: {"PYTHONPATH": str(tree)}}
 
 
+def in_process(env: dict[str, str]) -> dict[str, float]:
+    """
+    bench/lifecycle.py in a process of its own with C{env}, on the
+    gateway's core: CPU per handshake and per message pair, in memory.
+    """
+    out = subprocess.run(
+        [str(BIN / "python"), str(HERE / "lifecycle.py"), "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        cwd=tempfile.gettempdir(),  # not the checkout: PYTHONPATH decides the tree
+        preexec_fn=pinned(GATEWAY_CPUS),
+        check=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def measure(options: argparse.Namespace) -> dict[str, Any]:
     envs = variants(options)
     names = list(envs)
@@ -81,6 +103,8 @@ def measure(options: argparse.Namespace) -> dict[str, Any]:
         seconds = str(options.seconds)
         for number in range(options.repeat):
             order = names if number % 2 == 0 else names[::-1]
+            for name in order:
+                rounds[name].setdefault("in_process", []).append(in_process(envs[name]))
             sliced = handshake_slices(
                 servers, urls, order, ("--mode", "handshakes", "--conns", "16"), options.seconds
             )
@@ -107,6 +131,8 @@ def measure(options: argparse.Namespace) -> dict[str, Any]:
 
 # (measure, field, higher is better)
 FIGURES = (
+    ("in_process", "handshake_us", False),
+    ("in_process", "message_pair_us", False),
     ("handshakes", "cpu_us_per_handshake", False),
     ("handshakes", "per_s", True),
     ("throughput_1", "mib_per_s", True),
@@ -156,18 +182,29 @@ def markdown(results: dict[str, Any], options: argparse.Namespace) -> str:
         f" {options.seconds:g} s, each variant a gateway of its own on core 0.",
         "",
     ]
-    head = "| variant | CPU µs/handshake | handshakes/s | MiB/s (1 conn) | RTT p50 µs |"
-    rule = "| --- | ---: | ---: | ---: | ---: |"
+    head = (
+        "| variant | in-process CPU µs/handshake | in-process CPU µs/message pair"
+        " | CPU µs/handshake | handshakes/s | MiB/s (1 conn) | RTT p50 µs |"
+    )
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     if options.ablation:
-        head += " KiB per idle tunnel | gain: CPU/handshake | rate | throughput | RTT | memory |"
-        rule += " ---: | ---: | ---: | ---: | ---: | ---: |"
+        head += (
+            " KiB per idle tunnel | gain: in-process handshake | in-process message"
+            " | CPU/handshake | rate | throughput | RTT | memory |"
+        )
+        rule += " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     else:
-        head += " this tree ÷ that: handshakes/s | throughput | RTT p50 (lower is better) |"
-        rule += " ---: | ---: | ---: |"
+        head += (
+            " this tree ÷ that: in-process handshakes/CPU s | messages/CPU s"
+            " | handshakes/s | throughput | RTT p50 (lower is better) |"
+        )
+        rule += " ---: | ---: | ---: | ---: | ---: |"
     lines += [head, rule]
     for name in names:
         row = (
-            f"| {name} | {median(results, name, 'handshakes', 'cpu_us_per_handshake'):.0f}"
+            f"| {name} | {median(results, name, 'in_process', 'handshake_us'):.1f}"
+            f" | {median(results, name, 'in_process', 'message_pair_us'):.2f}"
+            f" | {median(results, name, 'handshakes', 'cpu_us_per_handshake'):.0f}"
             f" | {median(results, name, 'handshakes', 'per_s'):.0f}"
             f" | {median(results, name, 'throughput_1', 'mib_per_s'):.0f}"
             f" | {median(results, name, 'rtt_32', 'p50_us'):.0f} |"
@@ -176,11 +213,13 @@ def markdown(results: dict[str, Any], options: argparse.Namespace) -> str:
             idle = results["idle"][name]["kib_per_tunnel"]
             g = gains(results, name, base) if name != base else None
             row += f" {idle:.2f} |" + (
-                " — | — | — | — | — |"
+                " — | — | — | — | — | — | — |"
                 if g is None
                 else "".join(
                     f" {100 * g[k]:+.1f}% |"
                     for k in (
+                        "in_process.handshake_us",
+                        "in_process.message_pair_us",
                         "handshakes.cpu_us_per_handshake",
                         "handshakes.per_s",
                         "throughput_1.mib_per_s",
@@ -191,12 +230,14 @@ def markdown(results: dict[str, Any], options: argparse.Namespace) -> str:
             )
         elif name != base:
             row += (
-                f" {ratio(results, base, name, 'handshakes', 'per_s'):.2f}×"
+                f" {ratio(results, name, base, 'in_process', 'handshake_us'):.2f}×"
+                f" | {ratio(results, name, base, 'in_process', 'message_pair_us'):.2f}×"
+                f" | {ratio(results, base, name, 'handshakes', 'per_s'):.2f}×"
                 f" | {ratio(results, base, name, 'throughput_1', 'mib_per_s'):.2f}×"
                 f" | {ratio(results, base, name, 'rtt_32', 'p50_us'):.2f}× |"
             )
         else:
-            row += " — | — | — |"
+            row += " — | — | — | — | — |"
         lines.append(row)
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import pprint
 import textwrap
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 import autobahn.twisted.websocket as autobahn_twisted
+import autobahn.util
 import autobahn.websocket.protocol as autobahn_protocol
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -33,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 
 import tunnelgw._compat as compat
-from tunnelgw._compat.autobahn import class_options
+from tunnelgw._compat.autobahn import LAZY_NAMES, class_options
 from tunnelgw._compat.twisted import (
     BoundedExpatStream,
     QuietEPollReactor,
@@ -377,6 +379,30 @@ class AutobahnInternalsTests(SynchronousTestCase):
         )
         protocol = type("P", (WebSocketServerProtocol,), options)()
         self.assertIsNone(protocol.perMessageCompressionAccept([]))  # still a plain function
+
+    def test_the_lazy_debug_names_exist_and_keep_their_text(self) -> None:
+        for module, name in LAZY_NAMES:
+            self.assertTrue(callable(getattr(module, name)), f"{module.__name__}.{name}")
+        method = self.test_the_lazy_debug_names_exist_and_keep_their_text
+        for module in (autobahn_protocol, autobahn_twisted):
+            self.assertEqual(str(module.hltype(method)), autobahn.util.hltype(method))
+            self.assertEqual(f"{module.hlval(1234)}", autobahn.util.hlval(1234))
+        config = {"maxFramePayloadSize": 65536, "versions": [13]}
+        self.assertEqual(str(autobahn_protocol.pformat(config)), pprint.pformat(config))
+        self.assertEqual(repr(autobahn_protocol.pformat(config)), pprint.pformat(config))
+
+    def test_nothing_is_formatted_unless_logged(self) -> None:
+        class Loud:
+            formatted = 0
+
+            def __format__(self, spec: str) -> str:
+                Loud.formatted += 1
+                return "loud"
+
+        value = autobahn_twisted.hlval(Loud())
+        self.assertEqual(Loud.formatted, 0)
+        self.assertEqual(str(value), "loud")
+        self.assertEqual(Loud.formatted, 1)
 
     def test_the_leftovers_and_the_send_queue(self) -> None:
         protocol = WebSocketServerProtocol()

@@ -11,6 +11,7 @@ import json
 import struct
 import weakref
 
+import autobahn.twisted.websocket as autobahn_twisted
 import autobahn.websocket.protocol as autobahn_protocol
 import txaio
 from twisted.internet.address import IPv4Address
@@ -302,15 +303,17 @@ class SiteTests(_SiteCase):
         self.assertIn(b"Sec-WebSocket-Protocol: binary", head)
         self.assertIn(b"X-Tunnel-Session: " + transport.protocol.session_id.encode(), head)
 
-    def test_no_message_events(self) -> None:
+    def test_no_transport_details_and_no_message_events(self) -> None:
         """
-        autobahn's "message" event for observers is not fired for a
-        tunnel (shortcut quiet_io): the messages still flow.
+        autobahn's WAMP transport details (process and thread ids, TLS
+        channel binding) are not built for a tunnel, and its "message"
+        event for observers is not fired: the messages still flow.
         """
 
         def unused(*args: object, **kwargs: object) -> None:
             raise AssertionError("called for a tunnel")
 
+        self.patch(autobahn_twisted, "create_transport_details", unused)
         self.patch(autobahn_protocol.WebSocketProtocol, "fire", unused)
         _, transport = self.upgrade("/echo")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))

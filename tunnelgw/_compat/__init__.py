@@ -49,9 +49,18 @@ SHORTCUTS: dict[str, str] = {
         "autobahn: the admitted head is answered without a second parse"
         " (_wskey, succeedHandshake); public: onConnect"
     ),
+    "transport_details": (
+        "autobahn: no WAMP transport details built per connection (process"
+        " and thread ids, TLS channel binding; its connectionMade without"
+        " them: _connectionMade); public: connectionMade"
+    ),
     "class_options": (
         "autobahn: a service's options on its protocol class, not copied"
         " per connection (CONFIG_ATTRS); public: the factory's copy"
+    ),
+    "lazy_debug": (
+        "autobahn: the arguments of its debug lines formatted only when"
+        " logged (its modules' pformat, hltype, hlval); public: as autobahn does"
     ),
     "quiet_io": (
         "autobahn: reads and whole messages without the debug line and the"

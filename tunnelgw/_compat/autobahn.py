@@ -4,8 +4,10 @@ L{tunnelgw._compat}).
 
 Shortcuts (each falls back to autobahn's public behaviour when switched
 off):
+  - C{lazy_debug}: L{install_lazy_debug}.
   - C{class_options}: L{class_options}.
   - C{handshake}: L{ServerInternals.processHandshake}.
+  - C{transport_details}: L{ServerInternals.connectionMade}.
   - C{quiet_io}: L{LegInternals.dataReceived}, L{LegInternals.onMessageEnd}.
   - C{lean_tunnels}: L{ServerInternals.forget_handshake}, L{NO_SEND_QUEUE}.
 
@@ -19,18 +21,74 @@ Fixes:
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from types import FunctionType
+from collections.abc import Callable
+from types import FunctionType, ModuleType
 from typing import Any
+
+import autobahn.twisted.websocket as _autobahn_twisted
+import autobahn.websocket.protocol as _autobahn_protocol
+from autobahn.twisted.util import peer2str
 
 from tunnelgw._compat import enabled
 
 __all__ = [
+    "install_lazy_debug",
     "class_options",
     "LegInternals",
     "ServerInternals",
     "NO_SEND_QUEUE",
+    "LAZY_NAMES",
 ]
+
+
+# -- shortcut "lazy_debug" ------------------------------------------------------
+
+
+class _Lazy:
+    """
+    C{function(*args, **kwargs)}, computed only if someone turns it into
+    text.
+    """
+
+    __slots__ = ("_function", "_args", "_kwargs")
+
+    def __init__(self, function: Callable[..., object], *args: object, **kwargs: object) -> None:
+        self._function = function
+        self._args = args
+        self._kwargs = kwargs
+
+    def __str__(self) -> str:
+        return str(self._function(*self._args, **self._kwargs))
+
+    __repr__ = __str__
+
+
+LAZY_NAMES: tuple[tuple[ModuleType, str], ...] = (
+    (_autobahn_protocol, "pformat"),
+    (_autobahn_protocol, "hltype"),
+    (_autobahn_protocol, "hlval"),
+    (_autobahn_twisted, "hltype"),
+    (_autobahn_twisted, "hlval"),
+)
+"""The module-level names of autobahn that L{install_lazy_debug} replaces."""
+
+
+def install_lazy_debug() -> None:
+    """
+    autobahn builds the arguments of its debug log lines whether debug
+    logging is on or not: its configuration with C{pformat}, method and
+    value names (C{hltype}, C{hlval}: inspect and f-strings) a dozen times
+    a connection.  Replaced by lazy stand-ins, the debug text is the same
+    when it is logged and costs nothing when it is not.  Idempotent.
+    """
+    if not enabled("lazy_debug"):
+        return
+    for module, name in LAZY_NAMES:
+        function = getattr(module, name)
+        if not isinstance(function, functools.partial):
+            setattr(module, name, functools.partial(_Lazy, function))
 
 
 # -- shortcut "class_options" ---------------------------------------------------
@@ -162,6 +220,26 @@ class ServerInternals:
 
     def admitted_head(self) -> tuple[str | None, dict[str, str], str, list[str]] | None:
         raise NotImplementedError
+
+    def set_no_delay(self) -> None:
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):  # as autobahn: a Unix socket has no Nagle
+            pass
+
+    def connectionMade(self) -> None:
+        if not enabled("transport_details"):
+            super().connectionMade()  # type: ignore[misc]
+            # autobahn sets TCP_NODELAY from an option it has not copied yet
+            self.set_no_delay()
+            return
+        # autobahn's, less the transport details it builds first: the
+        # process and thread ids (two system calls), the TLS channel binding
+        # and peer certificate, all for WAMP sessions.  The blank details
+        # autobahn's __init__ made stay (and say "not TLS" to its _onOpen).
+        self.peer = peer2str(self.transport)
+        self.set_no_delay()
+        self._connectionMade()  # type: ignore[attr-defined]
 
     if enabled("handshake"):
 

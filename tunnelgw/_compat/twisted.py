@@ -103,7 +103,7 @@ def app_buffered(layer: Any) -> int:
 def held_bytes(transport: Any) -> int:
     """
     Bytes written to C{transport} that have not reached the kernel yet,
-    through every layer (L{buffered} and L{app_buffered} of each); read
+    through every layer (what L{buffered} and L{app_buffered} count); read
     directly on one of Twisted's plain TCP connections (every relayed
     message asks).
     """
@@ -112,7 +112,12 @@ def held_bytes(transport: Any) -> int:
             return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
         except AttributeError:
             pass
-    return sum((buffered(layer) or 0) + app_buffered(layer) for layer in layers(transport))
+    total = 0
+    for layer in layers(transport):
+        total += buffered(layer) or 0
+        if hasattr(layer, "_appSendBuffer"):  # TLS
+            total += app_buffered(layer)
+    return total
 
 
 def release_connector(transport: Any) -> None:

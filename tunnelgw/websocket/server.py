@@ -16,7 +16,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from tunnelgw._compat.autobahn import ServerInternals, class_options
+from tunnelgw._compat.autobahn import ServerInternals, class_options, install_lazy_debug
 from tunnelgw._compat.twisted import close_now
 from tunnelgw._compat.txaio import TIMER_GRANULARITY, autobahn_seconds
 from tunnelgw.admission.request import Admission
@@ -60,6 +60,9 @@ def start_tunnel(
     return tunnel
 
 
+install_lazy_debug()  # shortcut lazy_debug (tunnelgw._compat.autobahn)
+
+
 class TunnelWebSocket(ServerInternals, WebSocketLeg, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One admitted WebSocket connection.
@@ -72,15 +75,6 @@ class TunnelWebSocket(ServerInternals, WebSocketLeg, WebSocketServerProtocol):  
     # -- autobahn hooks (mixedCase: they override autobahn) -------------------
 
     session_id: str = ""
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # autobahn sets TCP_NODELAY from an option it copies from the
-        # factory only later (when the options are not on the class)
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):  # as autobahn: a Unix socket has no Nagle
-            pass
 
     def admitted_head(self) -> tuple[str | None, dict[str, str], str, list[str]] | None:
         admission = self.admission
