@@ -9,7 +9,8 @@ every other round (as bench/run.py measures its targets).
 Add --write-docs to put the table in docs/benchmarks.md.  Measures: the
 CPU per handshake and the handshake rate (16 concurrent, in slices of a
 second), throughput (64 KiB messages, 1 connection), round-trip p50
-(32 bytes), and for the ablation the memory of idle raw tunnels.  Each
+(32 bytes); and in memory (bench/lifecycle.py, steadier) the CPU per
+handshake, per message pair and the heap an idle tunnel holds.  Each
 ratio is the median over rounds of the ratio within a round.
 """
 
@@ -36,18 +37,15 @@ from run import (  # noqa: E402
     Processes,
     free_port,
     handshake_slices,
-    idle_tunnels,
     load,
     pinned,
     start_gateway,
-    wait_listening,
 )
 
 from tunnelgw._compat import ENVIRONMENT, SHORTCUTS  # noqa: E402
 
 BEGIN = "<!-- compare:{kind} -->"
 END = "<!-- /compare:{kind} -->"
-IDLE_TUNNELS = 3000
 
 
 def worktree(ref: str) -> Path:
@@ -73,7 +71,7 @@ def in_process(env: dict[str, str]) -> dict[str, float]:
     gateway's core: CPU per handshake and per message pair, in memory.
     """
     out = subprocess.run(
-        [str(BIN / "python"), str(HERE / "lifecycle.py"), "--rounds", "3"],
+        [str(BIN / "python"), str(HERE / "lifecycle.py"), "--rounds", "3", "--tunnels", "300"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -91,7 +89,6 @@ def measure(options: argparse.Namespace) -> dict[str, Any]:
     names = list(envs)
     procs = Processes()
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in names}
-    idle: dict[str, dict[str, Any]] = {}
     try:
         echo_port = free_port()
         procs.start(["node", str(HERE / "servers.js"), "tcp-echo", str(echo_port)], echo_port, None)
@@ -117,54 +114,32 @@ def measure(options: argparse.Namespace) -> dict[str, Any]:
                 for name in order:
                     rounds[name].setdefault(key, []).append(load(*args, "--seconds", seconds, *urls[name]))
             print("round done", flush=True)
-        for name in names if options.ablation else ():
-            port = free_port()
-            fresh = start_gateway(procs, port, echo_port, env=envs[name])
-            wait_listening(fresh, port)
-            idle[name] = idle_tunnels(f"ws://127.0.0.1:{port}/raw", IDLE_TUNNELS, [fresh])
-            fresh.terminate()
-            fresh.wait(30)
     finally:
         procs.stop()
-    return {"rounds": rounds, "idle": idle}
+    return {"rounds": rounds}
 
 
-# (measure, field, higher is better)
+# (measure, field, higher is better, heading)
 FIGURES = (
-    ("in_process", "handshake_us", False),
-    ("in_process", "message_pair_us", False),
-    ("handshakes", "cpu_us_per_handshake", False),
-    ("handshakes", "per_s", True),
-    ("throughput_1", "mib_per_s", True),
-    ("rtt_32", "p50_us", False),
+    ("in_process", "handshake_us", False, "in memory: CPU µs/handshake"),
+    ("in_process", "message_pair_us", False, "CPU µs/message pair"),
+    ("in_process", "idle_tunnel_bytes", False, "heap bytes/idle tunnel"),
+    ("handshakes", "cpu_us_per_handshake", False, "load: CPU µs/handshake"),
+    ("handshakes", "per_s", True, "handshakes/s"),
+    ("throughput_1", "mib_per_s", True, "MiB/s (1 conn)"),
+    ("rtt_32", "p50_us", False, "RTT p50 µs"),
 )
 
 
-def gains(results: dict[str, Any], name: str, base: str) -> dict[str, float]:
+def gain(results: dict[str, Any], base: str, name: str, key: str, field: str, higher: bool) -> float:
     """
-    What C{base} gains over C{name}, figure by figure (the median over
-    rounds of the ratio within a round, minus one): positive is better.
+    What C{base} gains over C{name} on one figure (the median over rounds
+    of the ratio within a round, minus one): positive is better.
     """
-    rounds = results["rounds"]
-    found = {}
-    for key, field, higher in FIGURES:
-        ratios = [
-            (b[field] / n[field] if higher else n[field] / b[field]) - 1
-            for b, n in zip(rounds[base][key], rounds[name][key], strict=True)
-        ]
-        found[f"{key}.{field}"] = statistics.median(ratios)
-    if name in results["idle"]:
-        found["idle.kib_per_tunnel"] = (
-            results["idle"][name]["kib_per_tunnel"] / results["idle"][base]["kib_per_tunnel"] - 1
-        )
-    return found
-
-
-def ratio(results: dict[str, Any], base: str, name: str, key: str, field: str) -> float:
-    """C{base}'s figure over C{name}'s: the median over rounds of the ratio within a round."""
     rounds = results["rounds"]
     return statistics.median(
-        b[field] / n[field] for b, n in zip(rounds[base][key], rounds[name][key], strict=True)
+        (b[field] / n[field] if higher else n[field] / b[field]) - 1
+        for b, n in zip(rounds[base][key], rounds[name][key], strict=True)
     )
 
 
@@ -179,66 +154,28 @@ def markdown(results: dict[str, Any], options: argparse.Namespace) -> str:
     command += f" --repeat {options.repeat} --write-docs'"
     lines = [
         f"Produced by `{command}` on {datetime.date.today().isoformat()}, {options.repeat} rounds of"
-        f" {options.seconds:g} s, each variant a gateway of its own on core 0.",
+        f" {options.seconds:g} s, each variant a gateway (and an in-memory run) of its own on core 0.",
         "",
+        "| variant | " + " | ".join(heading for *_, heading in FIGURES) + " |",
+        "| --- |" + " ---: |" * len(FIGURES),
     ]
-    head = (
-        "| variant | in-process CPU µs/handshake | in-process CPU µs/message pair"
-        " | CPU µs/handshake | handshakes/s | MiB/s (1 conn) | RTT p50 µs |"
-    )
-    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-    if options.ablation:
-        head += (
-            " KiB per idle tunnel | gain: in-process handshake | in-process message"
-            " | CPU/handshake | rate | throughput | RTT | memory |"
-        )
-        rule += " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    else:
-        head += (
-            " this tree ÷ that: in-process handshakes/CPU s | messages/CPU s"
-            " | handshakes/s | throughput | RTT p50 (lower is better) |"
-        )
-        rule += " ---: | ---: | ---: | ---: | ---: |"
-    lines += [head, rule]
     for name in names:
-        row = (
-            f"| {name} | {median(results, name, 'in_process', 'handshake_us'):.1f}"
-            f" | {median(results, name, 'in_process', 'message_pair_us'):.2f}"
-            f" | {median(results, name, 'handshakes', 'cpu_us_per_handshake'):.0f}"
-            f" | {median(results, name, 'handshakes', 'per_s'):.0f}"
-            f" | {median(results, name, 'throughput_1', 'mib_per_s'):.0f}"
-            f" | {median(results, name, 'rtt_32', 'p50_us'):.0f} |"
-        )
-        if options.ablation:
-            idle = results["idle"][name]["kib_per_tunnel"]
-            g = gains(results, name, base) if name != base else None
-            row += f" {idle:.2f} |" + (
-                " — | — | — | — | — | — | — |"
-                if g is None
-                else "".join(
-                    f" {100 * g[k]:+.1f}% |"
-                    for k in (
-                        "in_process.handshake_us",
-                        "in_process.message_pair_us",
-                        "handshakes.cpu_us_per_handshake",
-                        "handshakes.per_s",
-                        "throughput_1.mib_per_s",
-                        "rtt_32.p50_us",
-                        "idle.kib_per_tunnel",
-                    )
-                )
-            )
-        elif name != base:
-            row += (
-                f" {ratio(results, name, base, 'in_process', 'handshake_us'):.2f}×"
-                f" | {ratio(results, name, base, 'in_process', 'message_pair_us'):.2f}×"
-                f" | {ratio(results, base, name, 'handshakes', 'per_s'):.2f}×"
-                f" | {ratio(results, base, name, 'throughput_1', 'mib_per_s'):.2f}×"
-                f" | {ratio(results, base, name, 'rtt_32', 'p50_us'):.2f}× |"
-            )
-        else:
-            row += " — | — | — | — | — |"
-        lines.append(row)
+        cells = [f"{median(results, name, key, field):,.1f}" for key, field, _, _ in FIGURES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    what = "what each shortcut saves" if options.ablation else f"this tree against {names[-1]}"
+    lines += [
+        "",
+        f"Gains, {what} (positive is better; median over rounds of the ratio within a round):",
+        "",
+        "| variant | " + " | ".join(heading for *_, heading in FIGURES) + " |",
+        "| --- |" + " ---: |" * len(FIGURES),
+    ]
+    for name in names[1:]:
+        cells = [
+            f"{100 * gain(results, base, name, key, field, higher):+.1f}%"
+            for key, field, higher, _ in FIGURES
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

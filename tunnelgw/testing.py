@@ -22,10 +22,12 @@ __all__ = [
     "FakeEndpoint",
     "HalfCloseStringTransport",
     "callbacks",
+    "client_frame",
     "clock_at_now",
     "log_in",
     "policy_from",
     "public_realm",
+    "server_frames",
 ]
 
 
@@ -231,3 +233,39 @@ def policy_from(factory: Any, options: dict[str, Any]) -> Any:
     raised): ask it C{permits(subject, service, action, resource)}.
     """
     return factory.parse_config(options, "policies.test")
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes = b"\x11\x22\x33\x44") -> bytes:
+    """
+    One WebSocket frame as a client sends it (RFC 6455 5.2: masked), for
+    feeding a gateway in tests.
+    """
+    import struct
+
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """
+    The (opcode, payload) of each whole frame a server sent (unmasked).
+    """
+    import struct
+
+    frames = []
+    while data:
+        opcode, n, offset = data[0] & 0x0F, data[1] & 0x7F, 2
+        if n == 126:
+            n, offset = struct.unpack("!H", data[2:4])[0], 4
+        elif n == 127:
+            n, offset = struct.unpack("!Q", data[2:10])[0], 10
+        frames.append((opcode, data[offset : offset + n]))
+        data = data[offset + n :]
+    return frames

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tests.integration.harness import EchoServer, Gateway, raw_gateway_config, raw_upgrade, ws_connect
-from tests.unit.test_site import client_frame
+from tunnelgw.testing import client_frame
 
 FLOOD_SECONDS = 20.0
 

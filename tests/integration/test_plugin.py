@@ -25,14 +25,21 @@ def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complete
     return result
 
 
-def test_example_plugin_from_its_own_installed_package(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), "."],
-        REPO / "examples" / "tunnelgw-example-plugin",
-    )
-    (wheel,) = dist.glob("tunnelgw_example_plugin-*.whl")
+def plugin_env(tmp_path: Path, *examples: str) -> tuple[Path, Path]:
+    """
+    A fresh virtual environment where the example packages C{examples}
+    (directories of examples/) are built into wheels and installed, each
+    on its own; tunnelgw and its dependencies come from the project's
+    environment (as if installed already).
 
+    @return: the environment's python and its site-packages.
+    """
+    dist = tmp_path / "dist"
+    for example in examples:
+        run(
+            [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), "."],
+            REPO / "examples" / example,
+        )
     env = tmp_path / "env"
     venv.EnvBuilder(with_pip=True).create(env)
     python = env / "bin" / "python"
@@ -41,12 +48,17 @@ def test_example_plugin_from_its_own_installed_package(tmp_path: Path) -> None:
             [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path
         ).stdout.strip()
     )
-    # tunnelgw and its dependencies come from the project's environment
-    # (as if installed already); the plugin is installed here, on its own.
     (site / "borrowed.pth").write_text(f"import site; site.addsitedir({sysconfig.get_path('purelib')!r})\n")
-    run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], tmp_path)
-    assert (site / "tunnelgw" / "plugins" / "example_static_token.py").exists()
+    wheels = sorted(str(wheel) for wheel in dist.glob("*.whl"))
+    assert len(wheels) == len(examples), wheels
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *wheels], tmp_path)
     assert not (site / "tunnelgw" / "plugins" / "__init__.py").exists()
+    return python, site
+
+
+def test_example_plugin_from_its_own_installed_package(tmp_path: Path) -> None:
+    python, site = plugin_env(tmp_path, "tunnelgw-example-plugin")
+    assert (site / "tunnelgw" / "plugins" / "example_static_token.py").exists()
 
     port = free_port()
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()

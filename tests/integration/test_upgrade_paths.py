@@ -14,6 +14,7 @@ import struct
 import pytest
 
 from tests.integration.harness import EchoServer, Gateway, raw_gateway_config
+from tunnelgw.testing import client_frame
 
 HEADS = {
     "plain": b"",  # the fast path when the head comes alone in a read
@@ -22,11 +23,7 @@ HEADS = {
 
 
 def masked(opcode: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return client_frame(opcode, payload, mask=os.urandom(4))
 
 
 def read_exactly(sock: socket.socket, n: int) -> bytes:

@@ -4,7 +4,9 @@ outcomes for one to three modules.
 
 The oracle below states JAAS's documented rules declaratively (which module
 ends the login, and when it succeeds); the implementation follows the
-reference algorithm step by step.  They must agree on every case.
+reference algorithm step by step.  They must agree on every case, and
+both with the example table of JAAS's own documentation, copied as it is
+printed (test_the_javadoc_example).
 """
 
 from __future__ import annotations
@@ -319,3 +321,38 @@ def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
         authenticator.authenticate(request, service)  # type: ignore[arg-type]
     assert refused.value.status == 403
     assert log == ["login m0", "commit m0", "logout m0"]
+
+
+# The example of javax.security.auth.login.Configuration's documentation
+# (J2SE 1.4 onwards), as it prints it: four modules and eight attempts,
+# "*" a value that does not matter ("trivial value due to control returning
+# to the application because a previous requisite module failed or a
+# previous sufficient module succeeded").  Written from the documentation,
+# not from the oracle above: an independent check of both.
+JAVADOC_FLAGS = (Flag.REQUIRED, Flag.SUFFICIENT, Flag.REQUISITE, Flag.OPTIONAL)
+JAVADOC_TABLE = (
+    # SampleLoginModule  NTLoginModule  SmartCard  Kerberos   overall
+    ("pass", "pass", "*", "*", "pass"),
+    ("pass", "fail", "pass", "pass", "pass"),
+    ("pass", "fail", "pass", "fail", "pass"),
+    ("pass", "fail", "fail", "*", "fail"),
+    ("fail", "pass", "*", "*", "fail"),
+    ("fail", "fail", "pass", "pass", "fail"),
+    ("fail", "fail", "pass", "fail", "fail"),
+    ("fail", "fail", "fail", "*", "fail"),
+)
+
+
+@pytest.mark.parametrize("column", range(len(JAVADOC_TABLE)))
+def test_the_javadoc_example(column: int) -> None:
+    *statuses, overall = JAVADOC_TABLE[column]
+    choices = [
+        ("success", "failure") if s == "*" else ("success" if s == "pass" else "failure",) for s in statuses
+    ]
+    for outcomes in itertools.product(*choices):
+        d, _ = run(list(zip(JAVADOC_FLAGS, outcomes, strict=True)))
+        results: list[Any] = []
+        d.addBoth(results.append)
+        (result,) = results
+        assert isinstance(result, Subject) == (overall == "pass"), (column, outcomes)
+        assert oracle(list(zip(JAVADOC_FLAGS, outcomes, strict=True)))[0] == (overall == "pass")

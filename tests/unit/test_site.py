@@ -29,7 +29,7 @@ from tunnelgw.front.site import GatewaySite
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
-from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, public_realm
+from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, client_frame, public_realm, server_frames
 from tunnelgw.tunnel.relay import Tunnel
 
 CONFIG = (
@@ -63,32 +63,6 @@ UPGRADE = (
     "GET {path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
 )
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    mask = b"\x11\x22\x33\x44"
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    frames = []
-    while data:
-        opcode, n, offset = data[0] & 0x0F, data[1] & 0x7F, 2
-        if n == 126:
-            n, offset = struct.unpack("!H", data[2:4])[0], 4
-        elif n == 127:
-            n, offset = struct.unpack("!Q", data[2:10])[0], 10
-        frames.append((opcode, data[offset : offset + n]))
-        data = data[offset + n :]
-    return frames
 
 
 class _SiteCase(SynchronousTestCase):

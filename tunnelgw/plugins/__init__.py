@@ -1,12 +1,14 @@
 """
 tunnelgw's plugin package.
 
-Other distributions add login modules and authorization policies by
-shipping a module in C{tunnelgw/plugins/} (without C{__init__.py} files in
-C{tunnelgw/} or C{tunnelgw/plugins/}) that defines objects providing
-C{twisted.plugin.IPlugin} and C{tunnelgw.interfaces.ILoginModuleFactory}
-(or C{IPolicyFactory}).  See docs/security.md, "Writing a plugin", and
-examples/tunnelgw-example-plugin.
+Other distributions add adapters, upstream kinds, login modules and
+authorization policies by shipping a module in C{tunnelgw/plugins/}
+(without C{__init__.py} files in C{tunnelgw/} or C{tunnelgw/plugins/})
+that defines objects providing C{twisted.plugin.IPlugin} and one of
+C{tunnelgw.interfaces.IAdapterFactory}, C{IUpstreamKind},
+C{ILoginModuleFactory} or C{IPolicyFactory} (found by
+L{tunnelgw.registry}).  See docs/architecture.md, "Extension points",
+and the packages in examples/.
 """
 
 from twisted.plugin import pluginPackagePaths
