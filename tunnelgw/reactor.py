@@ -28,12 +28,31 @@ plugin C{tunnelgw} (C{twistd --reactor tunnelgw ...}).
 
 from __future__ import annotations
 
-from tunnelgw._compat.twisted import QuietEPollReactor, gateway_reactor
+from typing import Any
+
+from tunnelgw._compat import enabled
+from tunnelgw._compat.twisted import QuietEPollReactor
 
 __all__ = ["GatewayReactor", "install", "install_default"]
 
-GatewayReactor = QuietEPollReactor
-"""The reactor's class (L{tunnelgw._compat.twisted.QuietEPollReactor})."""
+
+class GatewayReactor(QuietEPollReactor):
+    """
+    The gateway's reactor (the name its start-up log line gives):
+    L{tunnelgw._compat.twisted.QuietEPollReactor}.
+    """
+
+
+def gateway_reactor() -> Any:
+    """
+    L{GatewayReactor}, or Twisted's C{EPollReactor} with the shortcut
+    C{reactor} switched off.
+    """
+    if enabled("reactor"):
+        return GatewayReactor()
+    from twisted.internet.epollreactor import EPollReactor
+
+    return EPollReactor()
 
 
 def install() -> None:

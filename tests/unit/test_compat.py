@@ -225,7 +225,7 @@ def test_the_fence_is_a_leaf_that_names_every_shortcut() -> None:
     )
     assert [a.name for n in imported if isinstance(n, ast.Import) for a in n.names] == ["os"]
     used = set()
-    for path in (PACKAGE / "_compat").glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "enabled":
                 used.add(node.args[0].value)  # type: ignore[attr-defined]

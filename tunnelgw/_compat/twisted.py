@@ -357,14 +357,6 @@ class QuietEPollReactor(EPollReactor):
     doIteration = doPoll
 
 
-def gateway_reactor() -> EPollReactor:
-    """
-    The reactor C{twistd -n tunnelgw} runs on: L{QuietEPollReactor}, or
-    Twisted's C{EPollReactor} with the shortcut off.
-    """
-    return QuietEPollReactor() if enabled("reactor") else EPollReactor()
-
-
 # -- fix: hooks in xish's expat stream -------------------------------------------
 
 
