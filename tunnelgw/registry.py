@@ -21,7 +21,17 @@ from tunnelgw.errors import ConfigError
 from tunnelgw.interfaces import IAdapterFactory, ILoginModuleFactory, IPolicyFactory, IUpstreamKind
 from tunnelgw.logs import Logger
 
-__all__ = ["adapters", "login_modules", "policies", "upstream_kinds", "upstream_kind", "discover"]
+__all__ = [
+    "adapter",
+    "adapters",
+    "discover",
+    "login_modules",
+    "policies",
+    "shipped_adapters",
+    "shipped_login_modules",
+    "upstream_kind",
+    "upstream_kinds",
+]
 
 log = Logger()
 
@@ -46,20 +56,67 @@ def discover(interface: Any, builtins: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def shipped_adapters() -> dict[str, IAdapterFactory]:
+    """The adapter factories tunnelgw ships, by name."""
+    from tunnelgw.adapters.echo import EchoAdapterFactory
+    from tunnelgw.adapters.raw import RawAdapterFactory
+    from tunnelgw.adapters.rfb.factory import RfbAdapterFactory
+    from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
+    from tunnelgw.adapters.xmpp.factory import XmppAdapterFactory
+    from tunnelgw.upstream.chain import ChainAdapterFactory
+
+    factories = (
+        RawAdapterFactory(),
+        EchoAdapterFactory(),
+        RfbAdapterFactory(),
+        StompAdapterFactory(),
+        XmppAdapterFactory(),
+        ChainAdapterFactory(),
+    )
+    return {factory.name: factory for factory in factories}
+
+
+def shipped_login_modules() -> dict[str, ILoginModuleFactory]:
+    """The login module factories tunnelgw ships, by name."""
+    from tunnelgw.security.modules.address import AddressFilterFactory
+    from tunnelgw.security.modules.anonymous import AnonymousFactory
+    from tunnelgw.security.modules.assertion import AssertionFactory
+    from tunnelgw.security.modules.client_cert import ClientCertFactory
+    from tunnelgw.security.modules.introspection import IntrospectionFactory
+    from tunnelgw.security.modules.jwt import JWTFactory
+    from tunnelgw.security.modules.password_file import PasswordFileFactory
+
+    factories = (
+        AnonymousFactory(),
+        AddressFilterFactory(),
+        PasswordFileFactory(),
+        JWTFactory(),
+        ClientCertFactory(),
+        IntrospectionFactory(),
+        AssertionFactory(),
+    )
+    return {factory.name: factory for factory in factories}
+
+
 @functools.cache
 def adapters() -> dict[str, IAdapterFactory]:
     """The adapter factories, by the name C{adapter = "..."} gives."""
-    from tunnelgw.adapters import ADAPTERS
+    return discover(IAdapterFactory, shipped_adapters())
 
-    return discover(IAdapterFactory, ADAPTERS)
+
+def adapter(name: str) -> IAdapterFactory:
+    """
+    The adapter factory called C{name}.
+
+    @raise KeyError: no such adapter.
+    """
+    return adapters()[name]
 
 
 @functools.cache
 def login_modules() -> dict[str, ILoginModuleFactory]:
     """The login module factories, by the name C{module = "..."} gives."""
-    from tunnelgw.security.modules import LOGIN_MODULES
-
-    return discover(ILoginModuleFactory, LOGIN_MODULES)
+    return discover(ILoginModuleFactory, shipped_login_modules())
 
 
 @functools.cache

@@ -212,8 +212,9 @@ def log_in(factory: Any, options: dict[str, Any], given: Any) -> Any:
     the module's L{tunnelgw.errors.LoginFailed} raised.  The module must
     answer at once (a Deferred it returns must have fired).
     """
+    from tunnelgw.config.model import Flag, ModuleEntry
     from tunnelgw.security import Subject
-    from tunnelgw.security.jaas import Flag, LoginContext, ModuleEntry
+    from tunnelgw.security.jaas import LoginContext
 
     entry = ModuleEntry(factory.name, factory, Flag.REQUIRED, factory.parse_config(options, "options"))
     results: list[Any] = []

@@ -9,7 +9,6 @@ a certificate from another CA fails the handshake).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -17,18 +16,10 @@ from OpenSSL import crypto
 
 from twisted.internet import ssl
 
+from tunnelgw.config.model import TLSListener
 from tunnelgw.config.values import ConfigError, file_bytes
 
 __all__ = ["TLSListener", "context_factory"]
-
-
-@dataclass(frozen=True)
-class TLSListener:
-    endpoint: str
-    certificate: str
-    private_key: str
-    client_ca: str | None = None
-    require_client_certificate: bool = False
 
 
 def _certificates(key: str, path: str) -> list[x509.Certificate]:

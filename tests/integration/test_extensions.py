@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,13 +21,12 @@ import pytest
 
 from tests.integration.harness import (
     EchoServer,
-    Gateway,
     expect_close,
     free_port,
     handshake_status,
     ws_connect,
 )
-from tests.integration.test_plugin import plugin_env, run
+from tests.integration.test_plugin import checked_gateway, plugin_env
 
 EXAMPLES = (
     "tunnelgw-example-adapter",
@@ -134,21 +131,8 @@ def test_four_extension_packages_through_twistd(tmp_path: Path, decision_point: 
     try:
         port = free_port()
         text = config(port, free_port(), backend.port, decision_point.url)
-        work = tmp_path / "gw"
-        work.mkdir()
-        (work / "check.toml").write_text(text)
-        checked = run([str(python), "-m", "tunnelgw", "check-config", str(work / "check.toml")], work)
-        assert "valid" in checked.stdout
         # the project's own environment has none of them
-        plain = subprocess.run(
-            [sys.executable, "-m", "tunnelgw", "check-config", str(work / "check.toml")],
-            capture_output=True,
-            text=True,
-        )
-        assert plain.returncode == 1 and "unknown" in plain.stderr
-
-        gateway = Gateway(work, text, port)
-        gateway.twistd = [str(python), "-c", "from twisted.scripts.twistd import run; run()"]
+        gateway = checked_gateway(python, tmp_path / "gw", text, port, "unknown adapter 'lines'")
         gateway.start()
         try:
             url = gateway.url("/cache")

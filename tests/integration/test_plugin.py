@@ -56,6 +56,28 @@ def plugin_env(tmp_path: Path, *examples: str) -> tuple[Path, Path]:
     return python, site
 
 
+def checked_gateway(python: Path, work: Path, config: str, port: int, unknown: str) -> Gateway:
+    """
+    C{config} validated by check-config in the plugins' environment, and
+    refused in the project's own (where the plugins are not: C{unknown}
+    is in its answer); then a gateway on it, run with that environment's
+    twistd (not started).
+    """
+    work.mkdir()
+    (work / "check.toml").write_text(config)
+    checked = run([str(python), "-m", "tunnelgw", "check-config", str(work / "check.toml")], work)
+    assert "valid" in checked.stdout
+    plain = subprocess.run(
+        [sys.executable, "-m", "tunnelgw", "check-config", str(work / "check.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode == 1 and unknown in plain.stderr, plain.stderr
+    gateway = Gateway(work, config, port)
+    gateway.twistd = [str(python), "-c", "from twisted.scripts.twistd import run; run()"]
+    return gateway
+
+
 def test_example_plugin_from_its_own_installed_package(tmp_path: Path) -> None:
     python, site = plugin_env(tmp_path, "tunnelgw-example-plugin")
     assert (site / "tunnelgw" / "plugins" / "example_static_token.py").exists()
@@ -81,22 +103,8 @@ require_roles = ["health"]
 allow_no_subprotocol = true
 allow_missing_origin = true
 """
-    work = tmp_path / "gw"
-    work.mkdir()
-    (work / "check.toml").write_text(config)
-    checked = run([str(python), "-m", "tunnelgw", "check-config", str(work / "check.toml")], work)
-    assert "valid" in checked.stdout
-
     # the same package is invisible to the project's own environment
-    plain = subprocess.run(
-        [sys.executable, "-m", "tunnelgw", "check-config", str(work / "check.toml")],
-        capture_output=True,
-        text=True,
-    )
-    assert plain.returncode == 1 and "unknown login module 'static_token'" in plain.stderr
-
-    gateway = Gateway(work, config, port)
-    gateway.twistd = [str(python), "-c", "from twisted.scripts.twistd import run; run()"]
+    gateway = checked_gateway(python, tmp_path / "gw", config, port, "unknown login module 'static_token'")
     gateway.start()
     try:
         assert handshake_status(gateway.url("/echo"), headers={"Authorization": f"Bearer {TOKEN}"})[0] == 101

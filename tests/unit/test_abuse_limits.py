@@ -17,7 +17,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tunnelgw.adapters import adapter_factory
 from tunnelgw.admission.checks import check_websocket_upgrade
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.admission.request import AdmissionRequest
@@ -25,6 +24,7 @@ from tunnelgw.config.model import GatewayConfig, Limits, ServiceConfig
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.limits import ConnectionLimiter, MemoryLimitStore
+from tunnelgw.registry import adapter as adapter_factory
 from tunnelgw.security import Subject
 from tunnelgw.testing import FakeClientLeg, FakeEndpoint, HalfCloseStringTransport
 from tunnelgw.tunnel.legs import BackendProtocol

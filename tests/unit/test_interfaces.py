@@ -10,12 +10,12 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 import tunnelgw
-from tunnelgw.adapters import ADAPTERS
 from tunnelgw.adapters.echo import EchoAdapter
 from tunnelgw.adapters.raw import RawAdapter
 from tunnelgw.adapters.stomp.adapter import StompAdapter, StompOptions
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, IAuthenticator, ITunnel
+from tunnelgw.registry import shipped_adapters
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport
 from tunnelgw.tunnel.flow import FlushWatcher
@@ -32,15 +32,15 @@ def tunnel() -> Tunnel:
         conn_id="c",
         peer="p",
         subject=Subject(),
-        adapter_factory=ADAPTERS["echo"],
+        adapter_factory=shipped_adapters()["echo"],
         backend=None,
         registry=TunnelRegistry(),
     )
 
 
 def test_adapter_factories() -> None:
-    assert set(ADAPTERS) == {"raw", "echo", "rfb", "stomp", "xmpp", "chain"}
-    for name, factory in ADAPTERS.items():
+    assert set(shipped_adapters()) == {"raw", "echo", "rfb", "stomp", "xmpp", "chain"}
+    for name, factory in shipped_adapters().items():
         assert verifyObject(IAdapterFactory, factory)
         assert factory.name == name
 

@@ -10,11 +10,11 @@ import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from tunnelgw.adapters import adapter_factory
 from tunnelgw.config.loader import loads
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.interfaces import IAuthorizationPolicy, IPolicyFactory
+from tunnelgw.registry import adapter as adapter_factory
 from tunnelgw.security import Subject
 from tunnelgw.security.policy import RulesPolicyFactory
 from tunnelgw.testing import public_realm

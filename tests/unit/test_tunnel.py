@@ -10,8 +10,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.adapters import adapter_factory
 from tunnelgw.config.model import Limits, ServiceConfig
+from tunnelgw.registry import adapter as adapter_factory
 from tunnelgw.security import Subject
 from tunnelgw.testing import FakeClientLeg, HalfCloseStringTransport
 from tunnelgw.tunnel.deadlines import Deadlines, pending_on

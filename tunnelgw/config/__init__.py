@@ -18,19 +18,7 @@ key is C{docs/configuration.md}; C{etc/tunnelgw.toml} is a documented
 example.
 """
 
-from tunnelgw.config.values import (
-    ConfigError,
-    Table,
-    bool_value,
-    count_value,
-    file_bytes,
-    file_text,
-    positive_int_value,
-    positive_seconds_value,
-    seconds_value,
-    string_value,
-    strings_value,
-)
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -45,3 +33,15 @@ __all__ = [
     "string_value",
     "strings_value",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the names of tunnelgw.config.values, imported when first asked for:
+    # a package's __init__ imports none of its children
+    if name not in __all__:
+        raise AttributeError(f"module 'tunnelgw.config' has no attribute {name!r}")
+    from tunnelgw.config import values
+
+    value = getattr(values, name)
+    globals()[name] = value
+    return value

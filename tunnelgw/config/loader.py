@@ -13,7 +13,19 @@ from dataclasses import fields
 from typing import Any
 
 import tunnelgw.registry as registry
-from tunnelgw.config.model import GatewayConfig, Limits, LoginLimits, PolicyConfig, RealmConfig, ServiceConfig
+from tunnelgw.config.model import (
+    Flag,
+    GatewayConfig,
+    Limits,
+    LoginLimits,
+    ModuleEntry,
+    PolicyConfig,
+    PoolConfig,
+    RealmConfig,
+    ReverseLink,
+    ServiceConfig,
+    TLSListener,
+)
 from tunnelgw.config.values import (
     ConfigError,
     KiB,
@@ -147,7 +159,6 @@ CHALLENGES = ("Basic", "Bearer")
 
 
 def _realm(name: str, table: Table) -> RealmConfig:
-    from tunnelgw.security.jaas import Flag, ModuleEntry
 
     login_modules = registry.login_modules()
 
@@ -170,7 +181,6 @@ def _realm(name: str, table: Table) -> RealmConfig:
 
 
 def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
-    from tunnelgw.tls import TLSListener
 
     listeners = []
     for t in gateway.tables("tls_listeners"):
@@ -189,7 +199,6 @@ def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
 
 
 def _links(name: str, table: Table) -> Any:
-    from tunnelgw.upstream.links import PoolConfig
 
     pool = PoolConfig(
         name=name,
@@ -205,7 +214,6 @@ def _links(name: str, table: Table) -> Any:
 
 def _reverse_links(gateway: Table) -> tuple[Any, ...]:
     from tunnelgw.upstream.chain import check_url, client_tls
-    from tunnelgw.upstream.links import ReverseLink
 
     links = []
     for t in gateway.tables("reverse_links"):

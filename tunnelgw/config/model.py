@@ -5,19 +5,27 @@ what every stage reads.  The embedded default configuration too.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Any
+
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 from tunnelgw.config.values import KiB, MiB
+from tunnelgw.interfaces import IAuthorizationPolicy, ILoginModuleFactory
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "Flag",
     "GatewayConfig",
     "Limits",
     "LoginLimits",
+    "ModuleEntry",
     "PolicyConfig",
+    "PoolConfig",
     "RealmConfig",
+    "ReverseLink",
     "ServiceConfig",
+    "TLSListener",
 ]
 
 DEFAULT_CONFIG = """\
@@ -89,6 +97,28 @@ class LoginLimits:
     familiar_for: float = 86400.0
 
 
+class Flag(enum.Enum):
+    """A login module's JAAS control flag."""
+
+    REQUIRED = "required"
+    REQUISITE = "requisite"
+    SUFFICIENT = "sufficient"
+    OPTIONAL = "optional"
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """
+    One configured module of a realm.
+    """
+
+    name: str
+    factory: ILoginModuleFactory
+    flag: Flag
+    options: object
+    """What the factory's C{parse_config} made of the module's options."""
+
+
 @dataclass(frozen=True)
 class RealmConfig:
     """
@@ -98,7 +128,7 @@ class RealmConfig:
 
     name: str
     challenge: str
-    modules: tuple[Any, ...]
+    modules: tuple[ModuleEntry, ...]
     revalidate_interval: float = 0.0
 
 
@@ -110,7 +140,7 @@ class PolicyConfig:
 
     name: str
     kind: str
-    policy: Any
+    policy: IAuthorizationPolicy
 
 
 @dataclass(frozen=True)
@@ -132,8 +162,50 @@ class ServiceConfig:
     allow_missing_origin: bool = False
     allow_text: bool = False
     limits: Limits = field(default_factory=Limits)
-    adapter_options: Any = None
-    """What the adapter's C{parse_options} made of C{[services.NAME.ADAPTER]}."""
+    adapter_options: object = None
+    """
+    What the adapter's C{parse_options} made of C{[services.NAME.ADAPTER]}
+    (each adapter knows its own type).
+    """
+
+
+@dataclass(frozen=True)
+class TLSListener:
+    """C{[[gateway.tls_listeners]]}: a TLS listener that asks for client certificates."""
+
+    endpoint: str
+    certificate: str
+    private_key: str
+    client_ca: str | None = None
+    require_client_certificate: bool = False
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """
+    C{[links.NAME]}: where inner gateways dial in, and who may.
+    """
+
+    name: str
+    path: str
+    certificate_subject: str
+    wait_timeout: float = 5.0
+    max_idle: int = 64
+    ping_interval: float = 15.0
+
+
+@dataclass(frozen=True)
+class ReverseLink:
+    """
+    C{[[gateway.reverse_links]]}: an outer gateway to dial out to.
+    """
+
+    outer: str
+    tls: IOpenSSLClientConnectionCreator
+    pool: int = 4
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    ping_interval: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +216,7 @@ class GatewayConfig:
 
     listen: tuple[str, ...]
     services: tuple[ServiceConfig, ...]
-    tls_listeners: tuple[Any, ...] = ()
+    tls_listeners: tuple[TLSListener, ...] = ()
     realms: tuple[RealmConfig, ...] = ()
     policies: tuple[PolicyConfig, ...] = ()
     handshake_timeout: float = 10.0
@@ -158,10 +230,10 @@ class GatewayConfig:
     max_request_body: int = 64 * KiB
     drain_timeout: float = 10.0
     logins: LoginLimits = field(default_factory=LoginLimits)
-    links: tuple[Any, ...] = ()
-    """C{[links.NAME]}: pools of reverse links inner gateways dial in to (L{tunnelgw.upstream.links.PoolConfig})."""
-    reverse_links: tuple[Any, ...] = ()
-    """C{[[gateway.reverse_links]]}: outer gateways to dial out to (L{tunnelgw.upstream.links.ReverseLink})."""
+    links: tuple[PoolConfig, ...] = ()
+    """C{[links.NAME]}: pools of reverse links inner gateways dial in to."""
+    reverse_links: tuple[ReverseLink, ...] = ()
+    """C{[[gateway.reverse_links]]}: outer gateways to dial out to."""
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:
@@ -169,7 +241,7 @@ class GatewayConfig:
                 return realm
         raise KeyError(name)
 
-    def policy(self, name: str | None) -> Any:
+    def policy(self, name: str | None) -> IAuthorizationPolicy | None:
         """
         The L{IAuthorizationPolicy} called C{name}, or C{None} for no name.
         """

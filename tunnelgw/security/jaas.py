@@ -20,7 +20,6 @@ any number of modules of any kind stack in one context.
 
 from __future__ import annotations
 
-import enum
 import functools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -29,35 +28,17 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from tunnelgw.config.model import Flag, ModuleEntry
 from tunnelgw.errors import LoginFailed
-from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
+from tunnelgw.interfaces import ILoginModule
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 
 __all__ = ["Flag", "LoginFailed", "ModuleEntry", "LoginContext", "LoginResult", "LoginSession"]
 
 
-class Flag(enum.Enum):
-    REQUIRED = "required"
-    REQUISITE = "requisite"
-    SUFFICIENT = "sufficient"
-    OPTIONAL = "optional"
-
-
 # each flag's name in the audit log (an Enum's value is a property to call)
 _FLAG_NAMES = {flag: flag.value for flag in Flag}
-
-
-@dataclass(frozen=True)
-class ModuleEntry:
-    """
-    One configured module of a realm.
-    """
-
-    name: str
-    factory: ILoginModuleFactory
-    flag: Flag
-    options: Any
 
 
 @dataclass

@@ -22,7 +22,7 @@ backend's 1000) reaches the client; an inner gateway that vanishes gives
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hyperlink
 
@@ -202,7 +202,7 @@ def connect(
         connection error (the pipeline maps it to 502/504).
     """
     assert service.upstream is not None
-    options: ChainOptions = service.adapter_options
+    options = cast(ChainOptions, service.adapter_options)
     host, port, _ = check_url(service.upstream)
     limits = service.limits
     token = options.signer.sign(subject, reactor.seconds())

@@ -137,6 +137,11 @@ def connect_stream(endpoint: IStreamClientEndpoint, upstream: UpstreamRequest) -
     return endpoint.connect(_BACKEND_FACTORY).addCallback(_verified, upstream)
 
 
+def _connect_description(upstream: UpstreamRequest) -> defer.Deferred[Any]:
+    endpoint = upstream.endpoint_for(upstream.reactor, upstream.description, upstream.timeout)
+    return connect_stream(endpoint, upstream)
+
+
 @implementer(IUpstreamKind)
 class TcpKind:
     """C{tcp:HOST:PORT}: a name (IPv4 and IPv6) or an address literal."""
@@ -152,8 +157,7 @@ class TcpKind:
         check_tcp(description)
 
     def connect(self, upstream: UpstreamRequest) -> defer.Deferred[Any]:
-        endpoint = upstream.endpoint_for(upstream.reactor, upstream.description, upstream.timeout)
-        return connect_stream(endpoint, upstream)
+        return _connect_description(upstream)
 
 
 @implementer(IUpstreamKind)
@@ -174,8 +178,7 @@ class EndpointKind:
             raise ValueError(f"invalid endpoint description {description!r}: {e}") from None
 
     def connect(self, upstream: UpstreamRequest) -> defer.Deferred[Any]:
-        endpoint = upstream.endpoint_for(upstream.reactor, upstream.description, upstream.timeout)
-        return connect_stream(endpoint, upstream)
+        return _connect_description(upstream)
 
 
 @implementer(IUpstreamKind)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from autobahn.twisted.websocket import (
@@ -38,6 +37,7 @@ from autobahn.twisted.websocket import (
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 
+from tunnelgw.config.model import PoolConfig, ReverseLink
 from tunnelgw.errors import Refusal
 from tunnelgw.logs import Logger
 from tunnelgw.upstream.chain import MessageLeg, refusal_of
@@ -53,34 +53,6 @@ __all__ = [
 
 LINK_SUBPROTOCOL = "tunnelgw-link"
 MAX_OPEN_MESSAGE = 16 * 1024
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    """
-    C{[links.NAME]}: where inner gateways dial in, and who may.
-    """
-
-    name: str
-    path: str
-    certificate_subject: str
-    wait_timeout: float = 5.0
-    max_idle: int = 64
-    ping_interval: float = 15.0
-
-
-@dataclass(frozen=True)
-class ReverseLink:
-    """
-    C{[[gateway.reverse_links]]}: an outer gateway to dial out to.
-    """
-
-    outer: str
-    tls: Any
-    pool: int = 4
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    ping_interval: float = 15.0
 
 
 # -- the outer side ------------------------------------------------------------

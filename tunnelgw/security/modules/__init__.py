@@ -1,29 +1,6 @@
 """
-The login modules shipped with tunnelgw, by configuration name.
+The login modules shipped with tunnelgw, one module each: C{anonymous},
+C{address}, C{password_file}, C{jwt}, C{client_cert}, C{introspection},
+C{assertion}; C{base} is what they (and plugins) build on.
+L{tunnelgw.registry} lists them, with those other packages add.
 """
-
-from __future__ import annotations
-
-from tunnelgw.interfaces import ILoginModuleFactory
-from tunnelgw.security.modules.address import AddressFilterFactory
-from tunnelgw.security.modules.anonymous import AnonymousFactory
-from tunnelgw.security.modules.assertion import AssertionFactory
-from tunnelgw.security.modules.client_cert import ClientCertFactory
-from tunnelgw.security.modules.introspection import IntrospectionFactory
-from tunnelgw.security.modules.jwt import JWTFactory
-from tunnelgw.security.modules.password_file import PasswordFileFactory
-
-__all__ = ["LOGIN_MODULES"]
-
-LOGIN_MODULES: dict[str, ILoginModuleFactory] = {
-    factory.name: factory
-    for factory in (
-        AnonymousFactory(),
-        AddressFilterFactory(),
-        PasswordFileFactory(),
-        JWTFactory(),
-        ClientCertFactory(),
-        IntrospectionFactory(),
-        AssertionFactory(),
-    )
-}
