@@ -62,6 +62,7 @@ def variants(options: argparse.Namespace) -> dict[str, dict[str, str]]:
         found.update({f"without {name}": {ENVIRONMENT: name} for name in SHORTCUTS})
         return found
     tree = worktree(options.ref)
+    options.worktree = tree
     return {"this tree": {}, options.ref: {"PYTHONPATH": str(tree)}}
 
 
@@ -201,7 +202,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--write-docs", action="store_true")
     options = parser.parse_args()
-    results = measure(options)
+    options.worktree = None
+    try:
+        results = measure(options)
+    finally:
+        if options.worktree is not None:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(options.worktree)], check=False
+            )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     kind = "ablation" if options.ablation else "ref"
