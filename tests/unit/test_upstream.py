@@ -42,6 +42,17 @@ class EndpointTests(SynchronousTestCase):
             self.assertEqual(registry.upstream_kind(description).name, name, description)
         self.assertEqual([k.name for k in registry.upstream_kinds()][-1], "endpoint")
 
+    def test_every_kind_provides_its_interface(self) -> None:
+        from zope.interface.verify import verifyObject
+
+        from tunnelgw.interfaces import IUpstreamKind
+
+        kinds = registry.upstream_kinds()
+        for kind in kinds:
+            self.assertTrue(verifyObject(IUpstreamKind, kind))
+            self.assertIn(kind.carries, ("bytes", "messages"))
+        self.assertEqual(len({kind.name for kind in kinds}), len(kinds))
+
     def test_tcp_endpoint_is_built_once_and_connects_each_time(self) -> None:
         reactor = MemoryReactor()
         first = endpoint_for(reactor, "tcp:127.0.0.1:5901", 3)

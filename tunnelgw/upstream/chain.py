@@ -48,7 +48,6 @@ __all__ = [
     "MessageLeg",
     "client_tls",
     "connect",
-    "is_gateway_url",
     "refusal_of",
     "reverse_links_of",
 ]
@@ -57,13 +56,6 @@ BAD_GATEWAY = 1014
 
 
 REVERSE = "reverse:"
-
-
-def is_gateway_url(upstream: str) -> bool:
-    """
-    Another gateway: dialled (C{wss://...}) or dialling in (C{reverse:LINKS}).
-    """
-    return upstream.startswith("wss://") or reverse_links_of(upstream) is not None
 
 
 def reverse_links_of(upstream: str) -> str | None:

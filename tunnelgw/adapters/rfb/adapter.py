@@ -12,6 +12,7 @@ from typing import Any
 
 from zope.interface import implementer
 
+from tunnelgw.adapters.base import log_refusal
 from tunnelgw.adapters.rfb.codec import (
     BAD_GATEWAY,
     CLIENT_VERSIONS,
@@ -362,12 +363,12 @@ class RfbAdapter:
 
     def _fail(self, refused: _Refused) -> None:
         self._phase = _Phase.DONE
-        self.log.info(
+        log_refusal(
+            self.log,
+            self._tunnel,
+            refused,
+            "rfb",
             "tunnel {conn_id}: RFB from {principal} refused: {reason}",
-            event="rfb_refused",
-            conn_id=self._tunnel.conn_id,
-            principal=self._tunnel.subject.principal,
             reason=refused.reason,
-            code=refused.code,
         )
         self._tunnel.fail(refused.code, refused.reason)

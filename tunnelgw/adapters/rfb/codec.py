@@ -12,6 +12,8 @@ import struct
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from tunnelgw.adapters.base import Refused as AdapterRefused
+
 __all__ = ["Refused", "message_length", "vnc_auth_response"]
 
 PROTOCOL_ERROR = 1002
@@ -55,11 +57,8 @@ def vnc_auth_response(password: str, challenge: bytes) -> bytes:
     return encryptor.update(challenge) + encryptor.finalize()
 
 
-class Refused(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+class Refused(AdapterRefused):
+    """An RFB refusal (L{tunnelgw.adapters.base.Refused})."""
 
 
 FIXED_LENGTHS = {0: 20, 3: 10, 4: 8, 5: 6, 150: 10}

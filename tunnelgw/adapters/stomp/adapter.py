@@ -39,6 +39,7 @@ from typing import Any
 
 from zope.interface import implementer
 
+from tunnelgw.adapters.base import Refused, log_refusal
 from tunnelgw.adapters.stomp.frames import (
     CLIENT_COMMANDS,
     HEARTBEAT,
@@ -103,10 +104,11 @@ class StompOptions:
         return bool(self.credentials)
 
 
-class _Refused(Exception):
+class _Refused(Refused):
+    """A STOMP refusal: the reason is the ERROR frame's message; its receipt-id, if asked."""
+
     def __init__(self, code: int, message: str, frame: Frame | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(code, message)
         self.message = message
         self.receipt = frame.get("receipt") if frame is not None else None
 
@@ -264,13 +266,13 @@ class StompAdapter:
 
     def _refuse(self, refused: _Refused) -> None:
         self._state = _State.FAILED
-        self.log.info(
+        log_refusal(
+            self.log,
+            self._tunnel,
+            refused,
+            "stomp",
             "tunnel {conn_id}: STOMP frame from {principal} refused: {message}",
-            event="stomp_refused",
-            conn_id=self._tunnel.conn_id,
-            principal=self._tunnel.subject.principal,
             message=refused.message,
-            code=refused.code,
         )
         headers = [("message", refused.message), ("content-type", "text/plain")]
         if refused.receipt is not None:

@@ -44,6 +44,7 @@ from typing import Any
 from twisted.words.xish import domish
 from zope.interface import implementer
 
+from tunnelgw.adapters.base import log_refusal
 from tunnelgw.adapters.xmpp.checks import IdentityChecks
 from tunnelgw.adapters.xmpp.options import XmppOptions
 from tunnelgw.adapters.xmpp.protocol import (
@@ -336,14 +337,14 @@ class XmppAdapter(IdentityChecks):
     # -- refusals -----------------------------------------------------------
 
     def _refuse(self, refused: _Refused) -> None:
-        self.log.info(
+        log_refusal(
+            self.log,
+            self._tunnel,
+            refused,
+            "xmpp",
             "tunnel {conn_id}: XMPP from {principal} refused: {condition}: {reason}",
-            event="xmpp_refused",
-            conn_id=self._tunnel.conn_id,
-            principal=self._tunnel.subject.principal,
             condition=refused.condition,
             reason=refused.reason,
-            code=refused.code,
         )
         self._end(refused.condition, refused.reason, refused.code)
 

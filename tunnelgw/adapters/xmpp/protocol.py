@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.words.xish import domish
 
+from tunnelgw.adapters.base import Refused as AdapterRefused
 from tunnelgw.adapters.xmpp.xml import (
     XMLRefused,
 )
@@ -33,12 +34,12 @@ BAD_GATEWAY = 1014
 BACKEND_TLS = ("required", "starttls", "off")
 
 
-class Refused(Exception):
+class Refused(AdapterRefused):
+    """An XMPP refusal: C{condition} is the RFC 6120 stream error sent back."""
+
     def __init__(self, condition: str, reason: str, code: int) -> None:
-        super().__init__(reason)
+        super().__init__(code, reason)
         self.condition = condition
-        self.reason = reason
-        self.code = code
 
 
 def text_of(el: domish.Element) -> str:
