@@ -132,7 +132,7 @@ def test_four_extension_packages_through_twistd(tmp_path: Path, decision_point: 
         port = free_port()
         text = config(port, free_port(), backend.port, decision_point.url)
         # the project's own environment has none of them
-        gateway = checked_gateway(python, tmp_path / "gw", text, port, "unknown adapter 'lines'")
+        gateway = checked_gateway(python, tmp_path / "gw", text, port, "unknown login module 'api_key'")
         gateway.start()
         try:
             url = gateway.url("/cache")
