@@ -29,8 +29,8 @@ run: $(STAMP)
 	$(BIN)/twistd -n tunnelgw $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check tunnelgw tests bench twisted
-	$(BIN)/ruff format --check tunnelgw tests bench twisted
+	$(BIN)/ruff check tunnelgw tests bench twisted examples
+	$(BIN)/ruff format --check tunnelgw tests bench twisted examples
 	$(BIN)/mypy
 
 # the real servers and clients of the integration tests (apt, npm)
