@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import json
 import os
 import socket
 import struct
@@ -448,3 +449,42 @@ class TlsFront(TcpTap):
         self.handshakes += 1
         tls.settimeout(None)
         self._relay(tls)
+
+
+class JsonHTTPServer:
+    """
+    A threaded HTTP server on 127.0.0.1 answering every POST with the JSON
+    that C{answer(body, headers)} returns (a decision point, an
+    introspection endpoint).  Errors of a client that went away are quiet.
+    """
+
+    def __init__(self, answer: Callable[[bytes, Any], Any]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's hook)
+                request = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.dumps(answer(request, self.headers)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that gave up on a slow answer
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 
 from tests.integration.harness import (
     EchoServer,
+    JsonHTTPServer,
     expect_close,
     free_port,
     handshake_status,
@@ -37,41 +36,22 @@ EXAMPLES = (
 KEYS = {"ops": "ops-key-0123456789abcdef", "guest": "guest-key-0123456789abcdef"}
 
 
-class DecisionPoint:
+class DecisionPoint(JsonHTTPServer):
     """
     A policy decision point over HTTP: C{ops} may GET and SET, C{guest}
     nothing; what it was asked is kept.
     """
 
     def __init__(self) -> None:
-        asked: list[dict[str, Any]] = []
-        self.asked = asked
+        self.asked: list[dict[str, Any]] = []
+        super().__init__(self.decide)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                question = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                asked.append(question)
-                if question["user"] == "ops":
-                    answer = {"allow": True, "grants": {"command": ["GET", "SET"]}}
-                else:
-                    answer = {"allow": False}
-                body = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/decide"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def decide(self, body: bytes, headers: Any) -> dict[str, Any]:
+        question = json.loads(body)
+        self.asked.append(question)
+        if question["user"] == "ops":
+            return {"allow": True, "grants": {"command": ["GET", "SET"]}}
+        return {"allow": False}
 
 
 @pytest.fixture
@@ -130,7 +110,7 @@ def test_four_extension_packages_through_twistd(tmp_path: Path, decision_point: 
     backend = EchoServer()
     try:
         port = free_port()
-        text = config(port, free_port(), backend.port, decision_point.url)
+        text = config(port, free_port(), backend.port, decision_point.url("/decide"))
         # the project's own environment has none of them
         gateway = checked_gateway(python, tmp_path / "gw", text, port, "unknown login module 'api_key'")
         gateway.start()

@@ -8,51 +8,38 @@ the tunnel at the next revalidation.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from tests.integration.harness import Gateway, expect_close, free_port, handshake_status, ws_connect
+from tests.integration.harness import (
+    Gateway,
+    JsonHTTPServer,
+    expect_close,
+    free_port,
+    handshake_status,
+    ws_connect,
+)
 
 SESSIONS: dict[str, dict[str, Any]] = {}
 SEEN_AUTHORIZATION: list[str] = []
 
 
-class Introspection(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's hook)
-        length = int(self.headers["Content-Length"])
-        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-        SEEN_AUTHORIZATION.append(self.headers.get("Authorization", ""))
-        token = form.get("token", [""])[0]
-        if token == "slow":
-            time.sleep(3)
-        answer = SESSIONS.get(token, {"active": False})
-        body = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the gateway gives up on the slow answer and closes: expected
+def introspect(body: bytes, headers: Any) -> dict[str, Any]:
+    form = urllib.parse.parse_qs(body.decode())
+    SEEN_AUTHORIZATION.append(headers.get("Authorization", ""))
+    token = form.get("token", [""])[0]
+    if token == "slow":
+        time.sleep(3)
+    return SESSIONS.get(token, {"active": False})
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    server = Server(("127.0.0.1", 0), Introspection)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = JsonHTTPServer(introspect)
     work = tmp_path_factory.mktemp("introspection")
     (work / "auth").write_text("Basic Z2F0ZXdheTpzZWNyZXQ=\n")
     port = free_port()
@@ -65,7 +52,7 @@ revalidate_interval = 1
 [[realms.app.modules]]
 module = "introspection"
 flag = "required"
-options = {{ url = "http://127.0.0.1:{server.server_address[1]}/introspect", cookie = "app_session", timeout = 1, authorization_file = "{work / "auth"}" }}
+options = {{ url = "{server.url("/introspect")}", cookie = "app_session", timeout = 1, authorization_file = "{work / "auth"}" }}
 
 [services.desk]
 path = "/desk"
@@ -78,7 +65,7 @@ origins = ["https://app.example.com"]
     gateway = Gateway(work, config, port).start()
     yield gateway
     gateway.stop()
-    server.shutdown()
+    server.close()
 
 
 ORIGIN = "https://app.example.com"
