@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/twistd -n tunnelgw $(ARGS)
+	$(BIN)/twistd -n --pidfile= tunnelgw $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tunnelgw tests bench twisted examples

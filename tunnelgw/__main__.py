@@ -6,6 +6,7 @@ The gateway itself runs under twistd: C{twistd -n tunnelgw --config FILE}.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.internet.endpoints import serverFromString
@@ -15,10 +16,12 @@ from tunnelgw.config.loader import load
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.tls import context_factory
+from tunnelgw.upstream import split_description
 
 USAGE = """\
 usage: tunnelgw check-config FILE
        tunnelgw hash-password < password
+       tunnelgw --help
 
   check-config FILE   validate a configuration file; exit 0 if valid,
                       1 with the offending key and why otherwise.
@@ -30,6 +33,23 @@ Run the gateway with: twistd -n tunnelgw [--config FILE]
 """
 
 
+def _check_listener(key: str, description: str) -> None:
+    """
+    That C{description} builds an endpoint, and for a UNIX socket that its
+    directory exists (the listen would fail at start otherwise).
+    """
+    try:
+        serverFromString(MemoryReactor(), description)
+    except Exception as e:
+        raise ConfigError(f"{key}: invalid endpoint {description!r}: {e}") from None
+    parts = split_description(description)
+    if parts[0] == "unix" and len(parts) > 1:
+        address = next((p[len("address=") :] for p in parts[1:] if p.startswith("address=")), parts[1])
+        directory = os.path.dirname(os.path.abspath(address))
+        if not os.path.isdir(directory):
+            raise ConfigError(f"{key}: {description!r}: the directory {directory} does not exist")
+
+
 def check_config(path: str) -> GatewayConfig:
     """
     Load C{path} and check what loading alone cannot: that every listener
@@ -39,18 +59,25 @@ def check_config(path: str) -> GatewayConfig:
     """
     config = load(path)
     for i, description in enumerate(config.listen):
-        try:
-            serverFromString(MemoryReactor(), description)
-        except Exception as e:
-            raise ConfigError(f"gateway.listen[{i}]: invalid endpoint {description!r}: {e}") from None
+        _check_listener(f"gateway.listen[{i}]", description)
     for i, listener in enumerate(config.tls_listeners):
         key = f"gateway.tls_listeners[{i}]"
         context_factory(listener, key)  # loads and checks the files
-        try:
-            serverFromString(MemoryReactor(), listener.endpoint)
-        except Exception as e:
-            raise ConfigError(f"{key}.endpoint: invalid endpoint {listener.endpoint!r}: {e}") from None
+        _check_listener(f"{key}.endpoint", listener.endpoint)
     return config
+
+
+def summary(path: str, config: GatewayConfig) -> str:
+    """What check-config says of a valid file: every way in, every service."""
+    listeners = [*config.listen, *(f"{t.endpoint} (TLS, client certificates)" for t in config.tls_listeners)]
+    parts = [f"listeners: {', '.join(listeners) or 'none'}"]
+    if config.links:
+        parts.append("links: " + ", ".join(f"{pool.name} ({pool.path})" for pool in config.links))
+    if config.reverse_links:
+        parts.append("reverse links to: " + ", ".join(link.outer for link in config.reverse_links))
+    names = ", ".join(f"{s.name} ({s.path})" for s in config.services) or "none"
+    parts.append(f"services: {names}")
+    return f"{path}: valid; " + "; ".join(parts)
 
 
 def hash_password() -> int:
@@ -71,18 +98,23 @@ def hash_password() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args in (["--help"], ["-h"], ["help"]):
+        sys.stdout.write(USAGE)
+        return 0
     if args == ["hash-password"]:
         return hash_password()
     if len(args) != 2 or args[0] != "check-config":
         sys.stderr.write(USAGE)
         return 2
+    path = args[1]
     try:
-        config = check_config(args[1])
+        config = check_config(path)
     except ConfigError as e:
-        sys.stderr.write(f"{args[1]}: {e}\n")
+        message = str(e)
+        # a file that cannot be read is named by the error already
+        sys.stderr.write(f"{message if message.startswith(path + ':') else f'{path}: {message}'}\n")
         return 1
-    names = ", ".join(f"{s.name} ({s.path})" for s in config.services) or "none"
-    sys.stdout.write(f"{args[1]}: valid; listeners: {', '.join(config.listen)}; services: {names}\n")
+    sys.stdout.write(summary(path, config) + "\n")
     return 0
 
 

@@ -9,9 +9,10 @@ import gc
 import signal
 from typing import Any
 
-from twisted.application import strports
+from twisted.application import service, strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
@@ -102,15 +103,42 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.config = config
         self.site = build_site(config, reactor)
-        for description in config.listen:
-            strports.service(with_backlog(description), self.site, reactor=reactor).setServiceParent(self)
+        self._listeners: dict[Any, tuple[str, str]] = {}
+        """Each listening service: its configuration key and description."""
+        for i, description in enumerate(config.listen):
+            listening = strports.service(with_backlog(description), self.site, reactor=reactor)
+            listening.setServiceParent(self)
+            self._listeners[listening] = (f"gateway.listen[{i}]", description)
         for i, listener in enumerate(config.tls_listeners):
-            options = context_factory(listener, f"gateway.tls_listeners[{i}]")
+            key = f"gateway.tls_listeners[{i}]"
+            options = context_factory(listener, key)
             tls = TLSMemoryBIOFactory(options, False, self.site)
-            strports.service(with_backlog(listener.endpoint), tls, reactor=reactor).setServiceParent(self)
+            listening = strports.service(with_backlog(listener.endpoint), tls, reactor=reactor)
+            listening.setServiceParent(self)
+            self._listeners[listening] = (f"{key}.endpoint", listener.endpoint)
         # reverse connectivity: this (inner) gateway dials out to outer ones
         for link in config.reverse_links:
             LinkDialer(link, reactor, functools.partial(admit_link, self.site)).setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        # MultiService's, with a listener that cannot listen (a port in
+        # use, a missing directory, no permission) one line naming its key
+        # and why, rather than twistd's traceback.
+        service.Service.privilegedStartService(self)
+        for child in self:
+            try:
+                child.privilegedStartService()
+            except CannotListenError as e:
+                key, description = self._listeners.get(child, ("a listener", "?"))
+                reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+                self.log.critical(
+                    "{key}: cannot listen on {description}: {reason}",
+                    event="listen_failed",
+                    key=key,
+                    description=description,
+                    reason=reason,
+                )
+                raise SystemExit(f"tunnelgw: {key}: cannot listen on {description}: {reason}") from None
 
     def stopService(self) -> defer.Deferred[None]:
         stopped = super().stopService()

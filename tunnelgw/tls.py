@@ -23,8 +23,9 @@ __all__ = ["TLSListener", "context_factory"]
 
 
 def _certificates(key: str, path: str) -> list[x509.Certificate]:
+    data = file_bytes(key, path)  # its ConfigError names the key and the path already
     try:
-        certificates = x509.load_pem_x509_certificates(file_bytes(key, path))
+        certificates = x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise ConfigError(f"{key}: {path}: {e}") from None
     return certificates

@@ -121,3 +121,67 @@ def test_hash_password() -> None:
     assert result.returncode == 0, result.stderr
     digest = result.stdout.strip()
     assert digest.startswith("$argon2id$") and PasswordHasher().verify(digest, "s3cret")
+
+
+def test_help_is_not_an_error() -> None:
+    for flag in ("--help", "-h"):
+        result = run(str(BIN / "tunnelgw"), flag)
+        assert result.returncode == 0, result.stderr
+        assert "check-config FILE" in result.stdout
+    assert run(str(BIN / "tunnelgw")).returncode == 2  # no command: a usage error
+
+
+def test_a_missing_file_is_named_once(tmp_path: Path) -> None:
+    missing = tmp_path / "none.toml"
+    result = run(str(BIN / "tunnelgw"), "check-config", str(missing))
+    assert result.returncode == 1
+    assert result.stderr == f"{missing}: No such file or directory\n"
+
+
+def test_a_missing_listener_certificate_is_named_once(tmp_path: Path) -> None:
+    config = tmp_path / "tls.toml"
+    config.write_text(
+        '[gateway]\nlisten = []\n[[gateway.tls_listeners]]\nendpoint = "tcp:8443"\n'
+        f'certificate = "{tmp_path}/none.pem"\nprivate_key = "{tmp_path}/none.key"\n'
+    )
+    result = run(str(BIN / "tunnelgw"), "check-config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.count(f"{tmp_path}/none.pem") == 1, result.stderr
+    assert "gateway.tls_listeners[0].certificate" in result.stderr
+
+
+def test_a_unix_listener_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "unix.toml"
+    config.write_text(f'[gateway]\nlisten = ["unix:{tmp_path}/no/such/dir/gw.sock"]\n')
+    result = run(str(BIN / "tunnelgw"), "check-config", str(config))
+    assert result.returncode == 1
+    assert f"gateway.listen[0]: 'unix:{tmp_path}/no/such/dir/gw.sock': the directory" in result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_a_port_in_use_is_one_line_at_start(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = run(
+            str(BIN / "twistd"),
+            "-n",
+            "--pidfile=",
+            "tunnelgw",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            cwd=tmp_path,
+        )
+    finally:
+        taken.close()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert (
+        f"gateway.listen[0]: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use"
+        in output
+    )
+    assert "Traceback" not in output

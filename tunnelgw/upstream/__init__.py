@@ -22,10 +22,10 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
 
-__all__ = ["check_tcp", "endpoint_for"]
+__all__ = ["check_tcp", "endpoint_for", "split_description"]
 
 
-def _split(description: str) -> list[str]:
+def split_description(description: str) -> list[str]:
     """
     Split an endpoint description on unescaped colons, as Twisted does
     (C{\\:} is a literal colon, for IPv6 addresses).
@@ -46,7 +46,7 @@ def _split(description: str) -> list[str]:
 def check_tcp(description: str) -> tuple[str, int]:
     args: list[str] = []
     kwargs: dict[str, str] = {}
-    for part in _split(description)[1:]:
+    for part in split_description(description)[1:]:
         key, sep, value = part.partition("=")
         if sep:
             kwargs[key] = value
