@@ -6,17 +6,13 @@ The gateway itself runs under twistd: C{twistd -n tunnelgw --config FILE}.
 
 from __future__ import annotations
 
-import os
 import sys
-
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 
 from tunnelgw.config.loader import load
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.config.values import ConfigError
+from tunnelgw.listeners import check_listener
 from tunnelgw.tls import context_factory
-from tunnelgw.upstream import split_description
 
 USAGE = """\
 usage: tunnelgw check-config FILE
@@ -33,23 +29,6 @@ Run the gateway with: twistd -n tunnelgw [--config FILE]
 """
 
 
-def _check_listener(key: str, description: str) -> None:
-    """
-    That C{description} builds an endpoint, and for a UNIX socket that its
-    directory exists (the listen would fail at start otherwise).
-    """
-    try:
-        serverFromString(MemoryReactor(), description)
-    except Exception as e:
-        raise ConfigError(f"{key}: invalid endpoint {description!r}: {e}") from None
-    parts = split_description(description)
-    if parts[0] == "unix" and len(parts) > 1:
-        address = next((p[len("address=") :] for p in parts[1:] if p.startswith("address=")), parts[1])
-        directory = os.path.dirname(os.path.abspath(address))
-        if not os.path.isdir(directory):
-            raise ConfigError(f"{key}: {description!r}: the directory {directory} does not exist")
-
-
 def check_config(path: str) -> GatewayConfig:
     """
     Load C{path} and check what loading alone cannot: that every listener
@@ -59,11 +38,11 @@ def check_config(path: str) -> GatewayConfig:
     """
     config = load(path)
     for i, description in enumerate(config.listen):
-        _check_listener(f"gateway.listen[{i}]", description)
+        check_listener(f"gateway.listen[{i}]", description)
     for i, listener in enumerate(config.tls_listeners):
         key = f"gateway.tls_listeners[{i}]"
         context_factory(listener, key)  # loads and checks the files
-        _check_listener(f"{key}.endpoint", listener.endpoint)
+        check_listener(f"{key}.endpoint", listener.endpoint)
     return config
 
 

@@ -28,7 +28,14 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-__all__ = ["DEFAULT_BACKLOG", "ReusePortEndpoint", "ReusePortParser", "bound_socket", "with_backlog"]
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "ReusePortEndpoint",
+    "ReusePortParser",
+    "bound_socket",
+    "check_listener",
+    "with_backlog",
+]
 
 DEFAULT_BACKLOG = 1024
 """
@@ -121,3 +128,31 @@ class ReusePortParser:
         return ReusePortEndpoint(
             reactor, int(str(port)), interface, int(str(kwargs.get("backlog", DEFAULT_BACKLOG)))
         )
+
+
+def check_listener(key: str, description: str) -> None:
+    """
+    That C{description} builds a server endpoint, and for a UNIX socket
+    that its directory exists (the listen would fail at start otherwise).
+
+    @raise tunnelgw.errors.ConfigError: naming C{key} and why, in one line.
+    """
+    # late: the plugin file imports this module while twistd scans plugins
+    import os
+
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    from tunnelgw.errors import ConfigError
+    from tunnelgw.upstream import split_description
+
+    try:
+        serverFromString(MemoryReactor(), description)
+    except Exception as e:
+        raise ConfigError(f"{key}: invalid endpoint {description!r}: {e}") from None
+    parts = split_description(description)
+    if parts[0] == "unix" and len(parts) > 1:
+        address = next((p[len("address=") :] for p in parts[1:] if p.startswith("address=")), parts[1])
+        directory = os.path.dirname(os.path.abspath(address))
+        if not os.path.isdir(directory):
+            raise ConfigError(f"{key}: {description!r}: the directory {directory} does not exist")

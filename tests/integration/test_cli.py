@@ -185,3 +185,13 @@ def test_a_port_in_use_is_one_line_at_start(tmp_path: Path) -> None:
         in output
     )
     assert "Traceback" not in output
+
+
+def test_a_listener_twisted_cannot_parse_is_one_line_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "systemd.toml"
+    config.write_text('[gateway]\nlisten = ["systemd:"]\n')  # neither an index nor a name
+    result = run(str(BIN / "twistd"), "-n", "--pidfile=", "tunnelgw", "--config", str(config), cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "gateway.listen[0]: invalid endpoint 'systemd:'" in output
+    assert "Traceback" not in output
