@@ -11,7 +11,7 @@ import sys
 from tunnelgw.config.loader import load
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.config.values import ConfigError
-from tunnelgw.listeners import check_listener
+from tunnelgw.listeners import check_listeners
 from tunnelgw.tls import context_factory
 
 USAGE = """\
@@ -37,12 +37,9 @@ def check_config(path: str) -> GatewayConfig:
     @raise ConfigError: with the key and the reason.
     """
     config = load(path)
-    for i, description in enumerate(config.listen):
-        check_listener(f"gateway.listen[{i}]", description)
+    check_listeners(config)
     for i, listener in enumerate(config.tls_listeners):
-        key = f"gateway.tls_listeners[{i}]"
-        context_factory(listener, key)  # loads and checks the files
-        check_listener(f"{key}.endpoint", listener.endpoint)
+        context_factory(listener, f"gateway.tls_listeners[{i}]")  # loads and checks the files
     return config
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "ReusePortParser",
     "bound_socket",
     "check_listener",
+    "check_listeners",
     "with_backlog",
 ]
 
@@ -156,3 +157,17 @@ def check_listener(key: str, description: str) -> None:
         directory = os.path.dirname(os.path.abspath(address))
         if not os.path.isdir(directory):
             raise ConfigError(f"{key}: {description!r}: the directory {directory} does not exist")
+
+
+def check_listeners(config: Any, listen_key: str = "gateway.listen") -> None:
+    """
+    L{check_listener} for every listener of a configuration: C{listen}
+    (named C{listen_key}, C{--listen} when the command line gave them)
+    and the endpoints of its TLS listeners.
+
+    @raise tunnelgw.errors.ConfigError: the first that is not valid.
+    """
+    for i, description in enumerate(config.listen):
+        check_listener(f"{listen_key}[{i}]", description)
+    for i, listener in enumerate(config.tls_listeners):
+        check_listener(f"gateway.tls_listeners[{i}].endpoint", listener.endpoint)

@@ -12,7 +12,7 @@ from tunnelgw._compat import check as check_shortcuts
 from tunnelgw.config.loader import load, loads
 from tunnelgw.config.model import DEFAULT_CONFIG, GatewayConfig
 from tunnelgw.config.values import ConfigError
-from tunnelgw.listeners import check_listener
+from tunnelgw.listeners import check_listeners
 from tunnelgw.service import GatewayService, ignore_sighup, tune_collector
 
 __all__ = ["Options", "makeService"]
@@ -56,12 +56,8 @@ class Options(usage.Options):
             config = replace(config, listen=tuple(self["listen"]))
         # a listener description twisted.application.strports would only
         # refuse with a traceback
-        keys = "--listen" if self["listen"] else "gateway.listen"
         try:
-            for i, description in enumerate(config.listen):
-                check_listener(f"{keys}[{i}]", description)
-            for i, listener in enumerate(config.tls_listeners):
-                check_listener(f"gateway.tls_listeners[{i}].endpoint", listener.endpoint)
+            check_listeners(config, "--listen" if self["listen"] else "gateway.listen")
         except ConfigError as e:
             raise usage.UsageError(f"invalid configuration: {e}") from None
         self["gateway_config"] = config

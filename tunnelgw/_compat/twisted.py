@@ -49,6 +49,11 @@ __all__ = [
 
 _MAX_DEPTH = 4
 
+# Twisted's own TCP connections, whose attributes held_bytes and
+# plain_and_idle read directly (any other transport is looked at layer by
+# layer, with care)
+_TCP = frozenset({tcp.Server, tcp.Client})
+
 
 def layers(transport: Any) -> list[Any]:
     """
@@ -162,10 +167,6 @@ def early_bytes(channel: Any) -> bytes:
 # -- shortcut "write_now" -------------------------------------------------------
 
 _WRITE_NOW = enabled("write_now")
-
-# Twisted's own TCP connections, whose attributes plain_and_idle reads
-# directly (any other transport is looked at layer by layer, with care)
-_TCP = frozenset({tcp.Server, tcp.Client})
 
 
 def plain_and_idle(connection: Any) -> bool:
