@@ -83,6 +83,12 @@ class IAdapter(Interface):
     The protocol logic of one tunnel: it turns the client's messages into
     backend bytes and the backend's bytes into client messages, and may
     inspect, refuse or rewrite either (deep packet inspection).
+
+    Optional, read with C{getattr}: C{end(code, reason)}, called when the
+    gateway ends the tunnel on its own (a reload no longer allows it, its
+    credentials expired or were revoked) to tell the client in the
+    protocol's words (a STOMP C{ERROR}, an XMPP stream error); the tunnel
+    then closes with C{code}.
     """
 
     def client_message(payload: bytes, is_binary: bool) -> None:
@@ -198,12 +204,10 @@ class IAuthenticator(Interface):
         Authenticate an L{tunnelgw.admission.pipeline.AdmissionRequest} for a
         L{tunnelgw.config.model.ServiceConfig}.
 
-        @return: the authenticated L{tunnelgw.security.Subject}, or a
-            L{Deferred} firing with it (an authenticator that answers at
-            once need not make one: a handshake is short, and a Deferred is
-            a noticeable part of it).
-        @raise tunnelgw.admission.pipeline.Refusal: (401 or 403) refused, or the
-            returned Deferred fails with it.
+        @return: the authenticated L{tunnelgw.security.Subject} (at once:
+            a Deferred is a noticeable part of a handshake), or a Deferred
+            of it.
+        @raise tunnelgw.errors.Refusal: (401 or 403), or the Deferred fails with it.
         """
 
 
@@ -310,7 +314,8 @@ class ISessionPolicy(Interface):
     def start_session(subject: Any, service: Any, subprotocol: str | None, reactor: Any) -> Any:
         """
         Decide for one admitted client, after its login and the service's
-        role check, before its backend is connected.
+        role check, before its backend is connected; and for each open
+        tunnel again when a reload changes the service's policy.
 
         @param service: the L{tunnelgw.config.model.ServiceConfig}.
         @param reactor: the gateway's reactor (its clock; its connections).
@@ -367,10 +372,7 @@ class ILimitStore(Interface):
         """
 
     def refund(key: str) -> None:
-        """
-        Take one event back from C{key}'s current window (an attempt counted
-        in advance that turned out well).
-        """
+        """Take back one event of C{key}'s window (counted in advance, it went well)."""
 
     def take(key: str, rate: float, burst: float, cost: float = 1.0) -> float:
         """
@@ -389,11 +391,7 @@ class ILimitStore(Interface):
         """
 
     def release(key: str) -> None:
-        """
-        Give back a place of C{key} held with L{acquire}.
-        """
+        """Give back a place of C{key} held with L{acquire}."""
 
     def held(key: str) -> int:
-        """
-        How many places of C{key} are held.
-        """
+        """How many places of C{key} are held."""

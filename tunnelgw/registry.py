@@ -61,7 +61,7 @@ def shipped_adapters() -> dict[str, IAdapterFactory]:
     from tunnelgw.adapters.echo import EchoAdapterFactory
     from tunnelgw.adapters.raw import RawAdapterFactory
     from tunnelgw.adapters.rfb.factory import RfbAdapterFactory
-    from tunnelgw.adapters.stomp.adapter import StompAdapterFactory
+    from tunnelgw.adapters.stomp.factory import StompAdapterFactory
     from tunnelgw.adapters.xmpp.factory import XmppAdapterFactory
     from tunnelgw.upstream.chain import ChainAdapterFactory
 

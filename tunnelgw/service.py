@@ -7,46 +7,42 @@ from __future__ import annotations
 import functools
 import gc
 import signal
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.model import GatewayConfig
-from tunnelgw.errors import CloseCode
+from tunnelgw.errors import CloseCode, ConfigError
 from tunnelgw.front.link_resource import admit_link
+from tunnelgw.front.listening import Listeners, ListenerSpec, ListenFailed, failed, specs
 from tunnelgw.front.site import GatewaySite
 from tunnelgw.limits import MemoryLimitStore
-from tunnelgw.listeners import with_backlog
 from tunnelgw.logs import Logger
+from tunnelgw.rejudge import Verdict, rejudge
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
-from tunnelgw.tls import context_factory
 from tunnelgw.upstream.dialer import LinkDialer
 from tunnelgw.upstream.links import LinkPool
 
-__all__ = ["GatewayService", "build_site", "ignore_sighup", "tune_collector"]
+__all__ = ["GatewayService", "build_front", "build_site", "on_sighup", "tune_collector"]
 
 _log = Logger()
 
 
-def ignore_sighup(reactor: Any) -> None:
+def on_sighup(reactor: Any, reload: Callable[[], object]) -> None:
     """
-    SIGHUP is what operators send to reload, and by default it ends a
-    process at once: no close frames, no drain.  Until the gateway can
-    reload, it logs the signal and goes on (C{event=sighup}).
+    SIGHUP reloads (C{reload}, on the reactor's thread): by default it
+    would end the process at once, without close frames.
     """
 
     def received(signum: int, frame: Any) -> None:
-        reactor.callFromThread(
-            _log.warn,
-            "SIGHUP received: reloading is not supported yet; the gateway goes on unchanged",
-            event="sighup",
-        )
+        reactor.callFromThread(reload)
 
     signal.signal(signal.SIGHUP, received)
 
@@ -77,18 +73,33 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
     """
     # one process's counts; a shared store would take its place here
     store = MemoryLimitStore(reactor)
+    pipeline, authenticator = build_front(config, reactor, store, {})
+    return GatewaySite(config, reactor, pipeline, authenticator)
+
+
+def build_front(
+    config: GatewayConfig, reactor: Any, store: Any, pools: dict[str, LinkPool]
+) -> tuple[AdmissionPipeline, RealmAuthenticator]:
+    """
+    The admission pipeline and authenticator of C{config}: its realms'
+    modules, its login limits and its link pools (those of C{pools} whose
+    configuration is unchanged are kept, with their idle links).
+    """
     guard = LoginGuard(config.logins, store)
     authenticator = RealmAuthenticator(config, guard, reactor)
-    pools = {pool.name: LinkPool(pool, reactor) for pool in config.links}
-    pipeline = AdmissionPipeline(reactor, authenticator, links=pools, store=store, gateway=config)
-    return GatewaySite(config, reactor, pipeline, authenticator)
+    links = {}
+    for pool in config.links:
+        kept = pools.get(pool.name)
+        links[pool.name] = kept if kept is not None and kept.config == pool else LinkPool(pool, reactor)
+    pipeline = AdmissionPipeline(reactor, authenticator, links=links, store=store, gateway=config)
+    return pipeline, authenticator
 
 
 class GatewayService(MultiService):
     """
-    One listener service per C{gateway.listen} endpoint, all serving one
-    site.  A listener that cannot bind stops the start (strports makes the
-    bind failure fatal).
+    The gateway: its listeners (L{Listeners}), serving one site; the
+    reverse links it dials; and reloads (L{reload}).  A listener that
+    cannot bind stops the start.
 
     Stopping drains: the listeners close first (no new connections), then
     every open tunnel is closed with 1001 ("going away"), after what it was
@@ -98,27 +109,32 @@ class GatewayService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: GatewayConfig, reactor: Any) -> None:
+    def __init__(
+        self, config: GatewayConfig, reactor: Any, source: Callable[[], GatewayConfig] | None = None
+    ) -> None:
         super().__init__()
         self.reactor = reactor
         self.config = config
-        self.site = build_site(config, reactor)
-        self._listeners: dict[Any, tuple[str, str]] = {}
-        """Each listening service: its configuration key and description."""
-        for i, description in enumerate(config.listen):
-            listening = strports.service(with_backlog(description), self.site, reactor=reactor)
-            listening.setServiceParent(self)
-            self._listeners[listening] = (f"gateway.listen[{i}]", description)
-        for i, listener in enumerate(config.tls_listeners):
-            key = f"gateway.tls_listeners[{i}]"
-            options = context_factory(listener, key)
-            tls = TLSMemoryBIOFactory(options, False, self.site)
-            listening = strports.service(with_backlog(listener.endpoint), tls, reactor=reactor)
-            listening.setServiceParent(self)
-            self._listeners[listening] = (f"{key}.endpoint", listener.endpoint)
+        self.source = source
+        """Reads the configuration again for a reload (the file, checked); C{None}: nothing to read."""
+        self.reloads: Counter[str] = Counter()
+        """Reload outcomes (C{applied}, C{invalid}, C{failed}) and tunnels they closed (C{closed})."""
+        self.store = MemoryLimitStore(reactor)
+        pipeline, authenticator = build_front(config, reactor, self.store, {})
+        self.site = GatewaySite(config, reactor, pipeline, authenticator)
+        self.site.registry.late = self._late
+        self.listeners = Listeners(self, self.site, reactor)
+        self.listeners.add(specs(config))
         # reverse connectivity: this (inner) gateway dials out to outer ones
+        self._dialers = self._dial(config)
+
+    def _dial(self, config: GatewayConfig) -> list[LinkDialer]:
+        dialers = []
         for link in config.reverse_links:
-            LinkDialer(link, reactor, functools.partial(admit_link, self.site)).setServiceParent(self)
+            dialer = LinkDialer(link, self.reactor, functools.partial(admit_link, self.site))
+            dialer.setServiceParent(self)
+            dialers.append(dialer)
+        return dialers
 
     def privilegedStartService(self) -> None:
         # MultiService's, with a listener that cannot listen (a port in
@@ -129,16 +145,132 @@ class GatewayService(MultiService):
             try:
                 child.privilegedStartService()
             except CannotListenError as e:
-                key, description = self._listeners.get(child, ("a listener", "?"))
-                reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+                spec = self.listeners.spec_of(child) or ListenerSpec("a listener", "?")
+                why = failed(e, spec)
                 self.log.critical(
                     "{key}: cannot listen on {description}: {reason}",
                     event="listen_failed",
-                    key=key,
-                    description=description,
-                    reason=reason,
+                    key=why.key,
+                    description=why.description,
+                    reason=why.reason,
                 )
-                raise SystemExit(f"tunnelgw: {key}: cannot listen on {description}: {reason}") from None
+                raise SystemExit(f"tunnelgw: {why}") from None
+
+    # -- reload -------------------------------------------------------------
+
+    def reread(self) -> Any:
+        """
+        SIGHUP: read the configuration again and L{reload} it; one that
+        does not load changes nothing (C{event=reload}, C{outcome=invalid}).
+        """
+        if self.source is None:
+            self.log.warn(
+                "reload: no configuration file (the embedded default); nothing to reload",
+                event="reload",
+                outcome="invalid",
+                reason="no configuration file",
+            )
+            self.reloads["invalid"] += 1
+            return None
+        try:
+            config = self.source()
+        except ConfigError as e:
+            self.log.error(
+                "reload refused, the running configuration stays: {reason}",
+                event="reload",
+                outcome="invalid",
+                reason=str(e),
+            )
+            self.reloads["invalid"] += 1
+            return None
+        return self.reload(config)
+
+    def reload(self, config: GatewayConfig) -> defer.Deferred[int] | None:
+        """
+        Serve C{config} from now on, for new connections at once, and judge
+        every open tunnel again under it (L{tunnelgw.rejudge}).  C{None}
+        (and nothing changed) when one of its listeners cannot listen or a
+        TLS file cannot be read.
+
+        @return: a Deferred firing, once every tunnel is judged, with how
+            many were closed.
+        """
+        try:
+            opened, renewed, stopped = self.listeners.replace(specs(config))
+        except (ConfigError, ListenFailed) as e:
+            self.log.error(
+                "reload refused, the running configuration stays: {reason}",
+                event="reload",
+                outcome="failed",
+                reason=str(e),
+            )
+            self.reloads["failed"] += 1
+            return None
+        old, self.config = self.config, config
+        pipeline, authenticator = build_front(
+            config, self.reactor, self.store, dict(self.site.pipeline.links)
+        )
+        self.site.configure(config, pipeline, authenticator)
+        for dialer in self._dialers:
+            dialer.disownServiceParent()  # its idle links close; those carrying a tunnel stay
+        self._dialers = self._dial(config)
+        self.reloads["applied"] += 1
+        self.log.info(
+            "configuration reloaded: {services} services, listeners opened {opened}, stopped {stopped}",
+            event="reload",
+            outcome="applied",
+            services=len(config.services),
+            opened=opened,
+            renewed=renewed,
+            stopped=stopped,
+            tunnels=len(self.site.registry),
+        )
+        tunnels = list(self.site.registry.tunnels)
+        return self._rejudge(tunnels, old, config, authenticator)
+
+    def _late(self, tunnel: Any) -> None:
+        """
+        A tunnel that started after a reload, admitted under the
+        configuration before it (its handshake was under way): judged now.
+        """
+        if tunnel.service is not self.config.service_named(tunnel.service.name):
+            authenticator = self.site.authenticator
+            self._rejudge([tunnel], None, self.config, authenticator)
+
+    def _rejudge(
+        self, tunnels: list[Any], old: GatewayConfig | None, new: GatewayConfig, authenticator: Any
+    ) -> defer.Deferred[int]:
+        closed = 0
+        pending = []
+
+        def judged(verdict: Verdict | None, tunnel: Any) -> None:
+            nonlocal closed
+            if verdict is None:
+                return
+            closed += 1
+            self.reloads["closed"] += 1
+            self.log.info(
+                "tunnel {conn_id} of {principal} closed by the reload: {change}",
+                event="tunnel_rejudged",
+                decision="close",
+                conn_id=tunnel.conn_id,
+                principal=tunnel.subject.principal,
+                service=tunnel.service.name,
+                change=verdict.change,
+                code=verdict.code,
+                reason=verdict.reason,
+            )
+            tunnel.end(verdict.code, verdict.reason)
+
+        for tunnel in tunnels:
+            verdict = rejudge(tunnel, old, new, authenticator.contexts, self.reactor)
+            if isinstance(verdict, defer.Deferred):
+                pending.append(verdict.addCallback(judged, tunnel))
+            else:
+                judged(verdict, tunnel)
+        return defer.gatherResults(pending).addCallback(lambda _: closed)
+
+    # -- stop -----------------------------------------------------------------
 
     def stopService(self) -> defer.Deferred[None]:
         stopped = super().stopService()

@@ -4,6 +4,7 @@ The twistd plugin's options and service: C{twistd -n tunnelgw [--config FILE]}.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted.python import usage
@@ -13,7 +14,7 @@ from tunnelgw.config.loader import load, loads
 from tunnelgw.config.model import DEFAULT_CONFIG, GatewayConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.listeners import check_listeners
-from tunnelgw.service import GatewayService, ignore_sighup, tune_collector
+from tunnelgw.service import GatewayService, on_sighup, tune_collector
 
 __all__ = ["Options", "makeService"]
 
@@ -50,17 +51,31 @@ class Options(usage.Options):
                 config = load(self["config"])
         except ConfigError as e:
             raise usage.UsageError(f"invalid configuration: {e}") from None
-        if self["listen"]:
-            from dataclasses import replace
-
-            config = replace(config, listen=tuple(self["listen"]))
-        # a listener description twisted.application.strports would only
-        # refuse with a traceback
         try:
-            check_listeners(config, "--listen" if self["listen"] else "gateway.listen")
+            config = self.checked(config)
         except ConfigError as e:
             raise usage.UsageError(f"invalid configuration: {e}") from None
         self["gateway_config"] = config
+
+    def checked(self, config: GatewayConfig) -> GatewayConfig:
+        """
+        C{config} with the command line's listeners, each checked (what
+        twisted.application.strports would only refuse with a traceback).
+
+        @raise ConfigError: a listener is not valid.
+        """
+        if self["listen"]:
+            config = replace(config, listen=tuple(self["listen"]))
+        check_listeners(config, "--listen" if self["listen"] else "gateway.listen")
+        return config
+
+    def reread(self) -> GatewayConfig:
+        """
+        The configuration file read again, for a reload.
+
+        @raise ConfigError: it does not load, or a listener is not valid.
+        """
+        return self.checked(load(self["config"]))
 
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
@@ -72,7 +87,8 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
 
         reactor = _reactor
     config: GatewayConfig = options["gateway_config"]
-    service = GatewayService(config, reactor)
+    source = options.reread if options["config"] is not None else None
+    service = GatewayService(config, reactor, source)
     reactor.callWhenRunning(tune_collector)
-    ignore_sighup(reactor)  # now: the listeners open before the reactor runs
+    on_sighup(reactor, service.reread)  # now: the listeners open before the reactor runs
     return service

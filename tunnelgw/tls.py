@@ -12,14 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 from tunnelgw.config.model import TLSListener
 from tunnelgw.config.values import ConfigError, file_bytes
 
-__all__ = ["TLSListener", "context_factory"]
+__all__ = ["ReloadableServerTLS", "TLSListener", "context_factory"]
 
 
 def _certificates(key: str, path: str) -> list[x509.Certificate]:
@@ -58,3 +60,19 @@ def context_factory(listener: TLSListener, key: str) -> ssl.CertificateOptions:
         extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
         **verification,
     )
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableServerTLS:
+    """
+    A TLS listener's certificate, key and client CAs, which a reload
+    replaces (C{options}): each new connection is set up with the current
+    ones; established connections keep theirs.  What Twisted does with
+    L{ssl.CertificateOptions} itself (a connection on its context).
+    """
+
+    def __init__(self, options: ssl.CertificateOptions) -> None:
+        self.options = options
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
+        return SSL.Connection(self.options.getContext(), None)

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw.adapters.stomp.adapter import StompAdapterFactory, StompOptions
+from tunnelgw.adapters.stomp.adapter import StompOptions
+from tunnelgw.adapters.stomp.factory import StompAdapterFactory
 from tunnelgw.adapters.stomp.frames import HEARTBEAT, SERVER_COMMANDS, Frame, Parser, serialize
 from tunnelgw.config.loader import loads
 from tunnelgw.config.model import ServiceConfig

@@ -206,6 +206,13 @@ class XmppAdapterTests(SynchronousTestCase):
         self.client(OPEN)
         self.assert_stream_error("policy-violation", 1002)
 
+    def test_the_gateway_ends_the_session_with_a_policy_violation(self) -> None:
+        """A reload or a revocation ends the tunnel: the client is told why in XMPP's words."""
+        self.ready()
+        self.h.tunnel.end(1008, "credentials revoked")
+        self.assert_stream_error("policy-violation", 1008)
+        self.assertIn(b"</stream:stream>", self.h.sent())
+
     def test_close_both_ways(self) -> None:
         self.ready()
         self.client(CLOSE)

@@ -51,15 +51,16 @@ def check_limits(request: AdmissionRequest) -> None:
         raise Refusal(429, "too many connections from your address", {"Retry-After": "5"})
 
 
-def check_origin(request: AdmissionRequest, service: ServiceConfig) -> None:
+def check_origin(request: AdmissionRequest, service: ServiceConfig) -> str | None:
     """
+    @return: the request's origin, normalized; C{None} when it sent none.
     @raise Refusal: (403) a missing Origin the service does not allow, or an
         origin not on its allow-list; (400) several Origin headers.
     """
     origin = request.single("Origin")
     if origin is None:
         if service.allow_missing_origin:
-            return
+            return None
         raise Refusal(403, "the Origin header is required")
     try:
         normalized = normalize_origin(origin)
@@ -67,6 +68,7 @@ def check_origin(request: AdmissionRequest, service: ServiceConfig) -> None:
         raise Refusal(403, f"origin {origin!r} is not allowed") from None
     if normalized not in service.origins:
         raise Refusal(403, f"origin {origin!r} is not allowed")
+    return normalized
 
 
 # 16 bytes in base64 (RFC 6455 4.1), exactly what base64.b64decode(key,

@@ -87,13 +87,15 @@ class AdmissionPipeline:
             check_limits(request)
             self._check_rate(request)
             check_transport(request)
-            check_origin(request, service)
+            origin = check_origin(request, service)
             subprotocol = choose_subprotocol(request.subprotocols, service)
             subject = self._authenticator.authenticate(request, service)
             if isinstance(subject, defer.Deferred):
-                d: defer.Deferred[Any] = subject.addCallback(self._upstream, request, service, subprotocol)
+                d: defer.Deferred[Any] = subject.addCallback(
+                    self._upstream, request, service, subprotocol, origin
+                )
             else:
-                admitted = self._upstream(subject, request, service, subprotocol)
+                admitted = self._upstream(subject, request, service, subprotocol, origin)
                 d = admitted if isinstance(admitted, defer.Deferred) else defer.succeed(admitted)
         except Exception:
             d = defer.fail()
@@ -101,14 +103,21 @@ class AdmissionPipeline:
         return d
 
     def _upstream(
-        self, subject: Subject, request: AdmissionRequest, service: ServiceConfig, subprotocol: str | None
+        self,
+        subject: Subject,
+        request: AdmissionRequest,
+        service: ServiceConfig,
+        subprotocol: str | None,
+        origin: str | None = None,
     ) -> Admission | defer.Deferred[Admission]:
         # logged in: if no tunnel comes of it, nothing else will end the login
         places: Places | None = None
         try:
             factory = registry.adapters()[service.adapter]
             places = self._hold_places(subject, service, request)
-            admission = Admission(request, service, subprotocol, subject, factory, places=places)
+            admission = Admission(
+                request, service, subprotocol, subject, factory, places=places, origin=origin
+            )
             decided = self._decide(service, subject, subprotocol)
             if decided is None and not factory.needs_upstream:
                 return admission

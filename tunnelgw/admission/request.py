@@ -82,6 +82,8 @@ class Admission:
     backend: BackendLeg | None = field(default=None)
     places: Places | None = field(default=None)
     """What the tunnel holds against its user's caps (the tunnel gives it back)."""
+    origin: str | None = field(default=None)
+    """The request's C{Origin}, normalized (C{None}: it sent none)."""
     policy: Any = field(default=None)
     """
     The tunnel's own policy, decided at its start (L{ISessionPolicy});

@@ -177,7 +177,7 @@ def _realm(name: str, table: Table) -> RealmConfig:
         options = factory.parse_config(raw_options, entry.key("options"))
         entries.append(ModuleEntry(module, factory, flag, options))
     table.done()
-    return RealmConfig(name, challenge, tuple(entries), revalidate_interval)
+    return RealmConfig(name, challenge, tuple(entries), revalidate_interval, source=table.source)
 
 
 def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
@@ -247,7 +247,7 @@ def _policy(name: str, table: Table) -> PolicyConfig:
         )
     options = dict(table._data)
     table._data.clear()
-    return PolicyConfig(name, kind, factory.parse_config(options, table.path))
+    return PolicyConfig(name, kind, factory.parse_config(options, table.path), source=table.source)
 
 
 def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:

@@ -130,6 +130,8 @@ class RealmConfig:
     challenge: str
     modules: tuple[ModuleEntry, ...]
     revalidate_interval: float = 0.0
+    source: object = field(default=None, compare=False, repr=False)
+    """Its table as the file had it: a reload re-judges the realm's tunnels when it changed."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class PolicyConfig:
     name: str
     kind: str
     policy: IAuthorizationPolicy
+    source: object = field(default=None, compare=False, repr=False)
+    """Its table as the file had it: a reload gives open tunnels the new policy when it changed."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,19 @@ class GatewayConfig:
         for policy in self.policies:
             if policy.name == name:
                 return policy.policy
+        return None
+
+    def service_named(self, name: str) -> ServiceConfig | None:
+        for service in self.services:
+            if service.name == name:
+                return service
+        return None
+
+    def policy_source(self, name: str | None) -> object:
+        """The table of the policy called C{name} as the file had it (C{None} for none)."""
+        for policy in self.policies:
+            if policy.name == name:
+                return policy.source
         return None
 
     def service_at(self, path: str) -> ServiceConfig | None:

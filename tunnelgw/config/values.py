@@ -51,6 +51,8 @@ class Table:
             raise ConfigError(f"{path}: expected a table, got {_kind(data)}")
         self._data = dict(data)
         self.path = path
+        self.source: dict[str, Any] = data
+        """The table as the file had it (what a reload compares)."""
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name

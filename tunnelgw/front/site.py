@@ -128,12 +128,28 @@ class GatewaySite(server.Site):
     def __init__(
         self, config: GatewayConfig, reactor: Any, pipeline: AdmissionPipeline, authenticator: Any = None
     ) -> None:
-        self.config = config
-        self.authenticator = authenticator
         self.clock: IReactorTime = reactor
-        self.pipeline = pipeline
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
         self.registry = TunnelRegistry()
+        # timeout=None: twisted.web's idle timer (reset on every read) is
+        # redundant with GatewayChannel's deadline, which is stricter.
+        super().__init__(_Router({}), timeout=None, reactor=reactor)
+        self.displayTracebacks = False
+        self.configure(config, pipeline, authenticator)
+
+    def configure(
+        self, config: GatewayConfig, pipeline: AdmissionPipeline, authenticator: Any = None
+    ) -> None:
+        """
+        Serve C{config} from now on (a reload): new requests find its
+        routes, caps and pipeline; connections and tunnels already open keep
+        theirs (the reload re-judges the tunnels).
+        """
+        self.config = config
+        self.authenticator = authenticator
+        self.pipeline = pipeline
+        self.limiter.max_connections = config.max_connections
+        self.limiter.max_per_address = config.max_connections_per_address
         routes: dict[bytes, Resource] = {
             service.path.encode("utf-8"): ServiceResource(self, service) for service in config.services
         }
@@ -145,10 +161,7 @@ class GatewaySite(server.Site):
             routes[pool.config.path.encode("utf-8")] = LinkResource(self, pool)
         # the services' paths, for the upgrade fast path
         self.upgrades = {path: r for path, r in routes.items() if isinstance(r, ServiceResource)}
-        # timeout=None: twisted.web's idle timer (reset on every read) is
-        # redundant with GatewayChannel's deadline, which is stricter.
-        super().__init__(_Router(routes), timeout=None, reactor=reactor)
-        self.displayTracebacks = False
+        self.resource = _Router(routes)
 
     def buildProtocol(self, addr: Any) -> GatewayChannel:  # type: ignore[override]
         channel = super().buildProtocol(addr)

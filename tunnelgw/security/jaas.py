@@ -64,6 +64,16 @@ def _claimed(callbacks: Any, shared: dict[str, Any]) -> str | None:
     return basic[0] if basic else None
 
 
+@dataclass(frozen=True)
+class Reconfirming:
+    """What modules find as callbacks when they reconfirm a subject: no credentials."""
+
+    address: str | None
+    reactor: Any
+    basic: None = None
+    familiar: bool = False
+
+
 class LoginSession:
     """
     The modules of one successful login, kept with the subject for as long
@@ -244,6 +254,51 @@ class LoginContext:
         self._audit(results, subject.principal, conn_id)
         subject.session = LoginSession(self.realm, [module for _, module in ran], self.revalidate_interval)
         return subject
+
+    def reconfirm(self, subject: Subject, reactor: Any = None) -> Subject | None:
+        """
+        After a reload changed this realm: would its modules, as now
+        configured, still admit C{subject} (logged in under the old ones),
+        and with which principals?  Without credentials: each module's
+        optional C{reconfirm(subject)} answers from what the subject holds
+        (C{True}, or L{LoginFailed}), under the same control flags as a
+        login; a module without one cannot tell.
+
+        @return: a subject with the principals the modules give now (the
+            same user), or C{None}: not admitted any more, or cannot tell.
+        """
+        probe = Subject.of()
+        callbacks = Reconfirming(subject.attributes.get("address"), reactor)
+        shared: dict[str, Any] = {"user": subject.user} if subject.user is not None else {}
+        vouching: list[ILoginModule] = []
+        required_failed = False
+        for entry in self.entries:
+            module = entry.factory.create()
+            reconfirm = getattr(module, "reconfirm", None)
+            if reconfirm is None:
+                return None
+            module.initialize(probe, callbacks, shared, entry.options)
+            try:
+                if not reconfirm(subject):
+                    continue
+            except LoginFailed:
+                if entry.flag is Flag.REQUISITE:
+                    return None
+                required_failed = required_failed or entry.flag is Flag.REQUIRED
+                continue
+            except Exception:
+                self.log.failure(
+                    "reconfirm failed in module {module} of {realm}", module=entry.name, realm=self.realm
+                )
+                return None
+            vouching.append(module)
+            if entry.flag is Flag.SUFFICIENT and not required_failed:
+                break
+        if required_failed or not vouching:
+            return None
+        for module in vouching:
+            module.commit()
+        return probe if probe.user == subject.user else None
 
     def _quietly(self, f: Any, what: str) -> defer.Deferred[None]:
         d = defer.maybeDeferred(f)

@@ -40,7 +40,7 @@ class RealmAuthenticator:
         self._guard = guard
         self._reactor = reactor
         """Handed to every module (L{Callbacks.reactor})."""
-        self._contexts = {
+        self.contexts = {
             realm.name: LoginContext(realm.name, realm.modules, realm.revalidate_interval)
             for realm in config.realms
         }
@@ -60,7 +60,7 @@ class RealmAuthenticator:
                 attempt = guard.before(request, callbacks)
                 if attempt.familiar:
                     callbacks = dataclasses.replace(callbacks, familiar=True)
-            subject = self._contexts[realm].attempt(callbacks, request.conn_id)
+            subject = self.contexts[realm].attempt(callbacks, request.conn_id)
             if isinstance(subject, defer.Deferred) and guard is not None:
                 subject = guard.pending_login(subject, request, attempt)
         except LoginFailed:

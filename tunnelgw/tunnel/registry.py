@@ -21,6 +21,8 @@ class TunnelRegistry:
         self.tunnels: set[Any] = set()
         self.by_session: dict[str, Any] = {}
         self._empty_waiters: list[defer.Deferred[None]] = []
+        self.late: Any = None
+        """Called with each tunnel once it has started (a reload judges those admitted under the configuration before it)."""
 
     def when_empty(self) -> defer.Deferred[None]:
         """
@@ -39,6 +41,10 @@ class TunnelRegistry:
         self.tunnels.add(tunnel)
         if tunnel.session_id:
             self.by_session[tunnel.session_id] = tunnel
+
+    def started(self, tunnel: Any) -> None:
+        if self.late is not None:
+            self.late(tunnel)
 
     def discard(self, tunnel: Any) -> None:
         self.tunnels.discard(tunnel)

@@ -86,6 +86,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         "peer",
         "subject",
         "session_id",
+        "origin",
         "policy",
         "bytes_up",
         "bytes_down",
@@ -131,6 +132,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         session_id: str = "",
         policy: IAuthorizationPolicy | None = None,
         places: Any = None,
+        origin: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.service = service
@@ -142,6 +144,8 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         self._backend = backend
         self._registry = registry
         self.session_id = session_id
+        self.origin = origin
+        """The C{Origin} the client sent (normalized), C{None} without one: re-judged on reload."""
         self.policy = policy
         self._client: ClientLeg | None = None
         self._adapter: IAdapter | None = None

@@ -19,6 +19,7 @@ class TunnelSession(TunnelPart):
     __slots__ = ()
 
     policy: Any
+    _adapter: Any
 
     # TunnelTimers'
     _schedule: Any
@@ -73,8 +74,22 @@ class TunnelSession(TunnelPart):
         else:
             self._schedule("expiry", max(0.0, expires - self.reactor.seconds()), self._expired)
 
+    def end(self, code: int, reason: str) -> None:
+        """
+        The gateway ends the tunnel on its own (a reload no longer allows
+        it; its credentials expired or were revoked): the adapter says so
+        in its protocol's words if it can (its optional C{end}), then the
+        WebSocket closes with C{code}.
+        """
+        if self._state is not State.OPEN:
+            return
+        ending = getattr(self._adapter, "end", None)
+        if ending is not None:
+            ending(code, reason)
+        self.fail(code, reason)
+
     def _expired(self) -> None:
-        self.fail(CloseCode.POLICY_VIOLATION, "credentials expired")
+        self.end(CloseCode.POLICY_VIOLATION, "credentials expired")
 
     def _revalidate(self) -> None:
         session = self.subject.session
@@ -93,6 +108,6 @@ class TunnelSession(TunnelPart):
                     conn_id=self.conn_id,
                     principal=self.subject.principal,
                 )
-                self.fail(CloseCode.POLICY_VIOLATION, "credentials revoked")
+                self.end(CloseCode.POLICY_VIOLATION, "credentials revoked")
 
         d.addCallback(checked)

@@ -55,8 +55,10 @@ def start_tunnel(
         session_id=session_id,
         policy=admission.policy if admission.policy is not None else policy,
         places=admission.places,
+        origin=admission.origin,
     )
     tunnel.start(client)
+    registry.started(tunnel)
     return tunnel
 
 

@@ -348,6 +348,13 @@ class XmppAdapter(IdentityChecks):
         )
         self._end(refused.condition, refused.reason, refused.code)
 
+    def end(self, code: int, reason: str) -> None:
+        """
+        The gateway ends the session (L{IAdapter}): a C{policy-violation}
+        stream error says why, and the stream closes.
+        """
+        self._end("policy-violation", reason, code)
+
     def _backend_failure(self, reason: str) -> None:
         self.log.warn(
             "tunnel {conn_id}: {reason}",

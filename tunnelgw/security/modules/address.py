@@ -51,6 +51,10 @@ class AddressFilter(BaseModule):
             raise LoginFailed(f"address {address} is not allowed")
         return True
 
+    def reconfirm(self, subject: Any) -> bool:
+        """After a reload: the subject's address against the new networks."""
+        return self._succeeded(self.authenticate())
+
     def principals(self, result: Any) -> tuple[set[Principal], dict[str, Any]]:
         return set(), {"address": self.callbacks.address}
 

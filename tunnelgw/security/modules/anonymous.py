@@ -28,6 +28,10 @@ class Anonymous(BaseModule):
     def authenticate(self) -> bool:
         return True
 
+    def reconfirm(self, subject: Any) -> bool:
+        """After a reload: it admits everyone, with the roles it now gives."""
+        return self._succeeded(True)
+
     def principals(self, result: Any) -> tuple[set[Principal], dict[str, Any]]:
         found = roles_of(self.options.roles)
         if self.options.user:

@@ -165,6 +165,13 @@ class PasswordFileModule(BaseModule):
         found.add(Principal("user", user))
         return found, {"method": "password"}
 
+    def reconfirm(self, subject: Subject) -> bool:
+        """After a reload: the user is in the (new) file; its roles are those it gives now."""
+        user = subject.user
+        if user is None or user not in self.options.file.users():
+            raise LoginFailed(f"{user!r} is not in the password file")
+        return self._succeeded(user)
+
     def revalidate(self, subject: Subject) -> bool:
         return self._result is not None and self._result in self.options.file.users()
 
