@@ -163,7 +163,7 @@ def check_listeners(config: Any, listen_key: str = "gateway.listen") -> None:
     """
     L{check_listener} for every listener of a configuration: C{listen}
     (named C{listen_key}, C{--listen} when the command line gave them)
-    and the endpoints of its TLS listeners.
+    and the endpoints of its TLS listeners and of its metrics.
 
     @raise tunnelgw.errors.ConfigError: the first that is not valid.
     """
@@ -171,3 +171,6 @@ def check_listeners(config: Any, listen_key: str = "gateway.listen") -> None:
         check_listener(f"{listen_key}[{i}]", description)
     for i, listener in enumerate(config.tls_listeners):
         check_listener(f"gateway.tls_listeners[{i}].endpoint", listener.endpoint)
+    metrics = getattr(config, "metrics", None)
+    if metrics is not None:
+        check_listener("metrics.listen", metrics.listen)

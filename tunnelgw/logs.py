@@ -9,16 +9,16 @@ C{--logger}::
     twistd -n --logger tunnelgw.logs.json_observer tunnelgw --config FILE
     twistd -n --logger tunnelgw.logs.text_observer tunnelgw --config FILE
 
-C{json_observer} writes one JSON object per event to standard output
-(record-separated, as L{twisted.logger.jsonFileLogObserver} does; read it
-back with L{twisted.logger.eventsFromJSONLogFile}); C{text_observer} writes
-the same lines as twistd's own text log.  Both produce what Twisted's
-formatters would, but a gateway logs several events per connection, and
-Twisted's formatters (a pure-Python format-string parser, the time zone
-worked out for every line, every field flattened into text for JSON) cost
-a fifth of the CPU of a WebSocket handshake; these take the fast path for
-events of plain values (the gateway's own) and hand anything else
-(failures, objects) to Twisted's.
+C{json_observer} writes one JSON object per line to standard output
+(L{json_record}: C{time}, C{level}, C{logger}, C{msg} and the event's own
+fields; docs/operations.md documents them), what collectors that read
+JSON lines take; C{text_observer} writes the same lines as twistd's own
+text log.  A gateway logs several events per connection, and Twisted's
+formatters (a pure-Python format-string parser, the time zone worked out
+for every line, every field flattened into text for JSON) cost a fifth of
+the CPU of a WebSocket handshake; these take the fast path for events of
+plain values (the gateway's own) and hand anything else (failures,
+objects) to Twisted's formatting.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from twisted.logger import (
     FileLogObserver,
     LogEvent,
     LogLevel,
-    eventAsJSON,
+    formatEvent,
     formatEventAsClassicLogText,
     formatTime,
     timeFormatRFC3339,
 )
 
-__all__ = ["Logger", "format_json", "format_text", "json_observer", "text_observer"]
+__all__ = ["Logger", "format_json", "format_text", "json_observer", "json_record", "message", "text_observer"]
 
 _EMITTABLE = frozenset(LogLevel.iterconstants())
 _new_object = object.__new__
@@ -91,19 +91,15 @@ class Logger(twisted.logger.Logger):
         self.observer(event)
 
 
-# How twisted.logger's JSON marks a log level, so that
-# eventsFromJSONLogFile gives back LogLevel constants.
-_LEVEL_UUID = "02E59486-F24D-46AD-8224-3ACDF2A5732A"
-_LEVELS = {level: {"name": level.name, "__class_uuid__": _LEVEL_UUID} for level in LogLevel.iterconstants()}
-# Objects that Twisted's JSON would only mark as unpersistable.
-_DROPPED = ("log_logger", "log_source")
 # Plain values (str, int, float, bool, None, lists, dicts of them) are
 # encoded by orjson; objects it would otherwise turn into JSON its own way
-# (dataclasses, dates, subclasses of str or int, NumPy arrays) go to
-# Twisted's encoder, as every other object does.
+# (dataclasses, dates, subclasses of str or int) are written as their text,
+# as every other object is.
 _ORJSON_OPTIONS = (
     orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
+RESERVED = ("time", "level", "logger", "msg")
+"""The keys of every JSON line; an event's own field of one of these names is written as C{field_NAME}."""
 
 
 class _SecondClock:
@@ -151,30 +147,73 @@ def format_text(event: LogEvent, clock: Callable[[float | None], str] = _CLOCK) 
     return f"{clock(event.get('log_time'))} [{system}] {text}".replace("\n", "\n\t") + "\n"
 
 
-def _level_or_refuse(value: object) -> object:
+def _text(value: object) -> str:
+    return str(value)
+
+
+class _UTCClock:
+    """RFC 3339 UTC times with milliseconds, the date and time worked out once per second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((when - second) * 1000):03d}Z"
+
+
+_UTC = _UTCClock()
+
+
+def message(event: LogEvent) -> str:
+    """The event's text, as the text observer writes it (without the time and system)."""
+    log_format = event.get("log_format")
+    if type(log_format) is str and "log_failure" not in event:
+        try:
+            return log_format.format_map(event)
+        except Exception:
+            pass
+    return formatEvent(event)
+
+
+def json_record(event: LogEvent) -> dict[str, Any]:
     """
-    orjson's C{default}: a log level as Twisted saves it; anything else it
-    cannot encode natively makes the event Twisted's to format.
+    C{event} as one flat JSON object (docs/operations.md, "Logs"): C{time}
+    (RFC 3339, UTC), C{level} (C{debug} ... C{critical}), C{logger} (the
+    module and class that logged it), C{msg} (its text); then its own
+    fields (C{event}, C{conn_id}, ...); a failure's traceback as C{failure}.
     """
-    try:
-        return _LEVELS[value]
-    except (KeyError, TypeError):
-        raise TypeError from None
+    record = {}
+    for key, value in event.items():
+        if key.startswith("log_"):
+            continue
+        record[f"field_{key}" if key in RESERVED else key] = value
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["failure"] = failure.getTraceback()
+    system = event.get("log_system")
+    if system is not None:
+        record["system"] = system
+    level = event.get("log_level")
+    record["time"] = _UTC(event.get("log_time") or time.time())
+    record["level"] = "info" if level is None else level.name
+    record["logger"] = event.get("log_namespace", "-")
+    record["msg"] = message(event)
+    return record
 
 
 def format_json(event: LogEvent) -> str:
     """
-    C{event} as L{twisted.logger.jsonFileLogObserver} writes it: one
-    record, readable with L{twisted.logger.eventsFromJSONLogFile}.
+    C{event} as one line of JSON (L{json_record}), newline-terminated:
+    what line-by-line collectors read.
     """
-    record = dict(event)
-    for key in _DROPPED:
-        record.pop(key, None)
-    try:
-        text = orjson.dumps(record, default=_level_or_refuse, option=_ORJSON_OPTIONS).decode("utf-8")
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return f"\x1e{eventAsJSON(event)}\n"  # something only Twisted knows how to save
-    return f"\x1e{text}\n"
+    return orjson.dumps(json_record(event), default=_text, option=_ORJSON_OPTIONS).decode("utf-8") + "\n"
 
 
 def json_observer(out: IO[Any] | None = None) -> FileLogObserver:

@@ -15,8 +15,11 @@ from twisted.application import service
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
+from tunnelgw.audit import AuditTrail
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.errors import CloseCode, ConfigError
 from tunnelgw.front.link_resource import admit_link
@@ -127,6 +130,7 @@ class GatewayService(MultiService):
         self.listeners.add(specs(config))
         # reverse connectivity: this (inner) gateway dials out to outer ones
         self._dialers = self._dial(config)
+        self.audit: AuditTrail | None = None
 
     def _dial(self, config: GatewayConfig) -> list[LinkDialer]:
         dialers = []
@@ -136,10 +140,35 @@ class GatewayService(MultiService):
             dialers.append(dialer)
         return dialers
 
+    def _trail(self, path: str | None) -> AuditTrail | None:
+        """
+        @raise ConfigError: the audit file cannot be opened.
+        """
+        if path is None:
+            return None
+        try:
+            return AuditTrail(path)
+        except OSError as e:
+            raise ConfigError(f"audit.path: cannot open {path}: {e.strerror}") from None
+
+    def _follow(self, trail: AuditTrail | None) -> None:
+        """The audit stream goes to C{trail} from now on."""
+        if self.audit is not None:
+            globalLogPublisher.removeObserver(self.audit)
+            self.audit.close()
+        self.audit = trail
+        if trail is not None:
+            globalLogPublisher.addObserver(trail)
+
     def privilegedStartService(self) -> None:
         # MultiService's, with a listener that cannot listen (a port in
         # use, a missing directory, no permission) one line naming its key
         # and why, rather than twistd's traceback.
+        try:
+            self._follow(self._trail(self.config.audit))  # before privileges are dropped: /var/log
+        except ConfigError as e:
+            self.log.critical("{reason}", event="audit_failed", reason=str(e))
+            raise SystemExit(f"tunnelgw: {e}") from None
         service.Service.privilegedStartService(self)
         for child in self:
             try:
@@ -195,9 +224,13 @@ class GatewayService(MultiService):
         @return: a Deferred firing, once every tunnel is judged, with how
             many were closed.
         """
+        trail = None
         try:
+            trail = self._trail(config.audit)
             opened, renewed, stopped = self.listeners.replace(specs(config))
         except (ConfigError, ListenFailed) as e:
+            if trail is not None:
+                trail.close()
             self.log.error(
                 "reload refused, the running configuration stays: {reason}",
                 event="reload",
@@ -207,6 +240,7 @@ class GatewayService(MultiService):
             self.reloads["failed"] += 1
             return None
         old, self.config = self.config, config
+        self._follow(trail)
         pipeline, authenticator = build_front(
             config, self.reactor, self.store, dict(self.site.pipeline.links)
         )
@@ -294,4 +328,9 @@ class GatewayService(MultiService):
         drained = self.site.registry.when_empty()
         if timeout > 0:
             drained.addTimeout(timeout, self.reactor, onTimeoutCancel=gave_up)
-        return defer.gatherResults([stopped, drained]).addCallback(lambda _: None)
+
+        def done(result: object) -> Any:
+            self._follow(None)  # after the drained tunnels' events
+            return result if isinstance(result, Failure) else None
+
+        return defer.gatherResults([stopped, drained]).addBoth(done)

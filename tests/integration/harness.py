@@ -25,8 +25,6 @@ from typing import Any
 
 import websocket
 
-from twisted.logger import eventsFromJSONLogFile
-
 from tunnelgw.testing import public_realm
 
 BIN = Path(sys.executable).parent
@@ -74,6 +72,24 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """
+    The JSON log lines of a file (what the JSON observer writes); lines
+    that are not JSON (a traceback twistd wrote before logging started)
+    are skipped.
+    """
+    events = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -132,13 +148,20 @@ class Gateway:
         return self.log_path.read_bytes().decode("utf-8", "replace")
 
     def events(self) -> list[dict[str, Any]]:
-        with open(self.log_path, encoding="utf-8") as f:
-            return list(eventsFromJSONLogFile(f))
+        return json_lines(self.log_path)
 
     def wait_event(self, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """
+        The first log event with these fields (a callable value: a field
+        for which it answers true).
+        """
+
+        def matches(event: dict[str, Any], key: str, value: Any) -> bool:
+            return bool(value(event.get(key))) if callable(value) else event.get(key) == value
+
         def find() -> dict[str, Any] | None:
             for event in self.events():
-                if all(event.get(k) == v for k, v in fields.items()):
+                if all(matches(event, k, v) for k, v in fields.items()):
                     return event
             return None
 

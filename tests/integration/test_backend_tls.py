@@ -190,8 +190,6 @@ def test_clean_closes_of_tls_backends_log_no_error(setup: tuple[Gateway, Backend
     errors = [
         e
         for e in gateway.events()
-        if e.get("log_failure") is not None
-        or e.get("isError")
-        or e["log_level"].name in ("error", "critical")
+        if e.get("failure") is not None or e.get("isError") or e["level"] in ("error", "critical")
     ]
     assert errors == [], errors

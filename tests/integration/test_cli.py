@@ -78,7 +78,7 @@ def test_twistd_runs_the_gateway_reactor_unless_another_is_chosen(
     gateway.twistd += chosen
     try:
         gateway.start()
-        assert gateway.wait_event(log_format="reactor class: {reactor}.")["reactor"] == expected
+        assert gateway.wait_event(reactor=lambda value: value is not None)["reactor"] == expected
         ws = ws_connect(gateway.url("/raw"), subprotocols=["binary"])  # and it relays
         ws.send_binary(b"through the reactor")
         assert ws.recv() == b"through the reactor"

@@ -29,7 +29,7 @@ def test_the_public_fallbacks_behave_alike(start_gateway, switched_off: str) -> 
             ),
             env={ENVIRONMENT: switched_off},
         )
-        reactor = gateway.wait_event(log_format="reactor class: {reactor}.")["reactor"]
+        reactor = gateway.wait_event(reactor=lambda value: value is not None)["reactor"]
         quiet = switched_off not in ("all", "reactor")
         assert reactor == (
             "tunnelgw.reactor.GatewayReactor" if quiet else "twisted.internet.epollreactor.EPollReactor"

@@ -1,6 +1,6 @@
 """
-The log observers write what Twisted's own formatters would: the same text
-lines, JSON records that twisted.logger reads back to the same fields.
+The log observers: the same text lines as Twisted's own formatters, and
+JSON lines a collector reads.
 """
 
 from __future__ import annotations
@@ -8,19 +8,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
+import json
 import time
 
 from twisted.logger import (
     Logger,
     LogLevel,
-    eventAsJSON,
-    eventFromJSON,
-    eventsFromJSONLogFile,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
 )
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.logs import format_json, format_text, json_observer, text_observer
@@ -90,26 +87,45 @@ class TextTests(SynchronousTestCase):
 
 
 class JSONTests(SynchronousTestCase):
-    def test_round_trip(self) -> None:
+    """
+    One JSON object per line, flat: what line-by-line collectors read.
+    """
+
+    def test_one_object_per_line(self) -> None:
         (event,) = captured(tunnel_close)
-        back = eventFromJSON(format_json(event).lstrip("\x1e"))
-        for key in ("event", "conn_id", "code", "reason", "subprotocol", "duration", "log_namespace"):
+        line = format_json(event)
+        self.assertTrue(line.endswith("\n"))
+        self.assertNotIn("\n", line[:-1])
+        self.assertNotIn("\x1e", line)
+        back = json.loads(line)
+        for key in ("event", "conn_id", "code", "reason", "subprotocol", "duration"):
             self.assertEqual(back[key], event[key])
         self.assertEqual(back["required"], ["admin", "ops"])
-        self.assertIs(back["log_level"], LogLevel.info)
-        self.assertEqual(formatEvent(back), formatEvent(event))
+        self.assertEqual(back["level"], "info")
+        self.assertEqual(back["logger"], "tunnelgw.tunnel.Tunnel")
+        self.assertEqual(back["msg"], formatEvent(event))
+        self.assertFalse([key for key in back if key.startswith("log_")])
 
-    def test_objects_and_failures_go_to_twisted(self) -> None:
+    def test_time_is_rfc3339_utc(self) -> None:
+        (event,) = captured(tunnel_close)
+        event["log_time"] = 1796000000.25
+        self.assertEqual(json.loads(format_json(event))["time"], "2026-11-30T00:53:20.250Z")
+
+    def test_objects_as_text_and_failures_as_tracebacks(self) -> None:
         def emit(log: Logger) -> None:
             log.info("with {thing}", thing=object())
-            log.failure("boom", Failure(ValueError("x")))
+            try:
+                raise ValueError("x")
+            except ValueError:
+                log.failure("boom")
 
-        plain, failed = captured(emit)
-        self.assertEqual(eventFromJSON(format_json(plain).lstrip("\x1e"))["thing"], {"unpersistable": True})
-        back = eventFromJSON(format_json(failed).lstrip("\x1e"))
-        self.assertIsInstance(back["log_failure"], Failure)
+        plain, failed = (json.loads(format_json(e)) for e in captured(emit))
+        self.assertTrue(plain["thing"].startswith("<object object at "))
+        self.assertEqual(failed["level"], "critical")
+        self.assertIn("ValueError: x", failed["failure"])
+        self.assertEqual(failed["msg"], "boom")
 
-    def test_what_orjson_would_encode_its_own_way_goes_to_twisted(self) -> None:
+    def test_what_orjson_would_encode_its_own_way_is_text(self) -> None:
         @dataclasses.dataclass
         class Point:
             x: int
@@ -121,27 +137,35 @@ class JSONTests(SynchronousTestCase):
             log.info("{p}", p=Point(1))
             log.info("{n}", n=Name("x"))
             log.info("{when}", when=datetime.datetime(2026, 1, 1))
-            log.info("{big}", big=2**70)
 
-        for event in captured(emit):
-            self.assertEqual(format_json(event), f"\x1e{eventAsJSON(event)}\n")
+        values = [json.loads(format_json(e)) for e in captured(emit)]
+        self.assertEqual(
+            [v.get("p", v.get("n", v.get("when"))) for v in values],
+            [str(Point(1)), "x", "2026-01-01 00:00:00"],
+        )
+
+    def test_a_field_named_like_a_line_key_keeps_its_value(self) -> None:
+        (event,) = captured(
+            lambda log: log.warn("{msg} at {time} ({logger})", msg="hello", time=3, logger="high")
+        )
+        back = json.loads(format_json(event))
+        self.assertEqual((back["field_msg"], back["field_time"], back["field_logger"]), ("hello", 3, "high"))
+        self.assertEqual((back["msg"], back["level"]), ("hello at 3 (high)", "warn"))
 
     def test_nested_plain_values_and_levels(self) -> None:
         (event,) = captured(lambda log: log.error("{d}", d={"roles": ("a", "b"), "n": [1, None]}))
-        back = eventFromJSON(format_json(event).lstrip("\x1e"))
+        back = json.loads(format_json(event))
         self.assertEqual(back["d"], {"roles": ["a", "b"], "n": [1, None]})
-        self.assertIs(back["log_level"], LogLevel.error)
-        self.assertNotIn("log_logger", back)
+        self.assertEqual(back["level"], "error")
 
-    def test_file_reads_back(self) -> None:
+    def test_observer_writes_lines(self) -> None:
         out = io.StringIO()
         observer = json_observer(out)
         events = captured(tunnel_close) + captured(lambda log: log.warn("w {n}", n=time.time()))
         for event in events:
             observer(event)
-        out.seek(0)
-        back = list(eventsFromJSONLogFile(out))
-        self.assertEqual([e["log_format"] for e in back], [e["log_format"] for e in events])
+        lines = out.getvalue().splitlines()
+        self.assertEqual([json.loads(line)["msg"] for line in lines], [formatEvent(e) for e in events])
 
 
 class LoggerTests(SynchronousTestCase):

@@ -5,12 +5,14 @@ requests and to each open tunnel (L{tunnelgw.rejudge}).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.config.loader import loads
@@ -300,3 +302,64 @@ class ServiceReloadTests(SynchronousTestCase):
         harness = self.open_tunnel(self.config)
         self.service.site.registry.started(harness.tunnel)
         self.assertEqual(harness.client.closed, (1001, "configuration changed: service removed"))
+
+
+class AuditTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp())
+        self.path = self.dir / "audit.jsonl"
+        self.reactor = MemoryReactorClock()
+        self.config = loads(STOMP + f'\n[audit]\npath = "{self.path}"\n')
+        self.service = GatewayService(self.config, self.reactor)
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.addCleanup(self.service._follow, None)
+
+    def lines(self, path: Path | None = None) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (path or self.path).read_text().splitlines()]
+
+    def test_only_security_events_with_the_schema(self) -> None:
+        log = Logger(namespace="tunnelgw.test")
+        log.info(
+            "x {conn_id}", event="admission", decision="refuse", status=403, conn_id="c1", peer="192.0.2.1"
+        )
+        log.info("y", event="link_open", outer="wss://o")
+        log.info("z")
+        [record] = self.lines()
+        self.assertEqual(record["schema"], "tunnelgw.audit/1")
+        self.assertEqual(
+            {k: record[k] for k in ("event", "decision", "status", "conn_id", "peer", "level")},
+            {
+                "event": "admission",
+                "decision": "refuse",
+                "status": 403,
+                "conn_id": "c1",
+                "peer": "192.0.2.1",
+                "level": "info",
+            },
+        )
+        self.assertNotIn("msg", record)
+
+    def test_a_reload_opens_the_file_again_and_is_audited(self) -> None:
+        rotated = self.dir / "audit.jsonl.1"
+        self.path.rename(rotated)
+        self.service.reload(loads(STOMP + f'\n[audit]\npath = "{self.path}"\n'))
+        [reload] = self.lines()
+        self.assertEqual((reload["event"], reload["outcome"]), ("reload", "applied"))
+        self.assertEqual(self.lines(rotated), [])
+
+    def test_an_audit_file_that_cannot_be_opened_refuses_the_reload(self) -> None:
+        new = loads(STOMP + '\n[audit]\npath = "/nonexistent/audit.jsonl"\n')
+        self.assertIsNone(self.service.reload(new))
+        self.assertIs(self.service.site.config, self.config)
+        [record] = self.lines()
+        self.assertEqual(
+            (record["outcome"], record["reason"]),
+            ("failed", "audit.path: cannot open /nonexistent/audit.jsonl: No such file or directory"),
+        )
+
+    def test_stopping_closes_the_trail_after_the_drain(self) -> None:
+        self.successResultOf(self.service.stopService())
+        self.assertIsNone(self.service.audit)

@@ -18,6 +18,7 @@ from tunnelgw.config.model import (
     GatewayConfig,
     Limits,
     LoginLimits,
+    MetricsConfig,
     ModuleEntry,
     PolicyConfig,
     PoolConfig,
@@ -291,6 +292,8 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     services = []
     for name in list(services_table._data):
         services.append(_service(name, services_table.table(name)))
+    audit = _audit(top.table("audit"))
+    metrics = _metrics(top.table("metrics"), listen)
     top.done()
 
     seen: dict[str, str] = {pool.path: f"links.{pool.name}" for pool in links}
@@ -339,7 +342,29 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         logins=logins,
         links=tuple(links),
         reverse_links=reverse_links,
+        audit=audit,
+        metrics=metrics,
     )
+
+
+def _audit(table: Table) -> str | None:
+    path = table.take("path", string_value, None)
+    table.done()
+    return path
+
+
+def _metrics(table: Table, listen: tuple[str, ...]) -> MetricsConfig | None:
+    endpoint = table.take("listen", string_value, None)
+    user_labels = table.take("user_labels", bool_value, False)
+    max_users = table.take("max_users", positive_int_value, 100)
+    table.done()
+    if endpoint is None:
+        return None
+    if endpoint in listen:
+        raise ConfigError(
+            f"metrics.listen: {endpoint!r} is a gateway listener; metrics need one of their own"
+        )
+    return MetricsConfig(endpoint, user_labels, max_users)
 
 
 def loads(text: str) -> GatewayConfig:

@@ -19,6 +19,7 @@ __all__ = [
     "GatewayConfig",
     "Limits",
     "LoginLimits",
+    "MetricsConfig",
     "ModuleEntry",
     "PolicyConfig",
     "PoolConfig",
@@ -213,6 +214,19 @@ class ReverseLink:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """
+    C{[metrics]}: Prometheus metrics on a listener of their own (never a
+    gateway listener), C{GET /metrics}.
+    """
+
+    listen: str
+    user_labels: bool = False
+    """Label per-user series with the user name (at most C{max_users} users; the rest as C{"other"})."""
+    max_users: int = 100
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     The whole gateway.
@@ -238,6 +252,10 @@ class GatewayConfig:
     """C{[links.NAME]}: pools of reverse links inner gateways dial in to."""
     reverse_links: tuple[ReverseLink, ...] = ()
     """C{[[gateway.reverse_links]]}: outer gateways to dial out to."""
+    audit: str | None = None
+    """C{[audit] path}: where the audit stream goes (C{"-"}: standard output); C{None}: nowhere."""
+    metrics: MetricsConfig | None = None
+    """C{[metrics]}: the Prometheus listener; C{None}: none."""
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:
