@@ -55,6 +55,8 @@ class ConnectionLimiter:
         self.max_connections = max_connections
         self.max_per_address = max_per_address
         self.total = 0
+        self.accepted = 0
+        """Connections counted since the start."""
         self._per_host: dict[str, int] = {}
 
     def acquire(self, host: str) -> Lease:
@@ -62,6 +64,7 @@ class ConnectionLimiter:
         Count a new connection from C{host}.
         """
         self.total += 1
+        self.accepted += 1
         count = self._per_host.get(host, 0) + 1
         self._per_host[host] = count
         return Lease(self, host, self.total > self.max_connections, count > self.max_per_address)

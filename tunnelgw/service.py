@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.audit import AuditTrail
@@ -27,6 +28,7 @@ from tunnelgw.front.listening import Listeners, ListenerSpec, ListenFailed, fail
 from tunnelgw.front.site import GatewaySite
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.logs import Logger
+from tunnelgw.metrics import GatewayMetrics, MetricsPage
 from tunnelgw.rejudge import Verdict, rejudge
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
@@ -127,10 +129,28 @@ class GatewayService(MultiService):
         self.site = GatewaySite(config, reactor, pipeline, authenticator)
         self.site.registry.late = self._late
         self.listeners = Listeners(self, self.site, reactor)
-        self.listeners.add(specs(config))
+        self.metrics: GatewayMetrics | None = None
+        self._metrics_site: Site | None = None
+        self.listeners.add(specs(config, self._metrics_for(config)))
         # reverse connectivity: this (inner) gateway dials out to outer ones
-        self._dialers = self._dial(config)
+        self.dialers = self._dial(config)
         self.audit: AuditTrail | None = None
+
+    def _metrics_for(self, config: GatewayConfig) -> Site | None:
+        """
+        The metrics listener's site for C{config}, or C{None}: made once, so
+        that its counters go on across reloads.
+        """
+        if config.metrics is None:
+            return None
+        if self.metrics is None:
+            self.metrics = GatewayMetrics(self, config.metrics)
+            self._metrics_site = Site(MetricsPage(self.metrics))
+            self._metrics_site.noisy = False
+            if self.running:
+                globalLogPublisher.addObserver(self.metrics)
+        self.metrics.config = config.metrics
+        return self._metrics_site
 
     def _dial(self, config: GatewayConfig) -> list[LinkDialer]:
         dialers = []
@@ -164,6 +184,8 @@ class GatewayService(MultiService):
         # MultiService's, with a listener that cannot listen (a port in
         # use, a missing directory, no permission) one line naming its key
         # and why, rather than twistd's traceback.
+        if self.metrics is not None:
+            globalLogPublisher.addObserver(self.metrics)
         try:
             self._follow(self._trail(self.config.audit))  # before privileges are dropped: /var/log
         except ConfigError as e:
@@ -227,7 +249,7 @@ class GatewayService(MultiService):
         trail = None
         try:
             trail = self._trail(config.audit)
-            opened, renewed, stopped = self.listeners.replace(specs(config))
+            opened, renewed, stopped = self.listeners.replace(specs(config, self._metrics_for(config)))
         except (ConfigError, ListenFailed) as e:
             if trail is not None:
                 trail.close()
@@ -245,9 +267,9 @@ class GatewayService(MultiService):
             config, self.reactor, self.store, dict(self.site.pipeline.links)
         )
         self.site.configure(config, pipeline, authenticator)
-        for dialer in self._dialers:
+        for dialer in self.dialers:
             dialer.disownServiceParent()  # its idle links close; those carrying a tunnel stay
-        self._dialers = self._dial(config)
+        self.dialers = self._dial(config)
         self.reloads["applied"] += 1
         self.log.info(
             "configuration reloaded: {services} services, listeners opened {opened}, stopped {stopped}",
@@ -331,6 +353,8 @@ class GatewayService(MultiService):
 
         def done(result: object) -> Any:
             self._follow(None)  # after the drained tunnels' events
+            if self.metrics is not None:
+                globalLogPublisher.removeObserver(self.metrics)
             return result if isinstance(result, Failure) else None
 
         return defer.gatherResults([stopped, drained]).addBoth(done)

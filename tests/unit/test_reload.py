@@ -233,7 +233,7 @@ class ServiceReloadTests(SynchronousTestCase):
         d = self.service.reload(new)
         self.assertEqual(self.successResultOf(d), 0)
         self.assertEqual([port for port, *_ in self.reactor.tcpServers], [8080, 8081])
-        self.assertEqual(list(self.service.listeners.open), [(False, "tcp:8081:interface=127.0.0.1")])
+        self.assertEqual(list(self.service.listeners.open), [(False, False, "tcp:8081:interface=127.0.0.1")])
         self.assertEqual(self.service.reloads["applied"], 1)
         [event] = self.events_of("reload")
         self.assertEqual(

@@ -286,7 +286,12 @@ class AdmissionPipeline:
         status: int,
         reason: str,
         principal: str | None = None,
+        elapsed: float | None = None,
     ) -> None:
+        """
+        Log one decision (C{event=admission}); C{elapsed}: seconds from the
+        request head to an accepted upgrade's decision.
+        """
         self.log.info(
             "admission {decision} {conn_id} from {peer} for {path}: {status} {reason}",
             event="admission",
@@ -299,4 +304,5 @@ class AdmissionPipeline:
             principal=principal,
             status=status,
             reason=reason,
+            elapsed=elapsed,
         )

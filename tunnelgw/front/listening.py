@@ -36,6 +36,13 @@ class ListenerSpec:
     description: str
     tls: Any = None
     """Its L{twisted.internet.ssl.CertificateOptions}, for a TLS listener."""
+    site: Any = None
+    """What it serves, if not the gateway's site (the metrics)."""
+
+    @property
+    def kind(self) -> tuple[bool, bool, str]:
+        """What a reload compares: TLS or not, the gateway's site or another, the endpoint."""
+        return (self.tls is not None, self.site is not None, self.description)
 
 
 class ListenFailed(Exception):
@@ -48,9 +55,10 @@ class ListenFailed(Exception):
         self.reason = reason
 
 
-def specs(config: GatewayConfig) -> list[ListenerSpec]:
+def specs(config: GatewayConfig, metrics: Any = None) -> list[ListenerSpec]:
     """
-    The listeners of C{config}, their TLS files read.
+    The listeners of C{config}, their TLS files read; the metrics
+    listener's serving C{metrics} (a site), if C{config} has one.
 
     @raise tunnelgw.errors.ConfigError: a TLS file is missing or not PEM.
     """
@@ -58,6 +66,8 @@ def specs(config: GatewayConfig) -> list[ListenerSpec]:
     for i, listener in enumerate(config.tls_listeners):
         key = f"gateway.tls_listeners[{i}]"
         wanted.append(ListenerSpec(f"{key}.endpoint", listener.endpoint, context_factory(listener, key)))
+    if config.metrics is not None and metrics is not None:
+        wanted.append(ListenerSpec("metrics.listen", config.metrics.listen, site=metrics))
     return wanted
 
 
@@ -75,8 +85,8 @@ class Listeners:
         self._parent = parent
         self._site = site
         self._reactor = reactor
-        self.open: dict[tuple[bool, str], tuple[ListenerSpec, Any]] = {}
-        """(is TLS, endpoint) → its spec and its listening service."""
+        self.open: dict[tuple[bool, bool, str], tuple[ListenerSpec, Any]] = {}
+        """L{ListenerSpec.kind} → its spec and its listening service."""
         self._creators: dict[str, ReloadableServerTLS] = {}
 
     def spec_of(self, service: Any) -> ListenerSpec | None:
@@ -86,7 +96,7 @@ class Listeners:
         return None
 
     def _service(self, spec: ListenerSpec) -> Any:
-        factory: Any = self._site
+        factory: Any = spec.site or self._site
         if spec.tls is not None:
             creator = self._creators[spec.description] = ReloadableServerTLS(spec.tls)
             factory = TLSMemoryBIOFactory(creator, False, self._site)
@@ -100,7 +110,7 @@ class Listeners:
         for spec in wanted:
             listening = self._service(spec)
             listening.setServiceParent(self._parent)
-            self.open[(spec.tls is not None, spec.description)] = (spec, listening)
+            self.open[spec.kind] = (spec, listening)
 
     def replace(self, wanted: list[ListenerSpec]) -> tuple[list[str], list[str], list[str]]:
         """
@@ -110,8 +120,8 @@ class Listeners:
         @return: the descriptions opened, renewed and stopped.
         @raise ListenFailed: a new listener could not listen; nothing changed.
         """
-        keys = {(spec.tls is not None, spec.description): spec for spec in wanted}
-        added: list[tuple[tuple[bool, str], ListenerSpec, Any]] = []
+        keys = {spec.kind: spec for spec in wanted}
+        added: list[tuple[tuple[bool, bool, str], ListenerSpec, Any]] = []
         for key, spec in keys.items():
             if key in self.open:
                 continue

@@ -108,6 +108,7 @@ class Upgrade:
         self._hand_over = hand_over
         self._refuse = refuse
         self._gone = False
+        self._began = resource.site.clock.seconds()
         self._admission = d = resource.site.pipeline.admit(areq, resource.service, check_websocket_upgrade)
         d.addCallbacks(self._admitted, self._refused)
         d.addErrback(self._failed)
@@ -132,6 +133,7 @@ class Upgrade:
             101,
             "switching protocols",
             admission.subject.principal,
+            elapsed=resource.site.clock.seconds() - self._began,
         )
         lease = self._channel.take_lease()
         self._hand_over(AdmittedFactory(resource.factory, admission, lease, resource.site.clock))
