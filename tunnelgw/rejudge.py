@@ -19,7 +19,7 @@ now, and its policy the service's new one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,9 @@ from twisted.python.failure import Failure
 from tunnelgw.config.model import GatewayConfig, ServiceConfig
 from tunnelgw.errors import CloseCode, Refusal
 from tunnelgw.interfaces import ISessionPolicy
+from tunnelgw.logs import Logger
 
-__all__ = ["Verdict", "rejudge"]
+__all__ = ["Verdict", "judge_all", "rejudge"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,57 @@ def rejudge(
         if old.policy_source(service.policy) == new.policy_source(service.policy):
             return None
     return _repolicy(tunnel, service, new, reactor)
+
+
+_log = Logger()
+
+
+def judge_all(
+    tunnels: list[Any],
+    old: GatewayConfig | None,
+    new: GatewayConfig,
+    realms: Mapping[str, Any],
+    reactor: Any,
+    closing: Callable[[Any, Verdict], None] = lambda tunnel, verdict: None,
+) -> defer.Deferred[int]:
+    """
+    L{rejudge} each of C{tunnels}; end each that may not stay (its
+    adapter's goodbye, its close code) with an audit event
+    (C{event=tunnel_rejudged}) naming the change, after C{closing(tunnel,
+    verdict)}.
+
+    @return: a Deferred firing, once every tunnel is judged, with how many
+        were closed.
+    """
+    closed = 0
+    pending = []
+
+    def judged(verdict: Verdict | None, tunnel: Any) -> None:
+        nonlocal closed
+        if verdict is None:
+            return
+        closed += 1
+        closing(tunnel, verdict)
+        _log.info(
+            "tunnel {conn_id} of {principal} closed by the reload: {change}",
+            event="tunnel_rejudged",
+            decision="close",
+            conn_id=tunnel.conn_id,
+            principal=tunnel.subject.principal,
+            service=tunnel.service.name,
+            change=verdict.change,
+            code=verdict.code,
+            reason=verdict.reason,
+        )
+        tunnel.end(verdict.code, verdict.reason)
+
+    for tunnel in tunnels:
+        verdict = rejudge(tunnel, old, new, realms, reactor)
+        if isinstance(verdict, defer.Deferred):
+            pending.append(verdict.addCallback(judged, tunnel))
+        else:
+            judged(verdict, tunnel)
+    return defer.gatherResults(pending).addCallback(lambda _: closed)
 
 
 def _source(config: GatewayConfig, realm: str) -> object:

@@ -29,27 +29,28 @@ from tunnelgw.front.site import GatewaySite
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.logs import Logger
 from tunnelgw.metrics import GatewayMetrics, MetricsPage
-from tunnelgw.rejudge import Verdict, rejudge
+from tunnelgw.rejudge import Verdict, judge_all
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.upstream.dialer import LinkDialer
 from tunnelgw.upstream.links import LinkPool
 
-__all__ = ["GatewayService", "build_front", "build_site", "on_sighup", "tune_collector"]
+__all__ = ["GatewayService", "build_front", "build_site", "on_signal", "tune_collector"]
 
 _log = Logger()
 
 
-def on_sighup(reactor: Any, reload: Callable[[], object]) -> None:
+def on_signal(reactor: Any, signum: int, action: Callable[[], object]) -> None:
     """
-    SIGHUP reloads (C{reload}, on the reactor's thread): by default it
-    would end the process at once, without close frames.
+    C{signum} calls C{action} on the reactor's thread: SIGHUP reloads
+    (by default it would end the process at once, without close frames),
+    SIGUSR1 drains.
     """
 
     def received(signum: int, frame: Any) -> None:
-        reactor.callFromThread(reload)
+        reactor.callFromThread(action)
 
-    signal.signal(signal.SIGHUP, received)
+    signal.signal(signum, received)
 
 
 # Young objects the collector lets pile up before it looks at them (CPython's
@@ -135,6 +136,7 @@ class GatewayService(MultiService):
         # reverse connectivity: this (inner) gateway dials out to outer ones
         self.dialers = self._dial(config)
         self.audit: AuditTrail | None = None
+        self.draining = False
 
     def _metrics_for(self, config: GatewayConfig) -> Site | None:
         """
@@ -266,10 +268,11 @@ class GatewayService(MultiService):
         pipeline, authenticator = build_front(
             config, self.reactor, self.store, dict(self.site.pipeline.links)
         )
+        pipeline.draining = self.draining
         self.site.configure(config, pipeline, authenticator)
         for dialer in self.dialers:
             dialer.disownServiceParent()  # its idle links close; those carrying a tunnel stay
-        self.dialers = self._dial(config)
+        self.dialers = [] if self.draining else self._dial(config)
         self.reloads["applied"] += 1
         self.log.info(
             "configuration reloaded: {services} services, listeners opened {opened}, stopped {stopped}",
@@ -296,35 +299,54 @@ class GatewayService(MultiService):
     def _rejudge(
         self, tunnels: list[Any], old: GatewayConfig | None, new: GatewayConfig, authenticator: Any
     ) -> defer.Deferred[int]:
-        closed = 0
-        pending = []
-
-        def judged(verdict: Verdict | None, tunnel: Any) -> None:
-            nonlocal closed
-            if verdict is None:
-                return
-            closed += 1
+        def closing(tunnel: Any, verdict: Verdict) -> None:
             self.reloads["closed"] += 1
-            self.log.info(
-                "tunnel {conn_id} of {principal} closed by the reload: {change}",
-                event="tunnel_rejudged",
-                decision="close",
-                conn_id=tunnel.conn_id,
-                principal=tunnel.subject.principal,
-                service=tunnel.service.name,
-                change=verdict.change,
-                code=verdict.code,
-                reason=verdict.reason,
-            )
-            tunnel.end(verdict.code, verdict.reason)
 
-        for tunnel in tunnels:
-            verdict = rejudge(tunnel, old, new, authenticator.contexts, self.reactor)
-            if isinstance(verdict, defer.Deferred):
-                pending.append(verdict.addCallback(judged, tunnel))
-            else:
-                judged(verdict, tunnel)
-        return defer.gatherResults(pending).addCallback(lambda _: closed)
+        return judge_all(tunnels, old, new, authenticator.contexts, self.reactor, closing)
+
+    # -- drain ----------------------------------------------------------------
+
+    def drain(self) -> defer.Deferred[None]:
+        """
+        SIGUSR1: take this instance out without stopping it.  Every new
+        request is refused (503, and the health endpoint answers 503
+        C{draining}, so a load balancer stops sending clients), reverse
+        links are no longer offered, and open tunnels go on for
+        C{gateway.drain_timeout} seconds, then are closed with 1001.  The
+        process stays up until it is stopped.
+
+        @return: a Deferred firing once no tunnel is open.
+        """
+        registry = self.site.registry
+        if self.draining:
+            return registry.when_empty()
+        self.draining = self.site.pipeline.draining = True
+        for dialer in self.dialers:
+            dialer.disownServiceParent()
+        self.dialers = []
+        timeout = self.config.drain_timeout
+        self.log.info(
+            "draining: new requests refused, {count} tunnels closed in {timeout}s unless they end first",
+            event="drain",
+            count=len(registry),
+            timeout=timeout,
+        )
+
+        def time_up() -> None:
+            tunnels = list(registry.tunnels)
+            if tunnels:
+                self.log.info("drain time is up: closing {left} tunnels", event="drain", left=len(tunnels))
+            for tunnel in tunnels:
+                tunnel.end(CloseCode.GOING_AWAY, "gateway draining")
+
+        call = self.reactor.callLater(timeout, time_up)
+        drained = registry.when_empty()
+
+        def empty(_: object) -> None:
+            if call.active():
+                call.cancel()
+
+        return drained.addCallback(empty)
 
     # -- stop -----------------------------------------------------------------
 

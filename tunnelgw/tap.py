@@ -4,6 +4,7 @@ The twistd plugin's options and service: C{twistd -n tunnelgw [--config FILE]}.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +15,7 @@ from tunnelgw.config.loader import load, loads
 from tunnelgw.config.model import DEFAULT_CONFIG, GatewayConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.listeners import check_listeners
-from tunnelgw.service import GatewayService, on_sighup, tune_collector
+from tunnelgw.service import GatewayService, on_signal, tune_collector
 
 __all__ = ["Options", "makeService"]
 
@@ -90,5 +91,7 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
     source = options.reread if options["config"] is not None else None
     service = GatewayService(config, reactor, source)
     reactor.callWhenRunning(tune_collector)
-    on_sighup(reactor, service.reread)  # now: the listeners open before the reactor runs
+    # now: the listeners open before the reactor runs
+    on_signal(reactor, signal.SIGHUP, service.reread)
+    on_signal(reactor, signal.SIGUSR1, service.drain)
     return service

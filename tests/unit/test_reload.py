@@ -363,3 +363,39 @@ class AuditTests(SynchronousTestCase):
     def test_stopping_closes_the_trail_after_the_drain(self) -> None:
         self.successResultOf(self.service.stopService())
         self.assertIsNone(self.service.audit)
+
+
+class DrainTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.config = loads(STOMP.replace("[gateway]\n", "[gateway]\ndrain_timeout = 30\n"))
+        self.service = GatewayService(self.config, self.reactor)
+
+    def test_health_and_admission_answer_503_tunnels_close_after_the_timeout(self) -> None:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from tunnelgw.front.site import HealthResource
+
+        harness = ServiceReloadTests.open_tunnel(self, self.config)  # type: ignore[arg-type]
+        drained = self.service.drain()
+        request = DummyRequest([b""])
+        body = HealthResource(self.service.site).render_GET(request)
+        self.assertEqual((request.responseCode, json.loads(body)["status"]), (503, "draining"))
+        self.assertTrue(self.service.site.pipeline.draining)
+        self.reactor.advance(29)
+        self.assertIsNone(harness.client.closed)
+        self.reactor.advance(1)
+        self.assertEqual(harness.client.closed, (1001, "gateway draining"))
+        [(frame, _)] = harness.client.messages  # STOMP's words first
+        self.assertTrue(frame.startswith(b"ERROR\n"))
+        self.assertNoResult(drained)  # until the tunnel is gone
+
+    def test_a_reload_while_draining_keeps_draining(self) -> None:
+        self.service.drain()
+        self.service.reload(loads(STOMP))
+        self.assertTrue(self.service.site.pipeline.draining)
+        self.assertEqual(self.service.dialers, [])
+
+    def test_nothing_open_is_drained_at_once(self) -> None:
+        self.successResultOf(self.service.drain())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -64,6 +64,8 @@ class AdmissionPipeline:
         self._store = store
         """Where the handshake rates and the users' tunnels are counted (no limits without one)."""
         self._gateway = gateway
+        self.draining = False
+        """Set when the gateway drains: every request is refused with 503."""
 
     def admit(
         self,
@@ -84,6 +86,8 @@ class AdmissionPipeline:
         # the returned Deferred cancels the step it waits on (Twisted
         # forwards cancel() to a chained Deferred).
         try:
+            if self.draining:
+                raise Refusal(503, "the gateway is draining", {"Retry-After": "5"})
             check_limits(request)
             self._check_rate(request)
             check_transport(request)

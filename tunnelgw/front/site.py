@@ -35,7 +35,8 @@ __all__ = ["GatewaySite"]
 
 class HealthResource(Resource):
     """
-    C{GET} answers 200 with a small JSON document while the gateway serves.
+    C{GET} answers 200 with a small JSON document while the gateway serves,
+    503 (C{"status": "draining"}) while it drains.
     """
 
     isLeaf = True
@@ -53,8 +54,12 @@ class HealthResource(Resource):
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader("Content-Type", "application/json")
         request.setHeader("Cache-Control", "no-store")
+        draining = self._site.pipeline.draining
+        if draining:
+            # a load balancer's health check takes the instance out
+            request.setResponseCode(503)
         body = {
-            "status": "ok",
+            "status": "draining" if draining else "ok",
             "tunnels": len(self._site.registry),
             "connections": self._site.limiter.total,
         }
