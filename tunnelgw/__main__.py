@@ -37,7 +37,7 @@ def check_config(path: str) -> GatewayConfig:
     @raise ConfigError: with the key and the reason.
     """
     config = load(path)
-    check_listeners(config)
+    check_listeners(config, passed=False)  # systemd: sockets are passed to the gateway alone
     for i, listener in enumerate(config.tls_listeners):
         context_factory(listener, f"gateway.tls_listeners[{i}]")  # loads and checks the files
     return config

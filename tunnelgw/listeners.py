@@ -131,10 +131,13 @@ class ReusePortParser:
         )
 
 
-def check_listener(key: str, description: str) -> None:
+def check_listener(key: str, description: str, passed: bool = True) -> None:
     """
     That C{description} builds a server endpoint, and for a UNIX socket
     that its directory exists (the listen would fail at start otherwise).
+    A C{systemd:} listener's socket must have been passed to this process,
+    unless C{passed} is false (C{tunnelgw check-config}, run where the
+    service manager passes nothing): then only its syntax is checked.
 
     @raise tunnelgw.errors.ConfigError: naming C{key} and why, in one line.
     """
@@ -147,11 +150,20 @@ def check_listener(key: str, description: str) -> None:
     from tunnelgw.errors import ConfigError
     from tunnelgw.upstream import split_description
 
+    parts = split_description(description)
+    if parts[0] == "systemd" and not passed:
+        _check_systemd(key, description, parts[1:])
+        return
     try:
         serverFromString(MemoryReactor(), description)
     except Exception as e:
+        if parts[0] == "systemd" and isinstance(e, (IndexError, KeyError)):
+            names = os.environ.get("LISTEN_FDNAMES", "") if os.environ.get("LISTEN_FDS") else ""
+            raise ConfigError(
+                f"{key}: {description!r}: the service manager passed no such socket"
+                f" (passed: {names or 'none'}); see docs/operations.md, \"systemd\""
+            ) from None
         raise ConfigError(f"{key}: invalid endpoint {description!r}: {e}") from None
-    parts = split_description(description)
     if parts[0] == "unix" and len(parts) > 1:
         address = next((p[len("address=") :] for p in parts[1:] if p.startswith("address=")), parts[1])
         directory = os.path.dirname(os.path.abspath(address))
@@ -159,7 +171,17 @@ def check_listener(key: str, description: str) -> None:
             raise ConfigError(f"{key}: {description!r}: the directory {directory} does not exist")
 
 
-def check_listeners(config: Any, listen_key: str = "gateway.listen") -> None:
+def _check_systemd(key: str, description: str, args: list[str]) -> None:
+    from tunnelgw.errors import ConfigError
+
+    options = dict(arg.split("=", 1) for arg in args if "=" in arg)
+    if options.get("domain") not in ("INET", "INET6", "UNIX"):
+        raise ConfigError(f"{key}: {description!r}: domain= must be INET, INET6 or UNIX")
+    if ("index" in options) == ("name" in options):
+        raise ConfigError(f"{key}: {description!r}: give exactly one of index= or name=")
+
+
+def check_listeners(config: Any, listen_key: str = "gateway.listen", passed: bool = True) -> None:
     """
     L{check_listener} for every listener of a configuration: C{listen}
     (named C{listen_key}, C{--listen} when the command line gave them)
@@ -168,9 +190,9 @@ def check_listeners(config: Any, listen_key: str = "gateway.listen") -> None:
     @raise tunnelgw.errors.ConfigError: the first that is not valid.
     """
     for i, description in enumerate(config.listen):
-        check_listener(f"{listen_key}[{i}]", description)
+        check_listener(f"{listen_key}[{i}]", description, passed)
     for i, listener in enumerate(config.tls_listeners):
-        check_listener(f"gateway.tls_listeners[{i}].endpoint", listener.endpoint)
+        check_listener(f"gateway.tls_listeners[{i}].endpoint", listener.endpoint, passed)
     metrics = getattr(config, "metrics", None)
     if metrics is not None:
-        check_listener("metrics.listen", metrics.listen)
+        check_listener("metrics.listen", metrics.listen, passed)

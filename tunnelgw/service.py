@@ -5,8 +5,6 @@ Build the gateway's services from a configuration.
 from __future__ import annotations
 
 import functools
-import gc
-import signal
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -29,48 +27,16 @@ from tunnelgw.front.site import GatewaySite
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.logs import Logger
 from tunnelgw.metrics import GatewayMetrics, MetricsPage
+from tunnelgw.notify import monotonic_usec, notify
 from tunnelgw.rejudge import Verdict, judge_all
 from tunnelgw.security.realm import RealmAuthenticator
 from tunnelgw.security.throttle import LoginGuard
 from tunnelgw.upstream.dialer import LinkDialer
 from tunnelgw.upstream.links import LinkPool
 
-__all__ = ["GatewayService", "build_front", "build_site", "on_signal", "tune_collector"]
+__all__ = ["GatewayService", "build_front", "build_site"]
 
 _log = Logger()
-
-
-def on_signal(reactor: Any, signum: int, action: Callable[[], object]) -> None:
-    """
-    C{signum} calls C{action} on the reactor's thread: SIGHUP reloads
-    (by default it would end the process at once, without close frames),
-    SIGUSR1 drains.
-    """
-
-    def received(signum: int, frame: Any) -> None:
-        reactor.callFromThread(action)
-
-    signal.signal(signum, received)
-
-
-# Young objects the collector lets pile up before it looks at them (CPython's
-# default is 700).  A handshake allocates a few hundred short-lived objects,
-# all freed by reference counting (no cycles: see NoCyclesTests and
-# tests/integration/test_no_cycles.py); with the default the collector ran
-# every couple of handshakes for nothing.
-YOUNG_THRESHOLD = 7000
-
-
-def tune_collector() -> None:
-    """
-    Once the gateway is up, in the process twistd runs: what was loaded to
-    start it (modules, configuration, a hundred thousand objects) is moved
-    out of the collector's sight (C{gc.freeze}), so that its full scans
-    look at the tunnels only, and it runs less often on young objects.
-    """
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
 
 
 def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
@@ -215,7 +181,20 @@ class GatewayService(MultiService):
         """
         SIGHUP: read the configuration again and L{reload} it; one that
         does not load changes nothing (C{event=reload}, C{outcome=invalid}).
+        The service manager is told (L{notify}): reloading, then ready.
         """
+        notify("RELOADING=1", monotonic_usec(), "STATUS=reloading the configuration")
+        try:
+            return self._reread()
+        finally:
+            notify("READY=1", f"STATUS={self.status()}")
+
+    def status(self) -> str:
+        """One line for the service manager's status."""
+        state = "draining" if self.draining else "serving"
+        return f"{state} {len(self.config.services)} services, {len(self.site.registry)} tunnels open"
+
+    def _reread(self) -> Any:
         if self.source is None:
             self.log.warn(
                 "reload: no configuration file (the embedded default); nothing to reload",
@@ -350,7 +329,13 @@ class GatewayService(MultiService):
 
     # -- stop -----------------------------------------------------------------
 
+    def startService(self) -> None:
+        super().startService()
+        # the listeners listen (privilegedStartService); ready once the reactor runs
+        self.reactor.callWhenRunning(lambda: notify("READY=1", f"STATUS={self.status()}"))
+
     def stopService(self) -> defer.Deferred[None]:
+        notify("STOPPING=1", "STATUS=stopping: draining the tunnels")
         stopped = super().stopService()
         tunnels = list(self.site.registry.tunnels)
         self.log.info(

@@ -9,8 +9,9 @@ cd "$(dirname "$0")"
 # RabbitMQ (STOMP); prosody (XMPP); a desktop behind a VNC server (Xvfb,
 # x11vnc, xterm, xwd from x11-apps); Chromium for noVNC (never a browser
 # downloaded by a test tool); iproute2 and nftables for the layered-DMZ
-# topology of network namespaces; Prometheus, which scrapes the metrics listener
-DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus)
+# topology of network namespaces; Prometheus, which scrapes the metrics
+# listener; systemd for systemd-analyze and systemd-socket-activate
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -98,3 +98,32 @@ class BacklogTests(SynchronousTestCase):
         self.assertEqual(
             [(port, backlog) for port, _, backlog, _ in reactor.tcpServers], [(8080, 1024), (8081, 7)]
         )
+
+
+class SystemdListenerTests(SynchronousTestCase):
+    def test_a_socket_not_passed_is_named(self) -> None:
+        from tunnelgw.errors import ConfigError
+        from tunnelgw.listeners import check_listener
+
+        with self.assertRaises(ConfigError) as e:
+            check_listener("gateway.listen[0]", "systemd:domain=INET:name=web")
+        self.assertEqual(
+            str(e.exception),
+            "gateway.listen[0]: 'systemd:domain=INET:name=web': the service manager passed no such socket"
+            ' (passed: none); see docs/operations.md, "systemd"',
+        )
+
+    def test_check_config_checks_the_syntax_only(self) -> None:
+        from tunnelgw.errors import ConfigError
+        from tunnelgw.listeners import check_listener
+
+        check_listener("k", "systemd:domain=INET:name=web", passed=False)
+        check_listener("k", "systemd:domain=INET6:index=0", passed=False)
+        for wrong, why in (
+            ("systemd:domain=INET", "give exactly one of index= or name="),
+            ("systemd:domain=INET:index=0:name=web", "give exactly one of index= or name="),
+            ("systemd:domain=FOO:name=web", "domain= must be INET, INET6 or UNIX"),
+        ):
+            with self.assertRaises(ConfigError) as e:
+                check_listener("k", wrong, passed=False)
+            self.assertIn(why, str(e.exception))
