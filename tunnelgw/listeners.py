@@ -161,7 +161,7 @@ def check_listener(key: str, description: str, passed: bool = True) -> None:
             names = os.environ.get("LISTEN_FDNAMES", "") if os.environ.get("LISTEN_FDS") else ""
             raise ConfigError(
                 f"{key}: {description!r}: the service manager passed no such socket"
-                f" (passed: {names or 'none'}); see docs/operations.md, \"systemd\""
+                f' (passed: {names or "none"}); see docs/operations.md, "systemd"'
             ) from None
         raise ConfigError(f"{key}: invalid endpoint {description!r}: {e}") from None
     if parts[0] == "unix" and len(parts) > 1:

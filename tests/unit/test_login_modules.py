@@ -221,7 +221,7 @@ def test_jwt_config_errors(es256: Any) -> None:
     _, options = es256
     with pytest.raises(ConfigError, match="opts.algorithms: unsupported algorithm 'none'"):
         JWTFactory().parse_config(dict(options, algorithms=["none"]), "opts")
-    with pytest.raises(ConfigError, match="exactly one of key_file and jwks_file"):
+    with pytest.raises(ConfigError, match="exactly one of key_file, jwks_file and jwks_uri"):
         JWTFactory().parse_config({k: v for k, v in options.items() if k != "key_file"}, "opts")
     with pytest.raises(ConfigError, match="opts.audience: required"):
         JWTFactory().parse_config({k: v for k, v in options.items() if k != "audience"}, "opts")

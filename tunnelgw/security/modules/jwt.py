@@ -6,8 +6,12 @@ opt-in query parameter.
 Options: C{source} (C{bearer}, C{cookie} or C{query}; default C{bearer}),
 C{cookie} / C{query_param} (the name, for those sources), C{algorithms}
 (required; e.g. C{["RS256"]}, C{["ES256"]}, C{["HS256"]}), exactly one of
-C{key_file} (a PEM public key, or the shared secret for HS*) and
-C{jwks_file} (a JSON Web Key Set; the token's C{kid} picks the key),
+C{key_file} (a PEM public key, or the shared secret for HS*),
+C{jwks_file} (a JSON Web Key Set; the token's C{kid} picks the key) and
+C{jwks_uri} (the identity provider's key set, fetched and kept fresh:
+L{tunnelgw.security.modules.jwks}; https, or http to a loopback address;
+with C{jwks_refetch_interval}, default 30 s, and C{jwks_max_age}, the
+keeping time of an answer without C{Cache-Control}, default 300 s),
 C{audience} (required), C{issuer}, C{leeway} (seconds of clock skew,
 default 30), C{user_claim} (default C{sub}) and C{roles_claim} (default
 C{roles}: a list, or a space-separated string, of role names).
@@ -23,15 +27,26 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import hyperlink
 import jwt as pyjwt
 
+from twisted.internet import defer
 from zope.interface import implementer
 
-from tunnelgw.config.values import ConfigError, Table, file_text, seconds_value, string_value, strings_value
+from tunnelgw.config.values import (
+    ConfigError,
+    Table,
+    file_text,
+    positive_seconds_value,
+    seconds_value,
+    string_value,
+    strings_value,
+)
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.modules.base import BaseModule, check_numeric_dates, roles_of
+from tunnelgw.security.modules.jwks import Fetch, RemoteKeySet, treq_get
 
 SOURCES = ("bearer", "cookie", "query")
 
@@ -43,6 +58,7 @@ class JWTOptions:
     algorithms: tuple[str, ...]
     key: Any
     jwks: pyjwt.PyJWKSet | None
+    remote: RemoteKeySet | None
     audience: str
     issuer: str | None
     leeway: float
@@ -64,17 +80,30 @@ class JWTModule(BaseModule):
             raise LoginFailed(f"no token in {o.source}" + (f" {o.name}" if o.name else ""))
         return str(token)
 
-    def authenticate(self) -> dict[str, Any]:
+    def authenticate(self) -> dict[str, Any] | defer.Deferred[dict[str, Any]]:
         o = self.options
         token = self._token()
+        key = o.key
         try:
-            key = o.key
-            if o.jwks is not None:
+            if o.jwks is not None or o.remote is not None:
                 kid = pyjwt.get_unverified_header(token).get("kid")
-                keys = [k for k in o.jwks.keys if kid is None or k.key_id == kid]
-                if len(keys) != 1:
-                    raise LoginFailed("no key in the key set matches the token's kid")
-                key = keys[0]
+                if o.remote is not None:
+                    remote = o.remote.key_for(kid, self.reactor)
+                    if isinstance(remote, defer.Deferred):
+                        return remote.addCallback(lambda found: self._claims(token, found))
+                    key = remote
+                else:
+                    keys = [k for k in o.jwks.keys if kid is None or k.key_id == kid]  # type: ignore[union-attr]
+                    if len(keys) != 1:
+                        raise LoginFailed("no key in the key set matches the token's kid")
+                    key = keys[0]
+        except pyjwt.InvalidTokenError as e:
+            raise LoginFailed(f"invalid token: {e}") from None
+        return self._claims(token, key)
+
+    def _claims(self, token: str, key: Any) -> dict[str, Any]:
+        o = self.options
+        try:
             claims: dict[str, Any] = pyjwt.decode(
                 token,
                 key,
@@ -105,9 +134,23 @@ class JWTModule(BaseModule):
         return found, {"method": f"jwt-{o.source}", "expires": float(claims["exp"]) + o.leeway}
 
 
+def _check_uri(key: str, uri: str) -> None:
+    """
+    https, or http to a loopback address: keys fetched in the clear over a
+    network would be anyone's to replace.
+    """
+    url = hyperlink.URL.from_text(uri)
+    loopback = url.host in ("127.0.0.1", "::1", "localhost")
+    if not url.host or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+        raise ConfigError(f"{key}: expected an https URL (http only to a loopback address), got {uri!r}")
+
+
 @implementer(ILoginModuleFactory)
 class JWTFactory:
     name = "jwt"
+
+    def __init__(self, fetch: Fetch = treq_get) -> None:
+        self._fetch = fetch
 
     def parse_config(self, options: dict[str, Any], key: str) -> JWTOptions:
         t = Table(options, key)
@@ -123,24 +166,32 @@ class JWTFactory:
                 raise ConfigError(f"{t.key('algorithms')}: unsupported algorithm {algorithm!r}")
         key_file = t.take("key_file", string_value, None)
         jwks_file = t.take("jwks_file", string_value, None)
-        if (key_file is None) == (jwks_file is None):
-            raise ConfigError(f"{key}: give exactly one of key_file and jwks_file")
+        jwks_uri = t.take("jwks_uri", string_value, None)
+        refetch = t.take("jwks_refetch_interval", positive_seconds_value, 30.0)
+        max_age = t.take("jwks_max_age", seconds_value, 300.0)
+        if [key_file, jwks_file, jwks_uri].count(None) != 2:
+            raise ConfigError(f"{key}: give exactly one of key_file, jwks_file and jwks_uri")
         jwks = None
+        remote = None
         secret: Any = None
         if key_file is not None:
             secret = file_text(t.key("key_file"), key_file).strip()
-        else:
-            assert jwks_file is not None
+        elif jwks_file is not None:
             try:
                 jwks = pyjwt.PyJWKSet.from_json(file_text(t.key("jwks_file"), jwks_file))
             except (pyjwt.PyJWKSetError, json.JSONDecodeError, ValueError) as e:
                 raise ConfigError(f"{t.key('jwks_file')}: {e}") from None
+        else:
+            assert jwks_uri is not None
+            _check_uri(t.key("jwks_uri"), jwks_uri)
+            remote = RemoteKeySet(jwks_uri, refetch, max_age, fetch=self._fetch)
         parsed = JWTOptions(
             source=source,
             name=name,
             algorithms=algorithms,
             key=secret,
             jwks=jwks,
+            remote=remote,
             audience=t.require("audience", string_value),
             issuer=t.take("issuer", string_value, None),
             leeway=t.take("leeway", seconds_value, 30.0),
