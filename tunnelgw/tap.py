@@ -18,6 +18,7 @@ from tunnelgw.config.model import DEFAULT_CONFIG, GatewayConfig
 from tunnelgw.config.values import ConfigError
 from tunnelgw.listeners import check_listeners
 from tunnelgw.service import GatewayService
+from tunnelgw.upstream import split_description
 
 __all__ = ["Options", "makeService", "on_signal", "tune_collector"]
 
@@ -91,6 +92,8 @@ class Options(usage.Options):
             config = self.checked(config)
         except ConfigError as e:
             raise usage.UsageError(f"invalid configuration: {e}") from None
+        if self["config"] is None and self["listen"]:
+            config = default_origins(config)
         self["gateway_config"] = config
 
     def checked(self, config: GatewayConfig) -> GatewayConfig:
@@ -112,6 +115,26 @@ class Options(usage.Options):
         @raise ConfigError: it does not load, or a listener is not valid.
         """
         return self.checked(load(self["config"]))
+
+
+def default_origins(config: GatewayConfig) -> GatewayConfig:
+    """
+    The embedded default moved by C{--listen}: its echo service admits the
+    Origin of a page served where it now listens (C{http://HOST:PORT} of
+    each TCP listener; C{127.0.0.1} and C{localhost} for a loopback or
+    any-address one), as it admits C{:8080}'s by default.
+    """
+    origins: set[str] = set()
+    for description in config.listen:
+        parts = split_description(description)
+        if parts[0] not in ("tcp", "tcp6", "reuseport") or len(parts) < 2 or not parts[1].isdigit():
+            continue
+        options = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+        host = options.get("interface", "")
+        hosts = ["127.0.0.1", "localhost"] if host in ("", "0.0.0.0", "::", "127.0.0.1") else [host]
+        origins.update(f"http://{h}:{parts[1]}" for h in hosts)
+    services = tuple(replace(s, origins=s.origins | frozenset(origins)) for s in config.services)
+    return replace(config, services=services)
 
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:

@@ -1,0 +1,42 @@
+"""
+twistd's options: the embedded default moved by --listen, reread for a reload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnelgw.errors import ConfigError
+from tunnelgw.tap import Options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_the_embedded_default_admits_the_origin_where_it_listens(self) -> None:
+        options = Options()
+        options.parseOptions(["--listen", "tcp:9000:interface=127.0.0.1", "--listen", "tcp:9001"])
+        origins = options["gateway_config"].services[0].origins
+        for origin in ("http://127.0.0.1:9000", "http://localhost:9000", "http://127.0.0.1:9001"):
+            self.assertIn(origin, origins)
+
+    def test_a_configuration_file_keeps_its_origins(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text(
+            '[gateway]\nlisten = ["tcp:8080"]\n[realms.p]\n[[realms.p.modules]]\nmodule = "anonymous"\n'
+            'flag = "required"\n[services.e]\npath = "/e"\nadapter = "echo"\nrealm = "p"\n'
+            'allow_no_subprotocol = true\norigins = ["https://app.example"]\n'
+        )
+        options = Options()
+        options.parseOptions(["--config", str(path), "--listen", "tcp:9000"])
+        self.assertEqual(options["gateway_config"].services[0].origins, {"https://app.example"})
+        # a reload reads the file again, the command line's listeners still in force
+        self.assertEqual(options.reread().listen, ("tcp:9000",))
+        path.write_text("[gateway]\nlisten = 7\n")
+        with self.assertRaises(ConfigError):
+            options.reread()
+
+    def test_a_listener_twisted_cannot_parse(self) -> None:
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--listen", "systemd:"])
