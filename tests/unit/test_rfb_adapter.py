@@ -266,6 +266,23 @@ class RfbAdapterTests(SynchronousTestCase):
         self.assertEqual(self.h.sent(), UPDATE_REQUEST + b"\x05\x00\x00\x10\x00\x20" + UPDATE_REQUEST)
         self.assertIsNone(self.h.client.closed)
 
+    def test_a_new_policy_or_new_roles_apply_from_the_next_message(self) -> None:
+        """A reload gives the tunnel another policy, or its subject other roles."""
+        from tunnelgw.security import Principal
+
+        self.running(roles=("viewers",))
+        self.client(KEY_DOWN)
+        self.assertEqual(self.h.sent(), b"")
+        subject = self.h.tunnel.subject
+        subject.principals = subject.principals | {Principal("role", "operators")}
+        self.client(KEY_DOWN)
+        self.assertEqual(self.h.sent(), KEY_DOWN)
+        self.h.tunnel.policy = RulesPolicyFactory().parse_config(
+            {"rules": [{"roles": ["nobody"], "actions": ["input"], "resources": ["*"]}]}, "policies.p"
+        )
+        self.client(KEY_DOWN)
+        self.assertEqual(self.h.sent(), b"")
+
     def test_viewer_shares_the_desktop(self) -> None:
         self.make(roles=("viewers",))
         self.server(VERSION)

@@ -70,6 +70,7 @@ class RfbAdapter:
         self._chosen = 0
         self._offered: list[int] = []
         self._allowed: dict[str, bool] | None = None
+        self._allowed_under: tuple[object, object] | None = None
         self._dropped = 0
 
     # -- entry points -------------------------------------------------------
@@ -320,8 +321,13 @@ class RfbAdapter:
     # -- the session ------------------------------------------------------------
 
     def _permitted(self, what: str) -> bool:
-        if self._allowed is None:
+        # asked once per policy and set of principals: a reload that gives
+        # the tunnel another policy, or its subject other roles, asks again
+        policy, principals = getattr(self._tunnel, "policy", None), self._tunnel.subject.principals
+        seen = self._allowed_under
+        if self._allowed is None or seen is None or policy is not seen[0] or principals is not seen[1]:
             self._allowed = {name: self._tunnel.permits("input", name) for name in INPUTS}
+            self._allowed_under = (policy, principals)
         return self._allowed[what]
 
     def _client_messages(self, to_server: bytearray) -> None:
