@@ -36,11 +36,13 @@ from tests.integration.harness import (
     expect_close,
     free_port,
     handshake_status,
+    json_lines,
     ws_connect,
 )
 from tests.integration.prosody import DOMAIN, USERS, Prosody
 from tests.integration.rabbitmq import RabbitMQ
 from tests.integration.vnc import Desktop
+from tunnelgw.audit import AUDIT_EVENTS
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -98,6 +100,9 @@ listen = ["tcp:{s.port}:interface=127.0.0.1"]
 endpoint = "tcp:{s.tls_port}:interface=127.0.0.1"
 certificate = "{cert}"
 private_key = "{key}"
+
+[audit]
+path = "{s.work / "audit.jsonl"}"
 
 [realms.public]
 [[realms.public.modules]]
@@ -393,6 +398,12 @@ def test_a_reload_with_tunnels_open(setup: Setup) -> None:
         "ops": "service ops: roles",
         "xmpp-ops": "service xmpp-ops: roles",
     }
+    # the audit stream has them too, with its schema, and the reloads
+    audit = json_lines(s.work / "audit.jsonl")
+    assert {e["schema"] for e in audit} == {"tunnelgw.audit/1"}
+    assert {e["service"]: e["change"] for e in audit if e["event"] == "tunnel_rejudged"} == changes
+    assert [e["outcome"] for e in audit if e["event"] == "reload"] == ["invalid", "applied"]
+    assert not [e for e in audit if e["event"] not in AUDIT_EVENTS]
 
     # what is still allowed goes on: every byte, every message
     streaming.join(120)
