@@ -51,6 +51,10 @@ def summary(path: str, config: GatewayConfig) -> str:
         parts.append("links: " + ", ".join(f"{pool.name} ({pool.path})" for pool in config.links))
     if config.reverse_links:
         parts.append("reverse links to: " + ", ".join(link.outer for link in config.reverse_links))
+    if config.metrics is not None:
+        parts.append(f"metrics: {config.metrics.listen}")
+    if config.audit is not None:
+        parts.append(f"audit: {'standard output' if config.audit == '-' else config.audit}")
     names = ", ".join(f"{s.name} ({s.path})" for s in config.services) or "none"
     parts.append(f"services: {names}")
     return f"{path}: valid; " + "; ".join(parts)

@@ -22,3 +22,18 @@ def test_the_summary_names_every_listener_and_link() -> None:
         " links: inner (/links/inner); reverse links to: wss://outer.example:8443/links/inner;"
         " services: vnc (/vnc)"
     )
+
+
+def test_the_summary_names_the_metrics_listener_and_the_audit_stream() -> None:
+    from tunnelgw.config.model import MetricsConfig
+
+    config = GatewayConfig(
+        listen=("tcp:8080",),
+        services=(),
+        metrics=MetricsConfig("tcp:9464:interface=127.0.0.1"),
+        audit="-",
+    )
+    assert summary("gw.toml", config) == (
+        "gw.toml: valid; listeners: tcp:8080; metrics: tcp:9464:interface=127.0.0.1;"
+        " audit: standard output; services: none"
+    )
