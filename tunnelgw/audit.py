@@ -40,6 +40,8 @@ AUDIT_EVENTS = frozenset(
         "tunnel_rejudged",
         "tunnel_close",
         "reload",
+        "revocation",  # a revocation put in force on this instance
+        "revocation_issued",  # an admin issued one
         "refresh",
         "stomp_connect",
         "stomp_refused",

@@ -196,3 +196,6 @@ def check_listeners(config: Any, listen_key: str = "gateway.listen", passed: boo
     metrics = getattr(config, "metrics", None)
     if metrics is not None:
         check_listener("metrics.listen", metrics.listen, passed)
+    admin = getattr(config, "admin", None)
+    if admin is not None:
+        check_listener("admin.listen", admin.listen, passed)

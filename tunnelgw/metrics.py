@@ -96,7 +96,7 @@ class GatewayMetrics:
         )
         self.revocations = Counter(
             "tunnelgw_tunnels_revoked",
-            "Open tunnels ended by a revalidation (revalidation) or a reload (reload).",
+            "Open tunnels ended by a revalidation, a revocation or a reload.",
             ["by"],
             registry=registry,
         )
@@ -113,7 +113,7 @@ class GatewayMetrics:
             "tunnel_close": self._tunnel_close,
             "login_module": self._login_module,
             "reload": self._reload,
-            "tunnel_revoked": lambda e: self.revocations.labels("revalidation").inc(),
+            "tunnel_revoked": lambda e: self.revocations.labels(str(e.get("by", "revalidation"))).inc(),
             "tunnel_rejudged": lambda e: self.revocations.labels("reload").inc(),
         }
         registry.register(_Live(self))

@@ -19,8 +19,10 @@ from twisted.web.server import Site
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.audit import AuditTrail
-from tunnelgw.config.model import GatewayConfig
+from tunnelgw.cluster.engine import LocalEngine, RedisEngine
+from tunnelgw.config.model import ClusterConfig, GatewayConfig
 from tunnelgw.errors import CloseCode, ConfigError
+from tunnelgw.front.admin import admin_site
 from tunnelgw.front.link_resource import admit_link
 from tunnelgw.front.listening import Listeners, ListenerSpec, ListenFailed, failed, specs
 from tunnelgw.front.site import GatewaySite
@@ -95,10 +97,13 @@ class GatewayService(MultiService):
         pipeline, authenticator = build_front(config, reactor, self.store, {})
         self.site = GatewaySite(config, reactor, pipeline, authenticator)
         self.site.registry.late = self._late
+        self.engine = self._engine(config.cluster)
+        pipeline.engine = self.engine
         self.listeners = Listeners(self, self.site, reactor)
         self.metrics: GatewayMetrics | None = None
         self._metrics_site: Site | None = None
-        self.listeners.add(specs(config, self._metrics_for(config)))
+        self._admin_site = admin_site(self, reactor)
+        self.listeners.add(specs(config, self._metrics_for(config), self._admin_site))
         # reverse connectivity: this (inner) gateway dials out to outer ones
         self.dialers = self._dial(config)
         self.audit: AuditTrail | None = None
@@ -230,7 +235,8 @@ class GatewayService(MultiService):
         trail = None
         try:
             trail = self._trail(config.audit)
-            opened, renewed, stopped = self.listeners.replace(specs(config, self._metrics_for(config)))
+            wanted = specs(config, self._metrics_for(config), self._admin_site)
+            opened, renewed, stopped = self.listeners.replace(wanted)
         except (ConfigError, ListenFailed) as e:
             if trail is not None:
                 trail.close()
@@ -248,6 +254,12 @@ class GatewayService(MultiService):
             config, self.reactor, self.store, dict(self.site.pipeline.links)
         )
         pipeline.draining = self.draining
+        if config.cluster != old.cluster:
+            stopping = self.engine
+            self.engine = self._engine(config.cluster)
+            self.engine.start()
+            stopping.stop()
+        pipeline.engine = self.engine
         self.site.configure(config, pipeline, authenticator)
         for dialer in self.dialers:
             dialer.disownServiceParent()  # its idle links close; those carrying a tunnel stay
@@ -329,8 +341,14 @@ class GatewayService(MultiService):
 
     # -- stop -----------------------------------------------------------------
 
+    def _engine(self, cluster: ClusterConfig | None) -> LocalEngine:
+        if cluster is None:
+            return LocalEngine(self.reactor, self.site.registry)
+        return RedisEngine(self.reactor, self.site.registry, cluster)
+
     def startService(self) -> None:
         super().startService()
+        self.engine.start()
         # the listeners listen (privilegedStartService); ready once the reactor runs
         self.reactor.callWhenRunning(lambda: notify("READY=1", f"STATUS={self.status()}"))
 
@@ -359,6 +377,7 @@ class GatewayService(MultiService):
             drained.addTimeout(timeout, self.reactor, onTimeoutCancel=gave_up)
 
         def done(result: object) -> Any:
+            self.engine.stop()
             self._follow(None)  # after the drained tunnels' events
             if self.metrics is not None:
                 globalLogPublisher.removeObserver(self.metrics)

@@ -10,8 +10,9 @@ cd "$(dirname "$0")"
 # x11vnc, xterm, xwd from x11-apps); Chromium for noVNC (never a browser
 # downloaded by a test tool); iproute2 and nftables for the layered-DMZ
 # topology of network namespaces; Prometheus, which scrapes the metrics
-# listener; systemd for systemd-analyze and systemd-socket-activate
-DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd)
+# listener; systemd for systemd-analyze and systemd-socket-activate; Redis
+# (the shared engine of several instances) and HAProxy in front of them
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd redis-server haproxy)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

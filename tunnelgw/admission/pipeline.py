@@ -66,6 +66,8 @@ class AdmissionPipeline:
         self._gateway = gateway
         self.draining = False
         """Set when the gateway drains: every request is refused with 503."""
+        self.engine: Any = None
+        """The cluster engine (L{tunnelgw.cluster.engine}): may admissions go on, and whom revocations name."""
 
     def admit(
         self,
@@ -88,6 +90,8 @@ class AdmissionPipeline:
         try:
             if self.draining:
                 raise Refusal(503, "the gateway is draining", {"Retry-After": "5"})
+            if self.engine is not None:
+                self.engine.admitting()
             check_limits(request)
             self._check_rate(request)
             check_transport(request)
@@ -117,6 +121,7 @@ class AdmissionPipeline:
         # logged in: if no tunnel comes of it, nothing else will end the login
         places: Places | None = None
         try:
+            self._check_revoked(subject, request)
             factory = registry.adapters()[service.adapter]
             places = self._hold_places(subject, service, request)
             admission = Admission(
@@ -186,6 +191,24 @@ class AdmissionPipeline:
             raise Refusal(503, "the authorization policy did not decide", {"Retry-After": "5"})
 
         return d.addErrback(failed)
+
+    def _check_revoked(self, subject: Subject, request: AdmissionRequest) -> None:
+        """
+        @raise Refusal: (403) a revocation in force names the subject.
+        """
+        revocation = self.engine.revoking(subject) if self.engine is not None else None
+        if revocation is not None:
+            self.log.info(
+                "authorization {conn_id}: {principal} is revoked ({kind} {value})",
+                event="authorization",
+                decision="deny",
+                conn_id=request.conn_id,
+                principal=subject.principal,
+                kind=revocation.kind,
+                value=revocation.value,
+                revocation=revocation.id,
+            )
+            raise Refusal(403, "revoked")
 
     def _check_rate(self, request: AdmissionRequest) -> None:
         """

@@ -18,7 +18,6 @@ from tunnelgw.config.model import (
     GatewayConfig,
     Limits,
     LoginLimits,
-    MetricsConfig,
     ModuleEntry,
     PolicyConfig,
     PoolConfig,
@@ -27,6 +26,7 @@ from tunnelgw.config.model import (
     ServiceConfig,
     TLSListener,
 )
+from tunnelgw.config.operations import admin_config, audit_path, cluster_config, metrics_config
 from tunnelgw.config.values import (
     ConfigError,
     KiB,
@@ -292,8 +292,10 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     services = []
     for name in list(services_table._data):
         services.append(_service(name, services_table.table(name)))
-    audit = _audit(top.table("audit"))
-    metrics = _metrics(top.table("metrics"), listen)
+    audit = audit_path(top.table("audit"))
+    metrics = metrics_config(top.table("metrics"), listen)
+    cluster = cluster_config(top.table("cluster"))
+    admin = admin_config(top.table("admin"), listen, realm_names)
     top.done()
 
     seen: dict[str, str] = {pool.path: f"links.{pool.name}" for pool in links}
@@ -344,27 +346,9 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         reverse_links=reverse_links,
         audit=audit,
         metrics=metrics,
+        cluster=cluster,
+        admin=admin,
     )
-
-
-def _audit(table: Table) -> str | None:
-    path = table.take("path", string_value, None)
-    table.done()
-    return path
-
-
-def _metrics(table: Table, listen: tuple[str, ...]) -> MetricsConfig | None:
-    endpoint = table.take("listen", string_value, None)
-    user_labels = table.take("user_labels", bool_value, False)
-    max_users = table.take("max_users", positive_int_value, 100)
-    table.done()
-    if endpoint is None:
-        return None
-    if endpoint in listen:
-        raise ConfigError(
-            f"metrics.listen: {endpoint!r} is a gateway listener; metrics need one of their own"
-        )
-    return MetricsConfig(endpoint, user_labels, max_users)
 
 
 def loads(text: str) -> GatewayConfig:

@@ -14,6 +14,8 @@ from tunnelgw.config.values import KiB, MiB
 from tunnelgw.interfaces import IAuthorizationPolicy, ILoginModuleFactory
 
 __all__ = [
+    "AdminConfig",
+    "ClusterConfig",
     "DEFAULT_CONFIG",
     "Flag",
     "GatewayConfig",
@@ -227,6 +229,40 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """
+    C{[cluster]}: the engine several instances share (Redis): tunnels per
+    user across instances, pushed revocations, the cluster-wide tunnel list.
+    """
+
+    redis: str
+    """C{redis://HOST:PORT[/DB]} or C{rediss://...} (TLS)."""
+    password: str | None = None
+    username: str | None = None
+    ca: str | None = None
+    """PEM: the CAs a C{rediss://} server's certificate must chain to (default: the system's)."""
+    prefix: str = "tunnelgw"
+    instance: str = ""
+    """This instance's name in the cluster (default: host name and process id)."""
+    lease_ttl: float = 15.0
+    when_down: str = "refuse"
+    """After C{grace} seconds without Redis: C{refuse} (503) or C{local} (this process's limits only)."""
+    grace: float = 30.0
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """
+    C{[admin]}: the admin API and page, on a listener of their own, for
+    subjects of C{realm} holding one of C{require_roles}.
+    """
+
+    listen: str
+    realm: str
+    require_roles: frozenset[str] = frozenset({"admin"})
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     The whole gateway.
@@ -256,6 +292,10 @@ class GatewayConfig:
     """C{[audit] path}: where the audit stream goes (C{"-"}: standard output); C{None}: nowhere."""
     metrics: MetricsConfig | None = None
     """C{[metrics]}: the Prometheus listener; C{None}: none."""
+    cluster: ClusterConfig | None = None
+    """C{[cluster]}: the engine shared with other instances; C{None}: this process alone."""
+    admin: AdminConfig | None = None
+    """C{[admin]}: the admin listener; C{None}: none."""
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:

@@ -55,10 +55,11 @@ class ListenFailed(Exception):
         self.reason = reason
 
 
-def specs(config: GatewayConfig, metrics: Any = None) -> list[ListenerSpec]:
+def specs(config: GatewayConfig, metrics: Any = None, admin: Any = None) -> list[ListenerSpec]:
     """
-    The listeners of C{config}, their TLS files read; the metrics
-    listener's serving C{metrics} (a site), if C{config} has one.
+    The listeners of C{config}, their TLS files read; the metrics and
+    admin listeners serving C{metrics} and C{admin} (sites), if C{config}
+    has them.
 
     @raise tunnelgw.errors.ConfigError: a TLS file is missing or not PEM.
     """
@@ -68,6 +69,8 @@ def specs(config: GatewayConfig, metrics: Any = None) -> list[ListenerSpec]:
         wanted.append(ListenerSpec(f"{key}.endpoint", listener.endpoint, context_factory(listener, key)))
     if config.metrics is not None and metrics is not None:
         wanted.append(ListenerSpec("metrics.listen", config.metrics.listen, site=metrics))
+    if config.admin is not None and admin is not None:
+        wanted.append(ListenerSpec("admin.listen", config.admin.listen, site=admin))
     return wanted
 
 

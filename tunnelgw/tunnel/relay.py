@@ -176,6 +176,11 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
             else None
         )
 
+    @property
+    def last_activity(self) -> float:
+        """When a message last passed, either way (the reactor's seconds)."""
+        return self._last_activity
+
     # -- life cycle -------------------------------------------------------
 
     def start(self, client: ClientLeg) -> None:

@@ -105,6 +105,7 @@ class TunnelSession(TunnelPart):
                 self.log.info(
                     "tunnel {conn_id}: credentials of {principal} revoked",
                     event="tunnel_revoked",
+                    by="revalidation",
                     conn_id=self.conn_id,
                     principal=self.subject.principal,
                 )

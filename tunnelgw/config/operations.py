@@ -1,0 +1,91 @@
+"""
+The operational tables: C{[audit]}, C{[metrics]}, C{[cluster]}, C{[admin]}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import hyperlink
+
+from tunnelgw.config.model import AdminConfig, ClusterConfig, MetricsConfig
+from tunnelgw.config.values import (
+    ConfigError,
+    Table,
+    bool_value,
+    file_text,
+    positive_int_value,
+    positive_seconds_value,
+    string_value,
+    strings_value,
+)
+
+__all__ = ["admin_config", "audit_path", "cluster_config", "metrics_config"]
+
+
+def audit_path(table: Table) -> str | None:
+    path = table.take("path", string_value, None)
+    table.done()
+    return path
+
+
+def metrics_config(table: Table, listen: tuple[str, ...]) -> MetricsConfig | None:
+    endpoint = table.take("listen", string_value, None)
+    user_labels = table.take("user_labels", bool_value, False)
+    max_users = table.take("max_users", positive_int_value, 100)
+    table.done()
+    if endpoint is None:
+        return None
+    if endpoint in listen:
+        raise ConfigError(
+            f"metrics.listen: {endpoint!r} is a gateway listener; metrics need one of their own"
+        )
+    return MetricsConfig(endpoint, user_labels, max_users)
+
+
+def cluster_config(table: Table) -> ClusterConfig | None:
+    redis = table.take("redis", string_value, None)
+    password_file = table.take("password_file", string_value, None)
+    username = table.take("username", string_value, None)
+    ca = table.take("ca", string_value, None)
+    prefix = table.take("prefix", string_value, "tunnelgw")
+    instance = table.take("instance", string_value, "") or f"{socket.gethostname()}-{os.getpid()}"
+    lease_ttl = table.take("lease_ttl", positive_seconds_value, 15.0)
+    when_down = table.choice("when_down", ("refuse", "local"), "refuse")
+    grace = table.take("grace", positive_seconds_value, 30.0)
+    table.done()
+    if redis is None:
+        return None
+    url = hyperlink.URL.from_text(redis)
+    if url.scheme not in ("redis", "rediss") or not url.host:
+        raise ConfigError(f"cluster.redis: expected redis://HOST:PORT or rediss://HOST:PORT, got {redis!r}")
+    if url.userinfo:
+        raise ConfigError(
+            "cluster.redis: put the password in password_file, not in the URL (URLs get logged)"
+        )
+    password = file_text("cluster.password_file", password_file).strip() if password_file else None
+    if ca is not None:
+        file_text("cluster.ca", ca)  # named now if it cannot be read
+    return ClusterConfig(redis, password, username, ca, prefix, instance, lease_ttl, when_down, grace)
+
+
+def admin_config(table: Table, listen: tuple[str, ...], realms: set[str]) -> AdminConfig | None:
+    endpoint = table.take("listen", string_value, None)
+    realm = table.take("realm", string_value, None)
+    default_roles: tuple[str, ...] = ("admin",)
+    roles = frozenset(table.take("require_roles", strings_value, default_roles))
+    table.done()
+    if endpoint is None:
+        return None
+    if endpoint in listen:
+        raise ConfigError(
+            f"admin.listen: {endpoint!r} is a gateway listener; the admin API needs one of its own"
+        )
+    if realm is None:
+        raise ConfigError("admin.realm: required: the realm admins log in with")
+    if realm not in realms:
+        raise ConfigError(f"admin.realm: no realm {realm!r} is defined in [realms]")
+    if not roles:
+        raise ConfigError("admin.require_roles: at least one role")
+    return AdminConfig(endpoint, realm, roles)
