@@ -1,5 +1,6 @@
 """
-Command line: C{tunnelgw check-config FILE} (or C{python -m tunnelgw ...}).
+Command line: C{tunnelgw check-config FILE}, C{hash-password}, C{revoke},
+C{tunnels} (or C{python -m tunnelgw ...}).
 
 The gateway itself runs under twistd: C{twistd -n tunnelgw --config FILE}.
 """
@@ -17,6 +18,9 @@ from tunnelgw.tls import context_factory
 USAGE = """\
 usage: tunnelgw check-config FILE
        tunnelgw hash-password < password
+       tunnelgw revoke --admin URL (--user U | --role R | --session S | --jti J)
+                       --for DURATION [--reason TEXT] [--auth-file FILE] [--ca FILE]
+       tunnelgw tunnels --admin URL [--auth-file FILE] [--ca FILE]
        tunnelgw --help
 
   check-config FILE   validate a configuration file; exit 0 if valid,
@@ -24,6 +28,10 @@ usage: tunnelgw check-config FILE
   hash-password       read a password (first line of standard input, or a
                       prompt on a terminal) and print its argon2 hash for
                       a password_file line: name:HASH[:role,role]
+  revoke              end a user's (role's, session's, token's) tunnels on
+                      every instance and refuse them for DURATION (1h,
+                      30m...), through the admin listener ([admin])
+  tunnels             list the open tunnels, cluster-wide
 
 Run the gateway with: twistd -n tunnelgw [--config FILE]
 """
@@ -83,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args == ["hash-password"]:
         return hash_password()
+    if args and args[0] in ("revoke", "tunnels"):
+        from tunnelgw.admin_cli import main as admin_main
+
+        return admin_main(args[0], args[1:])
     if len(args) != 2 or args[0] != "check-config":
         sys.stderr.write(USAGE)
         return 2

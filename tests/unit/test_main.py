@@ -37,3 +37,23 @@ def test_the_summary_names_the_metrics_listener_and_the_audit_stream() -> None:
         "gw.toml: valid; listeners: tcp:8080; metrics: tcp:9464:interface=127.0.0.1;"
         " audit: standard output; services: none"
     )
+
+
+def test_durations_on_the_command_line() -> None:
+    import argparse
+
+    import pytest
+
+    from tunnelgw.admin_cli import duration
+
+    assert [duration(t) for t in ("90", "90s", "30m", "1h", "2d", "1.5h")] == [
+        90,
+        90,
+        1800,
+        3600,
+        172800,
+        5400,
+    ]
+    for bad in ("", "0", "-1h", "1w", "h", "1 hour"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(bad)

@@ -199,6 +199,7 @@ class RedisEngine(LocalEngine):
         self._heartbeat.start(config.lease_ttl / 3, now=False)
 
     def stop(self) -> defer.Deferred[None]:
+        self.state = "stopped"
         if self._heartbeat.running:
             self._heartbeat.stop()
         stopping = []
@@ -239,6 +240,8 @@ class RedisEngine(LocalEngine):
         return d.addCallbacks(caught, lambda f: self._failed("catch up", f))
 
     def _lost(self) -> None:
+        if self.state == "stopped":
+            return
         if self.state in ("up", "catching_up"):
             self.down_since = self.reactor.seconds()
             self.log.warn(

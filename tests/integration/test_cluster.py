@@ -1,0 +1,238 @@
+"""
+Several instances, one Redis: a revocation issued on one instance ends the
+user's tunnels on every instance within 2 s and refuses their admissions
+everywhere; the tunnel list is cluster-wide; while Redis is unreachable,
+open tunnels stay and admissions go on for the grace period, then are
+refused; back on Redis, admissions resume.  Redis over TLS with a password.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from tests.integration.certs import CA
+from tests.integration.harness import Gateway, expect_close, free_port, handshake_status, wait_for, ws_connect
+from tests.integration.redis_server import Redis
+
+FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-4", "root": "root-pw-3"}
+GRACE = 2
+
+
+def basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+
+
+def config(port: int, admin_port: int, users: Path, redis: Redis, instance: str) -> str:
+    return f"""
+[gateway]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+
+[realms.staff]
+[[realms.staff.modules]]
+module = "password_file"
+flag = "required"
+options = {{ path = "{users}" }}
+
+[services.echo]
+path = "/echo"
+adapter = "echo"
+realm = "staff"
+subprotocols = ["echo"]
+allow_missing_origin = true
+
+{redis.cluster_table(instance=f'"{instance}"', grace=str(GRACE), lease_ttl="3")}
+
+[admin]
+listen = "tcp:{admin_port}:interface=127.0.0.1"
+realm = "staff"
+require_roles = ["admin"]
+"""
+
+
+class Setup:
+    def __init__(self, redis: Redis, gateways: list[Gateway], admin_ports: list[int]) -> None:
+        self.redis = redis
+        self.gateways = gateways
+        self.admin_ports = admin_ports
+
+    def api(self, i: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.admin_ports[i]}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": basic("root"), "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def open(self, i: int, user: str) -> Any:
+        ws = ws_connect(
+            self.gateways[i].url("/echo"), subprotocols=["echo"], header=[f"Authorization: {basic(user)}"]
+        )
+        ws.send_binary(b"hi")
+        assert ws.recv() == b"hi"
+        return ws
+
+    def status(self, i: int, user: str) -> int:
+        url = self.gateways[i].url("/echo")
+        return handshake_status(url, subprotocols=["echo"], headers={"Authorization": basic(user)})[0]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    work = tmp_path_factory.mktemp("cluster")
+    ca = CA(work)
+    cert, key = ca.issue("redis", ["127.0.0.1"])
+    redis = Redis(work / "redis", tls=(cert, key, ca.cert_path))
+    users = work / "users"
+    users.write_text(
+        "".join(f"{u}:{FAST.hash(p)}\n" for u, p in USERS.items() if u != "root")
+        + f"root:{FAST.hash(USERS['root'])}:admin\n"
+    )
+    gateways: list[Gateway] = []
+    admin_ports: list[int] = []
+    try:
+        redis.start()
+        for name in ("a", "b"):
+            port, admin_port = free_port(), free_port()
+            directory = work / name
+            directory.mkdir()
+            gateway = Gateway(directory, config(port, admin_port, users, redis, name), port)
+            gateways.append(gateway.start())
+            admin_ports.append(admin_port)
+            gateway.wait_event(event="cluster", state="up")
+        yield Setup(redis, gateways, admin_ports)
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        redis.stop()
+
+
+def test_a_revocation_ends_the_users_tunnels_everywhere(setup: Setup) -> None:
+    alice = [setup.open(0, "alice"), setup.open(1, "alice"), setup.open(1, "alice")]
+    bob = setup.open(1, "bob")
+
+    # the tunnel list is cluster-wide (each instance's, as of its last heartbeat)
+    def listed() -> bool:
+        status, body = setup.api(0, "GET", "/api/tunnels")
+        return status == 200 and sorted((t["instance"], t["user"]) for t in body["tunnels"]) == [
+            ("a", "alice"),
+            ("b", "alice"),
+            ("b", "alice"),
+            ("b", "bob"),
+        ]
+
+    wait_for(listed, 10, "the cluster-wide tunnel list")
+
+    sent = time.monotonic()
+    status, body = setup.api(
+        0, "POST", "/api/revocations", {"kind": "user", "value": "alice", "seconds": 3600}
+    )
+    assert status == 201, body
+    assert body["revocation"]["by"] == "root"
+    for ws in alice:
+        assert expect_close(ws, 5) == (1008, "revoked")
+    assert time.monotonic() - sent < 2.0
+    bob.send_binary(b"still")
+    assert bob.recv() == b"still"
+    assert setup.status(0, "alice") == 403
+    assert setup.status(1, "alice") == 403
+    assert setup.status(1, "bob") == 101
+    for gateway, count in ((setup.gateways[0], 1), (setup.gateways[1], 2)):
+        gateway.wait_event(event="tunnel_revoked", by="revocation")
+        revoked = [e for e in gateway.events() if e.get("event") == "tunnel_revoked"]
+        assert len(revoked) == count
+    bob.close()
+
+
+def test_the_command_line(setup: Setup, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.integration.harness import BIN
+
+    auth = tmp_path / "auth"
+    auth.write_text(basic("root") + "\n")
+    admin = f"http://127.0.0.1:{setup.admin_ports[1]}"
+
+    def tunnels() -> str:
+        result = subprocess.run(
+            [str(BIN / "tunnelgw"), "tunnels", "--admin", admin, "--auth-file", str(auth)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    ws = setup.open(0, "bob")
+    wait_for(lambda: " bob " in tunnels(), 10, "bob's tunnel listed")
+    [header, *rows] = tunnels().splitlines()
+    assert header.split() == [
+        "instance",
+        "user",
+        "service",
+        "subprotocol",
+        "origin",
+        "bytes_up",
+        "bytes_down",
+        "since",
+    ]
+    assert any(row.split()[:4] == ["a", "bob", "echo", "echo"] for row in rows), rows
+    result = subprocess.run(
+        [
+            str(BIN / "tunnelgw"),
+            "revoke",
+            "--admin",
+            admin,
+            "--auth-file",
+            str(auth),
+            "--user",
+            "bob",
+            "--for",
+            "1m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("revoked user bob until "), result
+    assert expect_close(ws, 5) == (1008, "revoked")
+    wrong = subprocess.run(
+        [str(BIN / "tunnelgw"), "tunnels", "--admin", admin], capture_output=True, text=True, timeout=60
+    )
+    assert (wrong.returncode, wrong.stderr) == (1, "tunnelgw tunnels: HTTP 401 authentication required\n")
+
+
+def test_redis_down_then_back(setup: Setup) -> None:
+    ws = setup.open(0, "carol")
+    setup.redis.stop()
+    down = time.monotonic()
+    setup.gateways[0].wait_event(event="cluster", state="down")
+    # open tunnels stay; admissions go on for the grace period
+    ws.send_binary(b"during")
+    assert ws.recv() == b"during"
+    if time.monotonic() - down < GRACE - 0.5:
+        assert setup.status(0, "carol") == 101
+    # then they are refused
+    wait_for(lambda: setup.status(0, "carol") == 503, GRACE + 5, "admissions refused after the grace period")
+    # back on Redis: caught up, admitting again, the revocation still in force
+    setup.redis.start()
+    wait_for(lambda: setup.status(0, "carol") == 101, 30, "admissions once Redis is back")
+    assert setup.status(0, "alice") == 403
+    ws.send_binary(b"after")
+    assert ws.recv() == b"after"
+    ws.close()
