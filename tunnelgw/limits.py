@@ -169,19 +169,32 @@ def _make_room(table: dict[str, Any], max_keys: int) -> None:
 class Places:
     """
     Places held in an L{ILimitStore} (a tunnel's, against its user's caps),
-    given back once with L{release}.
+    given back once with L{release}; C{wanted} says which, with their
+    limits; what else holds them (an engine's leases across instances) is
+    released with them.
     """
 
-    __slots__ = ("_store", "_keys")
+    __slots__ = ("_store", "_keys", "wanted", "_also")
 
-    def __init__(self, store: ILimitStore, keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, store: ILimitStore, keys: tuple[str, ...], wanted: tuple[tuple[str, int], ...] = ()
+    ) -> None:
         self._store = store
         self._keys = keys
+        self.wanted = wanted
+        self._also: list[Any] = []
+
+    def also(self, held: Any) -> None:
+        """C{held} (with a C{release()}) is released with these places."""
+        self._also.append(held)
 
     def release(self) -> None:
         keys, self._keys = self._keys, ()
         for key in keys:
             self._store.release(key)
+        also, self._also = self._also, []
+        for held in also:
+            held.release()
 
 
 def hold(store: ILimitStore, wanted: tuple[tuple[str, int], ...]) -> Places | None:
@@ -197,4 +210,4 @@ def hold(store: ILimitStore, wanted: tuple[tuple[str, int], ...]) -> Places | No
                 store.release(taken)
             return None
         held.append(key)
-    return Places(store, tuple(held))
+    return Places(store, tuple(held), wanted)

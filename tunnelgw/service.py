@@ -19,7 +19,8 @@ from twisted.web.server import Site
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.audit import AuditTrail
-from tunnelgw.cluster.engine import LocalEngine, RedisEngine
+from tunnelgw.cluster.engine import LocalEngine
+from tunnelgw.cluster.redis import RedisEngine
 from tunnelgw.config.model import ClusterConfig, GatewayConfig
 from tunnelgw.errors import CloseCode, ConfigError
 from tunnelgw.front.admin import admin_site

@@ -25,7 +25,13 @@ from tests.integration.harness import Gateway, expect_close, free_port, handshak
 from tests.integration.redis_server import Redis
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-4", "root": "root-pw-3"}
+USERS = {
+    "alice": "alice-pw-1",
+    "bob": "bob-pw-2",
+    "carol": "carol-pw-4",
+    "dave": "dave-pw-5",
+    "root": "root-pw-3",
+}
 GRACE = 2
 
 
@@ -50,6 +56,14 @@ adapter = "echo"
 realm = "staff"
 subprotocols = ["echo"]
 allow_missing_origin = true
+
+[services.capped]
+path = "/capped"
+adapter = "echo"
+realm = "staff"
+subprotocols = ["echo"]
+allow_missing_origin = true
+limits = {{ max_tunnels_per_user = 2 }}
 
 {redis.cluster_table(instance=f'"{instance}"', grace=str(GRACE), lease_ttl="3")}
 
@@ -79,16 +93,16 @@ class Setup:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    def open(self, i: int, user: str) -> Any:
+    def open(self, i: int, user: str, path: str = "/echo") -> Any:
         ws = ws_connect(
-            self.gateways[i].url("/echo"), subprotocols=["echo"], header=[f"Authorization: {basic(user)}"]
+            self.gateways[i].url(path), subprotocols=["echo"], header=[f"Authorization: {basic(user)}"]
         )
         ws.send_binary(b"hi")
         assert ws.recv() == b"hi"
         return ws
 
-    def status(self, i: int, user: str) -> int:
-        url = self.gateways[i].url("/echo")
+    def status(self, i: int, user: str, path: str = "/echo") -> int:
+        url = self.gateways[i].url(path)
         return handshake_status(url, subprotocols=["echo"], headers={"Authorization": basic(user)})[0]
 
 
@@ -217,6 +231,15 @@ def test_the_command_line(setup: Setup, tmp_path: Path) -> None:
     assert (wrong.returncode, wrong.stderr) == (1, "tunnelgw tunnels: HTTP 401 authentication required\n")
 
 
+def test_a_tunnel_cap_holds_across_instances(setup: Setup) -> None:
+    first, second = setup.open(0, "dave", "/capped"), setup.open(1, "dave", "/capped")
+    assert setup.status(0, "dave", "/capped") == 429
+    assert setup.status(1, "dave", "/capped") == 429
+    first.close()  # its close handshake done: the tunnel ends, its lease is given back
+    wait_for(lambda: setup.status(0, "dave", "/capped") == 101, 10, "a place given back across instances")
+    second.close()
+
+
 def test_redis_down_then_back(setup: Setup) -> None:
     ws = setup.open(0, "carol")
     setup.redis.stop()
@@ -236,3 +259,17 @@ def test_redis_down_then_back(setup: Setup) -> None:
     ws.send_binary(b"after")
     assert ws.recv() == b"after"
     ws.close()
+
+
+def test_a_dead_instances_leases_end_within_their_ttl(setup: Setup) -> None:
+    wait_for(lambda: setup.status(1, "carol") == 101, 30, "instance b back on Redis")
+    held = [setup.open(1, "dave", "/capped"), setup.open(1, "dave", "/capped")]
+    assert setup.status(0, "dave", "/capped") == 429
+    proc = setup.gateways[1].proc
+    assert proc is not None
+    proc.kill()  # no goodbye: its leases stay in Redis until they end
+    proc.wait(10)
+    killed = time.monotonic()
+    wait_for(lambda: setup.status(0, "dave", "/capped") == 101, 10, "the dead instance's leases to end")
+    assert time.monotonic() - killed < 3 + 1.5  # lease_ttl, and a heartbeat's slack
+    del held

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -203,3 +204,62 @@ class ClientRateTests(SynchronousTestCase):
             tunnel.client_message(b"m", True)
         self.assertIsNone(client.closed)
         self.assertEqual(client.transport.producerState, "producing")
+
+
+class FakeEngine:
+    """An engine sharing places: each hold waits for the test's answer."""
+
+    def __init__(self) -> None:
+        self.holds: list[tuple[tuple[tuple[str, int], ...], str, defer.Deferred[Any]]] = []
+        self.released: list[str] = []
+
+    def admitting(self) -> None:
+        pass
+
+    def revoking(self, subject: Any) -> None:
+        return None
+
+    def hold(self, wanted: tuple[tuple[str, int], ...], owner: str) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.holds.append((wanted, owner, d))
+        return d
+
+
+class Lease:
+    def __init__(self, engine: FakeEngine, owner: str) -> None:
+        self.engine, self.owner = engine, owner
+
+    def release(self) -> None:
+        self.engine.released.append(self.owner)
+
+
+class SharedPlacesTests(PipelineLimitsTests):
+    def shared(self) -> tuple[AdmissionPipeline, FakeEngine]:
+        pipeline = self.pipeline(max_tunnels_per_user=3)
+        engine = FakeEngine()
+        pipeline.engine = engine
+        return pipeline, engine
+
+    def test_held_across_instances_too(self) -> None:
+        pipeline, engine = self.shared()
+        d = self.admit(pipeline, service(max_tunnels_per_user=2), self.request(user="alice"))
+        self.assertNoResult(d)
+        [(wanted, owner, held)] = engine.holds
+        self.assertEqual(wanted, (("tunnels:alice", 3), ("tunnels:svc:alice", 2)))
+        held.callback(Lease(engine, owner))
+        self.endpoint.succeed()
+        admission = self.successResultOf(d)
+        assert admission.places is not None
+        admission.places.release()
+        self.assertEqual(engine.released, [owner])
+        self.assertEqual(self.store.held("tunnels:alice"), 0)
+
+    def test_a_cap_reached_elsewhere_is_429_and_gives_the_local_place_back(self) -> None:
+        pipeline, engine = self.shared()
+        d = pipeline.admit(self.request(user="alice"), service(), check_websocket_upgrade)
+        engine.holds[0][2].callback(None)
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 429)
+        self.assertEqual(self.store.held("tunnels:alice"), 0)
+        self.assertFalse(self.endpoint.pending)  # no backend connected for nothing
+        [cap] = [e for e in self.events if e.get("event") == "tunnel_cap"]
+        self.assertTrue(cap["shared"])

@@ -40,6 +40,14 @@ from tunnelgw.upstream.kinds import UpstreamRequest
 __all__ = ["AdmissionPipeline"]
 
 
+def _then(d: defer.Deferred[Any] | None, step: Callable[[], Any]) -> defer.Deferred[Any] | None:
+    """C{step()} now if nothing is pending, else once C{d} has fired."""
+    if d is None:
+        result = step()
+        return result if isinstance(result, defer.Deferred) else None
+    return d.addCallback(lambda _: step())
+
+
 class AdmissionPipeline:
     """
     Admits or refuses requests for services; see the module docstring.
@@ -119,6 +127,7 @@ class AdmissionPipeline:
         origin: str | None = None,
     ) -> Admission | defer.Deferred[Admission]:
         # logged in: if no tunnel comes of it, nothing else will end the login
+        admission: Admission | None = None
         places: Places | None = None
         try:
             self._check_revoked(subject, request)
@@ -127,37 +136,73 @@ class AdmissionPipeline:
             admission = Admission(
                 request, service, subprotocol, subject, factory, places=places, origin=origin
             )
-            decided = self._decide(service, subject, subprotocol)
-            if decided is None and not factory.needs_upstream:
+            admitted = admission
+            d = self._hold_shared(admitted, request)
+            d = _then(d, lambda: self._decide_into(admitted, service, subject, subprotocol))
+            if factory.needs_upstream:
+                d = _then(d, lambda: self._connect(service, subject, subprotocol, request))
+            if d is None:
                 return admission
-            d: defer.Deferred[Any]
-            if decided is None:
-                d = self._connect(service, subject, subprotocol, request)
-            else:
-
-                def chosen(policy: Any) -> None:
-                    admission.policy = policy
-
-                d = decided.addCallback(chosen)
-                if factory.needs_upstream:
-                    d.addCallback(lambda _: self._connect(service, subject, subprotocol, request))
         except Exception:
-            if places is not None:
-                places.release()
+            held = admission.places if admission is not None else places
+            if held is not None:
+                held.release()
             subject.logout()
             raise
 
         def connected(backend: BackendLeg | None) -> Admission:
-            admission.backend = backend
-            return admission
+            admitted.backend = backend
+            return admitted
 
         def not_connected(f: Failure) -> Failure:
-            if admission.places is not None:
-                admission.places.release()
+            if admitted.places is not None:
+                admitted.places.release()
             subject.logout()
             return f
 
         return d.addCallbacks(connected, not_connected)
+
+    def _decide_into(
+        self, admission: Admission, service: ServiceConfig, subject: Subject, subprotocol: str | None
+    ) -> defer.Deferred[None] | None:
+        decided = self._decide(service, subject, subprotocol)
+        if decided is None:
+            return None
+
+        def chosen(policy: Any) -> None:
+            admission.policy = policy
+
+        return decided.addCallback(chosen)
+
+    def _hold_shared(self, admission: Admission, request: AdmissionRequest) -> defer.Deferred[None] | None:
+        """
+        The places the tunnel holds here, held across instances too when an
+        engine shares them (L{tunnelgw.cluster.engine}).
+
+        @return: C{None} when nothing is shared; else a Deferred failing
+            with a L{Refusal} (429) when a cap is reached elsewhere.
+        """
+        places, engine = admission.places, self.engine
+        if places is None or engine is None:
+            return None
+        shared = engine.hold(places.wanted, request.conn_id)
+        if shared is None:
+            return None
+
+        def held(lease: Any) -> None:
+            if lease is None:
+                self.log.info(
+                    "tunnel cap {conn_id}: {principal} has all the tunnels allowed, across instances",
+                    event="tunnel_cap",
+                    conn_id=request.conn_id,
+                    principal=admission.subject.principal,
+                    service=admission.service.name,
+                    shared=True,
+                )
+                raise Refusal(429, "too many tunnels open for this user", {"Retry-After": "5"})
+            places.also(lease)
+
+        return shared.addCallback(held)
 
     def _decide(
         self, service: ServiceConfig, subject: Subject, subprotocol: str | None
