@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +24,16 @@ import pytest
 from argon2 import PasswordHasher
 
 from tests.integration.certs import CA
-from tests.integration.harness import Gateway, expect_close, free_port, handshake_status, wait_for, ws_connect
+from tests.integration.harness import (
+    BIN,
+    REPO,
+    Gateway,
+    expect_close,
+    free_port,
+    handshake_status,
+    wait_for,
+    ws_connect,
+)
 from tests.integration.redis_server import Redis
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -39,7 +51,8 @@ def basic(user: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
 
 
-def config(port: int, admin_port: int, users: Path, redis: Redis, instance: str) -> str:
+def config(port: int, admin_port: int, users: Path, redis: Redis | None, instance: str) -> str:
+    cluster = redis.cluster_table(instance=f'"{instance}"', grace=str(GRACE), lease_ttl="3") if redis else ""
     return f"""
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
@@ -65,7 +78,7 @@ subprotocols = ["echo"]
 allow_missing_origin = true
 limits = {{ max_tunnels_per_user = 2 }}
 
-{redis.cluster_table(instance=f'"{instance}"', grace=str(GRACE), lease_ttl="3")}
+{cluster}
 
 [admin]
 listen = "tcp:{admin_port}:interface=127.0.0.1"
@@ -75,7 +88,7 @@ require_roles = ["admin"]
 
 
 class Setup:
-    def __init__(self, redis: Redis, gateways: list[Gateway], admin_ports: list[int]) -> None:
+    def __init__(self, redis: Redis | None, gateways: list[Gateway], admin_ports: list[int]) -> None:
         self.redis = redis
         self.gateways = gateways
         self.admin_ports = admin_ports
@@ -174,10 +187,6 @@ def test_a_revocation_ends_the_users_tunnels_everywhere(setup: Setup) -> None:
 
 
 def test_the_command_line(setup: Setup, tmp_path: Path) -> None:
-    import subprocess
-
-    from tests.integration.harness import BIN
-
     auth = tmp_path / "auth"
     auth.write_text(basic("root") + "\n")
     admin = f"http://127.0.0.1:{setup.admin_ports[1]}"
@@ -273,3 +282,63 @@ def test_a_dead_instances_leases_end_within_their_ttl(setup: Setup) -> None:
     wait_for(lambda: setup.status(0, "dave", "/capped") == 101, 10, "the dead instance's leases to end")
     assert time.monotonic() - killed < 3 + 1.5  # lease_ttl, and a heartbeat's slack
     del held
+
+
+def test_the_admin_page_in_chromium(tmp_path: Path) -> None:
+    """
+    One instance (no Redis: the page works the same on its own), the
+    admin page in headless Chromium: it lists the open tunnels, and its
+    revoke button ends the user's tunnel.
+    """
+    peers = REPO / "tests" / "peers"
+    node = shutil.which("node")
+    if (
+        node is None
+        or shutil.which("chromium") is None
+        or not (peers / "node_modules" / "playwright-core").exists()
+    ):
+        raise RuntimeError(
+            "chromium, node or playwright-core missing: run tests/peers/install.sh (make test does)"
+        )
+    users = tmp_path / "users"
+    users.write_text(
+        "".join(f"{u}:{FAST.hash(p)}\n" for u, p in USERS.items() if u != "root")
+        + f"root:{FAST.hash(USERS['root'])}:admin\n"
+    )
+    port, admin_port = free_port(), free_port()
+    gateway = Gateway(tmp_path, config(port, admin_port, users, None, "solo"), port).start()
+    try:
+        setup = Setup(None, [gateway], [admin_port])
+        alice, bob = setup.open(0, "alice"), setup.open(0, "bob")
+        closed: list[tuple[int, str]] = []
+        reader = threading.Thread(target=lambda: closed.append(expect_close(alice, 80)), daemon=True)
+        reader.start()  # the close frame read as it comes, while the browser runs
+        cfg = {
+            "url": f"http://127.0.0.1:{admin_port}/",
+            "user": "root",
+            "password": USERS["root"],
+            "revoke": "alice",
+            "expect": 2,
+        }
+        proc = subprocess.run(
+            [node, str(peers / "admin_page.mjs"), json.dumps(cfg)], capture_output=True, timeout=90, cwd=peers
+        )
+        lines = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.startswith("{")]
+        assert proc.returncode == 0 and lines, (proc.returncode, proc.stdout, proc.stderr)
+        result = lines[-1]
+        assert result["error"] is None, result
+        assert sorted(row[:3] for row in result["rows"]) == [
+            ["local", "alice", "echo"],
+            ["local", "bob", "echo"],
+        ]
+        assert [row[1] for row in result["after"]] == ["bob"]
+        assert result["inline"] is False
+        assert result["errors"] == [] or all("Content Security Policy" in e for e in result["errors"]), result
+        reader.join(10)
+        assert closed == [(1008, "revoked")]
+        bob.send_binary(b"still")
+        assert bob.recv() == b"still"
+        [issued] = [e for e in gateway.events() if e.get("event") == "revocation_issued"]
+        assert (issued["by"], issued["value"]) == ("root", "alice")
+    finally:
+        gateway.stop()

@@ -122,6 +122,8 @@ class AdminResource(Resource):
         if path in STATIC and method in (b"GET", b"HEAD"):
             name, kind = STATIC[path]
             return 200, kind, _static(name)
+        if path == b"/favicon.ico" and method in (b"GET", b"HEAD"):
+            return 204, "image/x-icon", b""  # browsers ask for one
         if path == b"/api/tunnels" and method == b"GET":
             return self._state.engine.tunnels().addCallback(lambda rows: (200, {"tunnels": rows}))
         if path == b"/api/revocations" and method == b"GET":
