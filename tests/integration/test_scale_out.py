@@ -1,0 +1,198 @@
+"""
+The scale-out topology: a real HAProxy in front of 3 gateway instances,
+one real Redis.  1,000 tunnels of one user spread over the instances by
+HAProxy; a revocation posted to one instance's admin API ends all of them,
+on every instance, within 2 s (p99), the latencies written to
+bench/results/revocation.json; killing an instance: HAProxy sends new
+connections to the others.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from tests.integration.haproxy import HAProxy
+from tests.integration.harness import REPO, Gateway, free_port, handshake_status, wait_for
+from tests.integration.redis_server import Redis
+
+PEERS = REPO / "tests" / "peers"
+FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+USERS = {"alice": "alice-pw-1", "root": "root-pw-3"}
+TUNNELS = 1000
+
+
+def basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+
+
+def config(port: int, admin_port: int, users: Path, redis: Redis, instance: str) -> str:
+    return f"""
+[gateway]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+max_tunnels_per_user = {TUNNELS * 2}
+max_connections_per_address = {TUNNELS * 2}
+handshake_rate_per_address = 100000
+handshake_burst_per_address = 100000
+
+# one user opening 1,000 tunnels from one address (HAProxy's), 50 at once:
+# logins are counted before they run, as guesses would be
+[gateway.logins]
+max_pending = 1024
+max_failures_per_user = 100000
+max_failures_per_address = 100000
+
+[realms.staff]
+[[realms.staff.modules]]
+module = "password_file"
+flag = "required"
+options = {{ path = "{users}", threads = 4 }}
+
+[services.echo]
+path = "/echo"
+adapter = "echo"
+realm = "staff"
+subprotocols = ["echo"]
+allow_missing_origin = true
+limits = {{ max_tunnels_per_user = {TUNNELS * 2} }}
+
+{redis.cluster_table(instance=f'"{instance}"', lease_ttl="6")}
+
+[admin]
+listen = "tcp:{admin_port}:interface=127.0.0.1"
+realm = "staff"
+"""
+
+
+class Topology:
+    def __init__(
+        self, redis: Redis, gateways: list[Gateway], admin_ports: list[int], haproxy: HAProxy
+    ) -> None:
+        self.redis = redis
+        self.gateways = gateways
+        self.admin_ports = admin_ports
+        self.haproxy = haproxy
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    work = tmp_path_factory.mktemp("scale")
+    redis = Redis(work / "redis")
+    users = work / "users"
+    users.write_text(f"alice:{FAST.hash(USERS['alice'])}\nroot:{FAST.hash(USERS['root'])}:admin\n")
+    gateways: list[Gateway] = []
+    admin_ports: list[int] = []
+    haproxy: HAProxy | None = None
+    try:
+        redis.start()
+        for name in ("a", "b", "c"):
+            port, admin_port = free_port(), free_port()
+            directory = work / name
+            directory.mkdir()
+            gateways.append(Gateway(directory, config(port, admin_port, users, redis, name), port).start())
+            admin_ports.append(admin_port)
+        for gateway in gateways:
+            gateway.wait_event(event="cluster", state="up")
+        haproxy = HAProxy(work / "haproxy", [g.port for g in gateways]).start()
+        yield Topology(redis, gateways, admin_ports, haproxy)
+    finally:
+        if haproxy is not None:
+            haproxy.stop()
+        for gateway in gateways:
+            gateway.stop()
+        redis.stop()
+
+
+def revoke(t: Topology, user: str) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{t.admin_ports[0]}/api/revocations",
+        method="POST",
+        data=json.dumps({"kind": "user", "value": user, "seconds": 60}).encode(),
+        headers={"Authorization": basic("root"), "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+
+
+def test_revoking_a_user_ends_1000_tunnels_on_3_instances_within_2s(topology: Topology) -> None:
+    node = shutil.which("node")
+    if node is None or not (PEERS / "node_modules" / "ws").exists():
+        raise RuntimeError("node or ws missing: run tests/peers/install.sh (make test does)")
+    cfg = {
+        "url": f"ws://127.0.0.1:{topology.haproxy.port}/echo",
+        "count": TUNNELS,
+        "protocol": "echo",
+        "headers": {"Authorization": basic("alice")},
+        "concurrency": 50,
+        "timeoutMs": 60000,
+    }
+    client = subprocess.Popen(
+        [node, str(PEERS / "many_tunnels.mjs"), json.dumps(cfg)], stdout=subprocess.PIPE, cwd=PEERS, text=True
+    )
+    try:
+        assert client.stdout is not None
+        ready = json.loads(client.stdout.readline())
+        assert ready == {"event": "ready", "open": TUNNELS}, ready
+        # spread over the three instances by HAProxy
+        counts = [
+            sum(1 for e in g.events() if e.get("event") == "admission" and e.get("decision") == "accept")
+            for g in topology.gateways
+        ]
+        assert sum(counts) == TUNNELS and min(counts) > TUNNELS // 4, counts
+        sent = time.time() * 1000
+        revoke(topology, "alice")
+        closed = json.loads(client.stdout.readline())
+        client.wait(30)
+    finally:
+        client.kill()
+    codes = Counter(code for code, _ in closed["closes"])
+    assert codes == {1008: TUNNELS}, codes
+    latencies = sorted(at - sent for _, at in closed["closes"])
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    results = REPO / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / "revocation.json").write_text(
+        json.dumps(
+            {
+                "tunnels": TUNNELS,
+                "instances": 3,
+                "per_instance": counts,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "max_ms": latencies[-1],
+            }
+        )
+        + "\n"
+    )
+    print(f"revocation of {TUNNELS} tunnels on 3 instances: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    assert p99 < 2000
+
+
+def test_killing_an_instance_haproxy_sends_new_connections_to_the_others(topology: Topology) -> None:
+    url = f"ws://127.0.0.1:{topology.haproxy.port}/echo"
+    headers = {"Authorization": basic("root")}
+    dead = topology.gateways[2]
+    assert dead.proc is not None
+    os.kill(dead.proc.pid, 9)
+    dead.proc.wait(10)
+    statuses = [handshake_status(url, subprotocols=["echo"], headers=headers)[0] for _ in range(12)]
+    assert statuses == [101] * 12, statuses
+    # and the health check took it out
+    wait_for(lambda: "gw2 is DOWN" in topology.haproxy.log(), 10, "HAProxy to mark the dead instance down")
+
+
+del Any
