@@ -3,7 +3,8 @@ Several instances, one Redis: a revocation issued on one instance ends the
 user's tunnels on every instance within 2 s and refuses their admissions
 everywhere; the tunnel list is cluster-wide; while Redis is unreachable,
 open tunnels stay and admissions go on for the grace period, then are
-refused; back on Redis, admissions resume.  Redis over TLS with a password.
+refused (or, for an instance that says so, admitted on what it knows);
+back on Redis, admissions resume.  Redis over TLS with a password.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def basic(user: str) -> str:
 
 
 def config(port: int, admin_port: int, users: Path, redis: Redis | None, instance: str) -> str:
-    cluster = redis.cluster_table(instance=f'"{instance}"', grace=str(GRACE), lease_ttl="3") if redis else ""
+    when_down = '"local"' if instance == "b" else '"refuse"'
+    cluster = (
+        redis.cluster_table(instance=f'"{instance}"', grace=str(GRACE), lease_ttl="3", when_down=when_down)
+        if redis
+        else ""
+    )
     return f"""
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
@@ -259,8 +265,11 @@ def test_redis_down_then_back(setup: Setup) -> None:
     assert ws.recv() == b"during"
     if time.monotonic() - down < GRACE - 0.5:
         assert setup.status(0, "carol") == 101
-    # then they are refused
+    # then they are refused (when_down = "refuse"), or go on with this
+    # process's knowledge alone (when_down = "local")
     wait_for(lambda: setup.status(0, "carol") == 503, GRACE + 5, "admissions refused after the grace period")
+    assert setup.status(1, "carol") == 101
+    assert setup.status(1, "alice") == 403  # the revocation it knows still holds
     # back on Redis: caught up, admitting again, the revocation still in force
     setup.redis.start()
     wait_for(lambda: setup.status(0, "carol") == 101, 30, "admissions once Redis is back")
@@ -271,7 +280,12 @@ def test_redis_down_then_back(setup: Setup) -> None:
 
 
 def test_a_dead_instances_leases_end_within_their_ttl(setup: Setup) -> None:
-    wait_for(lambda: setup.status(1, "carol") == 101, 30, "instance b back on Redis")
+    def ups() -> int:
+        return sum(
+            1 for e in setup.gateways[1].events() if e.get("event") == "cluster" and e.get("state") == "up"
+        )
+
+    wait_for(lambda: ups() >= 2, 30, "instance b back on Redis")
     held = [setup.open(1, "dave", "/capped"), setup.open(1, "dave", "/capped")]
     assert setup.status(0, "dave", "/capped") == 429
     proc = setup.gateways[1].proc
