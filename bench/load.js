@@ -4,7 +4,7 @@
 //   node load.js --mode throughput --url ws://127.0.0.1:P/raw --conns 8 --seconds 5 [--size 65536] [--window 8]
 //   node load.js --mode throughput --tcp 127.0.0.1:P ...
 //   node load.js --mode rtt --url ... | --tcp ... [--size 32] [--seconds 5]
-//   node load.js --mode handshakes --url ... [--conns 4] [--seconds 5]
+//   node load.js --mode handshakes --url ... [--conns 4] [--seconds 5] [--authorization VALUE]
 //   node load.js --mode idle --url ... --conns 10000   (holds them until stdin closes)
 //   node load.js --mode rfb --url ... | --tcp ... [--seconds 5]   (an RFB client: handshake,
 //       then framebuffer bytes counted, a FramebufferUpdateRequest sent per MiB received)
@@ -139,7 +139,9 @@ function handshakeOnce(url) {
     const accept = crypto.createHash("sha1").update(key + GUID).digest("base64");
     const mask = nonce.subarray(16, 20);
     const close = Buffer.from([0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe8 ^ mask[1]]);
-    const offered = protocols.length ? `Sec-WebSocket-Protocol: ${protocols.join(", ")}\r\n` : "";
+    const offered =
+      (protocols.length ? `Sec-WebSocket-Protocol: ${protocols.join(", ")}\r\n` : "") +
+      (args.authorization ? `Authorization: ${args.authorization}\r\n` : "");
     const sock = net.connect({ host: url.hostname, port: Number(url.port) });
     sock.setNoDelay(true);
     let head = null; // the response head, once whole
