@@ -21,6 +21,7 @@ usage: tunnelgw check-config FILE
        tunnelgw revoke --admin URL (--user U | --role R | --session S | --jti J)
                        --for DURATION [--reason TEXT] [--auth-file FILE] [--ca FILE]
        tunnelgw tunnels --admin URL [--auth-file FILE] [--ca FILE]
+       tunnelgw workers --config FILE [--count N] [--logger OBSERVER]
        tunnelgw --help
 
   check-config FILE   validate a configuration file; exit 0 if valid,
@@ -32,6 +33,9 @@ usage: tunnelgw check-config FILE
                       every instance and refuse them for DURATION (1h,
                       30m...), through the admin listener ([admin])
   tunnels             list the open tunnels, cluster-wide
+  workers             run N gateway processes sharing reuseport: listeners,
+                      restarted when they die; SIGHUP, SIGUSR1 and SIGTERM
+                      go to every one of them
 
 Run the gateway with: twistd -n tunnelgw [--config FILE]
 """
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args == ["hash-password"]:
         return hash_password()
+    if args and args[0] == "workers":
+        from tunnelgw.workers import main as workers_main
+
+        return workers_main(args[1:])
     if args and args[0] in ("revoke", "tunnels"):
         from tunnelgw.admin_cli import main as admin_main
 

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from tunnelgw.config.model import MetricsConfig
 
-__all__ = ["GatewayMetrics", "MetricsPage"]
+__all__ = ["GatewayMetrics", "MetricsPage", "QuietSite"]
 
 REFUSALS = frozenset(
     {
@@ -242,3 +242,12 @@ class MetricsPage(resource.Resource):
             return b""
         request.setHeader("Content-Type", CONTENT_TYPE_LATEST)
         return self._metrics.render()
+
+
+class QuietSite(server.Site):
+    """The metrics listener's site: no access log line per scrape."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass

@@ -29,6 +29,9 @@ def notify(*lines: str, environ: dict[str, str] | None = None) -> bool:
         return False
     if address[0] == "@":
         address = "\0" + address[1:]
+    worker = (environ if environ is not None else os.environ).get("TUNNELGW_WORKER")
+    if worker is not None:
+        lines = (*lines, f"WORKER={worker}")  # which worker, for the supervisor (tunnelgw.workers)
     message = "\n".join(lines).encode("utf-8")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:

@@ -29,7 +29,7 @@ from tunnelgw.front.listening import Listeners, ListenerSpec, ListenFailed, fail
 from tunnelgw.front.site import GatewaySite
 from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.logs import Logger
-from tunnelgw.metrics import GatewayMetrics, MetricsPage
+from tunnelgw.metrics import GatewayMetrics, MetricsPage, QuietSite
 from tunnelgw.notify import monotonic_usec, notify
 from tunnelgw.rejudge import Verdict, judge_all
 from tunnelgw.security.realm import RealmAuthenticator
@@ -119,8 +119,7 @@ class GatewayService(MultiService):
             return None
         if self.metrics is None:
             self.metrics = GatewayMetrics(self, config.metrics)
-            self._metrics_site = Site(MetricsPage(self.metrics))
-            self._metrics_site.noisy = False
+            self._metrics_site = QuietSite(MetricsPage(self.metrics))
             if self.running:
                 globalLogPublisher.addObserver(self.metrics)
         self.metrics.config = config.metrics

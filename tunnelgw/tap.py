@@ -5,6 +5,7 @@ The twistd plugin's options and service: C{twistd -n tunnelgw [--config FILE]}.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -137,6 +138,24 @@ def default_origins(config: GatewayConfig) -> GatewayConfig:
     return replace(config, services=services)
 
 
+def for_worker(config: GatewayConfig, environ: Any = None) -> GatewayConfig:
+    """
+    C{config} as worker C{TUNNELGW_WORKER} of C{tunnelgw workers} serves
+    it: the metrics on the metrics listener's port plus the worker's index,
+    the admin listener on worker 0 alone.  As it is, outside workers.
+    """
+    index = (environ if environ is not None else os.environ).get("TUNNELGW_WORKER")
+    if index is None or not index.isdigit() or int(index) == 0:
+        return config
+    metrics = config.metrics
+    if metrics is not None:
+        parts = metrics.listen.split(":")
+        if len(parts) > 1 and parts[1].isdigit():
+            parts[1] = str(int(parts[1]) + int(index))
+            metrics = replace(metrics, listen=":".join(parts))
+    return replace(config, metrics=metrics, admin=None)
+
+
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
     if reactor is None:
         from tunnelgw.reactor import install_default
@@ -145,8 +164,8 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    config: GatewayConfig = options["gateway_config"]
-    source = options.reread if options["config"] is not None else None
+    config: GatewayConfig = for_worker(options["gateway_config"])
+    source = (lambda: for_worker(options.reread())) if options["config"] is not None else None
     service = GatewayService(config, reactor, source)
     reactor.callWhenRunning(tune_collector)
     # now: the listeners open before the reactor runs

@@ -41,14 +41,18 @@ def test_the_unit_files_verify(tmp_path: Path) -> None:
     analyze = need("systemd-analyze")
     config = tmp_path / "tunnelgw.toml"
     config.write_text(CONFIG.format(listen="systemd:domain=INET:name=web", realm=PUBLIC_REALM))
-    for name in ("tunnelgw.service", "tunnelgw.socket"):
+    for name in ("tunnelgw.service", "tunnelgw.socket", "tunnelgw-workers.service"):
         text = (REPO / "etc" / "systemd" / name).read_text()
         text = text.replace("/opt/tunnelgw/bin/", f"{BIN}/").replace(
             "/etc/tunnelgw/tunnelgw.toml", str(config)
         )
         (tmp_path / name).write_text(text)
     result = subprocess.run(
-        [analyze, "verify", str(tmp_path / "tunnelgw.socket"), str(tmp_path / "tunnelgw.service")],
+        [
+            analyze,
+            "verify",
+            *(str(tmp_path / n) for n in ("tunnelgw.socket", "tunnelgw.service", "tunnelgw-workers.service")),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

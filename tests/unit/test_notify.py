@@ -37,3 +37,10 @@ class NotifyTests(SynchronousTestCase):
         key, value = monotonic_usec().split("=")
         self.assertEqual(key, "MONOTONIC_USEC")
         self.assertGreater(int(value), 0)
+
+    def test_a_worker_says_which(self) -> None:
+        path = str(Path(tempfile.mkdtemp()) / "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+            manager.bind(path)
+            notify("READY=1", environ={"NOTIFY_SOCKET": path, "TUNNELGW_WORKER": "3"})
+            self.assertEqual(manager.recv(100), b"READY=1\nWORKER=3")

@@ -40,3 +40,35 @@ class OptionsTests(SynchronousTestCase):
     def test_a_listener_twisted_cannot_parse(self) -> None:
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--listen", "systemd:"])
+
+
+class WorkerTests(SynchronousTestCase):
+    CONFIG = (
+        '[gateway]\nlisten = ["reuseport:8080"]\n[realms.p]\n[[realms.p.modules]]\nmodule = "anonymous"\n'
+        'flag = "required"\n[metrics]\nlisten = "tcp:9464:interface=127.0.0.1"\n'
+        '[admin]\nlisten = "tcp:9465:interface=127.0.0.1"\nrealm = "p"\n'
+    )
+
+    def test_worker_i_serves_metrics_on_the_port_plus_i_and_only_worker_0_admin(self) -> None:
+        from tunnelgw.config.loader import loads
+        from tunnelgw.tap import for_worker
+
+        config = loads(self.CONFIG)
+        self.assertIs(for_worker(config, {}), config)
+        self.assertIs(for_worker(config, {"TUNNELGW_WORKER": "0"}), config)
+        third = for_worker(config, {"TUNNELGW_WORKER": "2"})
+        assert third.metrics is not None
+        self.assertEqual(third.metrics.listen, "tcp:9466:interface=127.0.0.1")
+        self.assertIsNone(third.admin)
+
+    def test_workers_share_reuseport_listeners_only(self) -> None:
+        from tunnelgw.config.loader import loads
+        from tunnelgw.workers import shared_listeners
+
+        shared_listeners(loads(self.CONFIG))
+        with self.assertRaises(ConfigError) as e:
+            shared_listeners(loads(self.CONFIG.replace("reuseport:8080", "tcp:8080")))
+        self.assertEqual(
+            str(e.exception),
+            "gateway.listen[0]: workers share their listeners: use reuseport:PORT (not tcp:)",
+        )

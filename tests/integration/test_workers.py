@@ -1,0 +1,125 @@
+"""
+C{tunnelgw workers}: N gateway processes sharing a reuseport: listener,
+supervised: ready once all are, a killed worker started again, SIGHUP and
+SIGUSR1 sent to every worker, SIGTERM stops them all and then itself.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.integration.harness import BIN, PUBLIC_REALM, free_port, json_lines, wait_for, ws_connect
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_workers(tmp_path: Path) -> None:
+    port, metrics = free_port(), free_port()
+    while metrics + 1 == port:
+        metrics = free_port()
+    config = tmp_path / "tunnelgw.toml"
+    config.write_text(
+        f"""
+[gateway]
+listen = ["reuseport:{port}:interface=127.0.0.1"]
+drain_timeout = 2
+{PUBLIC_REALM}
+[services.echo]
+path = "/echo"
+adapter = "echo"
+realm = "public"
+subprotocols = ["echo"]
+allow_missing_origin = true
+[metrics]
+listen = "tcp:{metrics}:interface=127.0.0.1"
+"""
+    )
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify"))
+    manager.settimeout(30)
+    log_path = tmp_path / "workers.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "tunnelgw"),
+            "workers",
+            "--count",
+            "2",
+            "--config",
+            str(config),
+            "--logger",
+            "tunnelgw.logs.json_observer",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "NOTIFY_SOCKET": str(tmp_path / "notify")},
+    )
+    log.close()
+
+    def events(**fields: Any) -> list[dict[str, Any]]:
+        return [e for e in json_lines(log_path) if all(e.get(k) == v for k, v in fields.items())]
+
+    try:
+        # ready once both workers are
+        assert manager.recv(4096).decode().splitlines()[0] == "READY=1"
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        for _ in range(10):
+            ws = ws_connect(f"ws://127.0.0.1:{port}/echo", subprotocols=["echo"])
+            ws.send_binary(b"x")
+            assert ws.recv() == b"x"
+            ws.close()
+        # worker i's metrics on the metrics port plus i
+        assert http_status(f"http://127.0.0.1:{metrics}/metrics") == 200
+        assert http_status(f"http://127.0.0.1:{metrics + 1}/metrics") == 200
+
+        # a worker killed: started again, and the port still served
+        killed = workers[1].pid
+        workers[1].kill()
+        wait_for(lambda: len(events(event="worker", state="ready")) == 3, 20, "the killed worker ready again")
+        assert len(events(event="worker", state="exited")) == 1
+        wait_for(
+            lambda: killed not in [p.pid for p in psutil.Process(proc.pid).children()], 10, "the old pid gone"
+        )
+
+        # SIGHUP reloads every worker
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(events(event="reload", outcome="applied")) == 2, 20, "both workers reloaded")
+        # SIGUSR1 drains every worker: the health endpoint says so on both
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: len(events(event="drain")) >= 2, 20, "both workers draining")
+        statuses = {http_status(f"http://127.0.0.1:{port}/healthz") for _ in range(10)}
+        assert statuses == {503}, statuses
+        # SIGTERM: every worker stops, then the supervisor
+        children = psutil.Process(proc.pid).children()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        lines = []
+        while True:
+            try:
+                lines.append(manager.recv(4096).decode().splitlines()[0])
+            except TimeoutError:
+                break
+            if lines[-1] == "STOPPING=1":
+                break
+        assert "STOPPING=1" in lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        manager.close()
