@@ -54,12 +54,19 @@ def context_factory(listener: TLSListener, key: str) -> ssl.CertificateOptions:
             "caCerts": [crypto.X509.from_cryptography(c) for c in authorities],
             "requireCertificate": listener.require_client_certificate,
         }
-    return ssl.CertificateOptions(
+    options = ssl.CertificateOptions(
         privateKey=private_key,
         certificate=crypto.X509.from_cryptography(chain[0]),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
         **verification,
     )
+    try:
+        options.getContext()  # now, not at the first client: a key that is not the certificate's
+    except SSL.Error as e:
+        raise ConfigError(
+            f"{key}.private_key: {listener.private_key} does not go with {listener.certificate} ({e})"
+        ) from None
+    return options
 
 
 @implementer(IOpenSSLServerConnectionCreator)

@@ -139,7 +139,7 @@ class Gateway:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.output()}")
-            return port_open(self.port)
+            return port_open(self.port) if self.port else True  # port 0: it listens on nothing
 
         wait_for(ready, timeout, "the gateway to listen")
         return self
