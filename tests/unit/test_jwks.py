@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
@@ -166,3 +167,17 @@ class JWTWithJwksUriTests(SynchronousTestCase):
     def test_exactly_one_key_source(self) -> None:
         with self.assertRaises(ConfigError):
             self.factory.parse_config({**self.options, "key_file": "/dev/null"}, "options")
+
+
+class JtiTests(SynchronousTestCase):
+    def test_the_tokens_id_is_kept_for_revocations(self) -> None:
+        from tunnelgw.testing import log_in
+
+        secret = Path(self.mktemp())
+        secret.write_text("s" * 32)
+        token = pyjwt.encode(
+            {"sub": "a", "aud": "gw", "exp": time.time() + 60, "jti": "t-1"}, "s" * 32, "HS256"
+        )
+        options = {"key_file": str(secret), "algorithms": ["HS256"], "audience": "gw"}
+        subject = log_in(JWTFactory(), options, callbacks(bearer=token))
+        self.assertEqual(subject.attributes["jti"], "t-1")

@@ -283,6 +283,22 @@ class RfbAdapterTests(SynchronousTestCase):
         self.client(KEY_DOWN)
         self.assertEqual(self.h.sent(), b"")
 
+    def test_a_revocation_can_make_the_session_view_only(self) -> None:
+        from tunnelgw.cluster.revocations import Revocation, end_matching
+
+        revocation = Revocation.new("user", "u", 60, 0)
+        self.running(opts=options(on_revoke="view_only"))
+        end_matching([self.h.tunnel], revocation, "i")
+        self.assertIsNone(self.h.client.closed)
+        self.client(UPDATE_REQUEST + KEY_DOWN)
+        self.assertEqual(self.h.sent(), UPDATE_REQUEST)  # the screen goes on, the keys do not
+        self.server(b"\x00\x00\x00\x00")  # an update with no rectangles
+        self.assertTrue(self.received())
+        # by default, the session ends
+        self.running()
+        end_matching([self.h.tunnel], revocation, "i")
+        self.assertEqual(self.h.client.closed, (1008, "revoked"))
+
     def test_viewer_shares_the_desktop(self) -> None:
         self.make(roles=("viewers",))
         self.server(VERSION)

@@ -152,9 +152,10 @@ def end_matching(
     tunnels: Any, revocation: Revocation, instance: str, ended: Callable[[Any], None] = lambda t: None
 ) -> int:
     """
-    End every tunnel of C{tunnels} that C{revocation} names: its
-    protocol's goodbye, then 1008; an audit event for each
-    (C{event=tunnel_revoked}, C{by=revocation}).
+    End every tunnel of C{tunnels} that C{revocation} names (its
+    protocol's goodbye, then 1008), or make it view-only where its service
+    says so (RFB's C{on_revoke}); an audit event for each
+    (C{event=tunnel_revoked}, C{by=revocation}, C{outcome}).
 
     @return: how many.
     """
@@ -163,10 +164,12 @@ def end_matching(
         if not revocation.matches(tunnel.subject, tunnel.session_id):
             continue
         count += 1
+        outcome = tunnel.revoked(CloseCode.POLICY_VIOLATION, "revoked")
         _log.info(
-            "tunnel {conn_id} of {principal} revoked ({kind} {value}): {reason}",
+            "tunnel {conn_id} of {principal} revoked ({kind} {value}), {outcome}: {reason}",
             event="tunnel_revoked",
             by="revocation",
+            outcome=outcome,
             conn_id=tunnel.conn_id,
             principal=tunnel.subject.principal,
             service=tunnel.service.name,
@@ -176,6 +179,5 @@ def end_matching(
             reason=revocation.reason,
             instance=instance,
         )
-        tunnel.end(CloseCode.POLICY_VIOLATION, "revoked")
         ended(tunnel)
     return count

@@ -88,6 +88,18 @@ class TunnelSession(TunnelPart):
             ending(code, reason)
         self.fail(code, reason)
 
+    def revoked(self, code: int, reason: str) -> str:
+        """
+        A revocation names this tunnel: its adapter may keep it in a lesser
+        form (its optional C{downgrade()}: RFB's view-only) and the answer
+        is C{"downgraded"}; else it ends (L{end}), C{"closed"}.
+        """
+        downgrade = getattr(self._adapter, "downgrade", None)
+        if self._state is State.OPEN and downgrade is not None and downgrade():
+            return "downgraded"
+        self.end(code, reason)
+        return "closed"
+
     def _expired(self) -> None:
         self.end(CloseCode.POLICY_VIOLATION, "credentials expired")
 

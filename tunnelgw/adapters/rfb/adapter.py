@@ -71,6 +71,7 @@ class RfbAdapter:
         self._offered: list[int] = []
         self._allowed: dict[str, bool] | None = None
         self._allowed_under: tuple[object, object] | None = None
+        self._viewer = False  # made view-only by a revocation: for good
         self._dropped = 0
 
     # -- entry points -------------------------------------------------------
@@ -323,12 +324,25 @@ class RfbAdapter:
     def _permitted(self, what: str) -> bool:
         # asked once per policy and set of principals: a reload that gives
         # the tunnel another policy, or its subject other roles, asks again
+        if self._viewer:
+            return False
         policy, principals = getattr(self._tunnel, "policy", None), self._tunnel.subject.principals
         seen = self._allowed_under
         if self._allowed is None or seen is None or policy is not seen[0] or principals is not seen[1]:
             self._allowed = {name: self._tunnel.permits("input", name) for name in INPUTS}
             self._allowed_under = (policy, principals)
         return self._allowed[what]
+
+    def downgrade(self) -> bool:
+        """
+        A revocation names this session (see L{tunnelgw.cluster.revocations}):
+        with C{on_revoke = "view_only"} it goes on without input (the screen
+        still shows), and C{True}; else C{False}, and the tunnel ends.
+        """
+        if self._options.on_revoke != "view_only":
+            return False
+        self._viewer = True
+        return True
 
     def _client_messages(self, to_server: bytearray) -> None:
         buf = self._from_client

@@ -39,6 +39,7 @@ class RfbAdapterFactory:
         password_file = table.take("password_file", string_value, None)
         max_cut_text = table.take("max_cut_text", positive_int_value, 256 * 1024)
         max_encodings = table.take("max_encodings", positive_int_value, 128)
+        on_revoke = table.choice("on_revoke", ("close", "view_only"), "close")
         table.done()
         if password_file is not None:
             if password is not None:
@@ -46,7 +47,7 @@ class RfbAdapterFactory:
             password = file_text(table.key("password_file"), password_file).strip()
         if password is not None and VNC_AUTH not in security:
             raise ConfigError(f'{table.key("password")}: injection needs "vnc" in security_types')
-        return RfbOptions(security, password, max_cut_text, max_encodings)
+        return RfbOptions(security, password, max_cut_text, max_encodings, on_revoke)
 
     def build(self, tunnel: ITunnel) -> IAdapter:
         options = tunnel.service.adapter_options

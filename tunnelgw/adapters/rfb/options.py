@@ -22,6 +22,8 @@ class RfbOptions:
     password: str | None = None
     max_cut_text: int = 256 * 1024
     max_encodings: int = 128
+    on_revoke: str = "close"
+    """What a revocation does to a session: C{close} it, or make it C{view_only} (its input dropped)."""
 
 
 def security_types_value(key: str, value: Any) -> frozenset[int]:

@@ -131,7 +131,10 @@ class JWTModule(BaseModule):
         found = roles_of(r for r in roles if isinstance(r, str))
         found.add(Principal("user", claims[o.user_claim]))
         # The tunnel ends when the gateway itself would stop accepting the token.
-        return found, {"method": f"jwt-{o.source}", "expires": float(claims["exp"]) + o.leeway}
+        attributes: dict[str, Any] = {"method": f"jwt-{o.source}", "expires": float(claims["exp"]) + o.leeway}
+        if isinstance(claims.get("jti"), str):
+            attributes["jti"] = claims["jti"]  # what a revocation of the token names
+        return found, attributes
 
 
 def _check_uri(key: str, uri: str) -> None:
