@@ -174,7 +174,7 @@ class Places:
     released with them.
     """
 
-    __slots__ = ("_store", "_keys", "wanted", "_also")
+    __slots__ = ("_store", "_keys", "wanted", "_also", "_released")
 
     def __init__(
         self, store: ILimitStore, keys: tuple[str, ...], wanted: tuple[tuple[str, int], ...] = ()
@@ -183,12 +183,17 @@ class Places:
         self._keys = keys
         self.wanted = wanted
         self._also: list[Any] = []
+        self._released = False
 
     def also(self, held: Any) -> None:
-        """C{held} (with a C{release()}) is released with these places."""
-        self._also.append(held)
+        """C{held} (with a C{release()}) is released with these places (at once if they are already)."""
+        if self._released:
+            held.release()
+        else:
+            self._also.append(held)
 
     def release(self) -> None:
+        self._released = True
         keys, self._keys = self._keys, ()
         for key in keys:
             self._store.release(key)

@@ -20,18 +20,25 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 
 from tests.integration.haproxy import HAProxy
-from tests.integration.harness import REPO, Gateway, free_port, handshake_status, wait_for
+from tests.integration.harness import (
+    REPO,
+    EchoServer,
+    Gateway,
+    free_port,
+    handshake_status,
+    wait_for,
+    ws_connect,
+)
 from tests.integration.redis_server import Redis
 
 PEERS = REPO / "tests" / "peers"
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-USERS = {"alice": "alice-pw-1", "root": "root-pw-3"}
+USERS = {"alice": "alice-pw-1", "dave": "dave-pw-2", "root": "root-pw-3"}
 TUNNELS = 1000
 
 
@@ -39,7 +46,7 @@ def basic(user: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
 
 
-def config(port: int, admin_port: int, users: Path, redis: Redis, instance: str) -> str:
+def config(port: int, admin_port: int, users: Path, redis: Redis, instance: str, echo_port: int) -> str:
     return f"""
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
@@ -63,11 +70,21 @@ options = {{ path = "{users}", threads = 4 }}
 
 [services.echo]
 path = "/echo"
-adapter = "echo"
+adapter = "raw"
+upstream = "tcp:127.0.0.1:{echo_port}"
 realm = "staff"
 subprotocols = ["echo"]
 allow_missing_origin = true
 limits = {{ max_tunnels_per_user = {TUNNELS * 2} }}
+
+[services.capped]
+path = "/capped"
+adapter = "raw"
+upstream = "tcp:127.0.0.1:{echo_port}"
+realm = "staff"
+subprotocols = ["echo"]
+allow_missing_origin = true
+limits = {{ max_tunnels_per_user = 3 }}
 
 {redis.cluster_table(instance=f'"{instance}"', lease_ttl="6")}
 
@@ -92,17 +109,21 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     work = tmp_path_factory.mktemp("scale")
     redis = Redis(work / "redis")
     users = work / "users"
-    users.write_text(f"alice:{FAST.hash(USERS['alice'])}\nroot:{FAST.hash(USERS['root'])}:admin\n")
+    users.write_text(
+        f"alice:{FAST.hash(USERS['alice'])}\ndave:{FAST.hash(USERS['dave'])}\nroot:{FAST.hash(USERS['root'])}:admin\n"
+    )
     gateways: list[Gateway] = []
     admin_ports: list[int] = []
     haproxy: HAProxy | None = None
+    echo = EchoServer()
     try:
         redis.start()
         for name in ("a", "b", "c"):
             port, admin_port = free_port(), free_port()
             directory = work / name
             directory.mkdir()
-            gateways.append(Gateway(directory, config(port, admin_port, users, redis, name), port).start())
+            text = config(port, admin_port, users, redis, name, echo.port)
+            gateways.append(Gateway(directory, text, port).start())
             admin_ports.append(admin_port)
         for gateway in gateways:
             gateway.wait_event(event="cluster", state="up")
@@ -114,6 +135,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         for gateway in gateways:
             gateway.stop()
         redis.stop()
+        echo.close()
 
 
 def revoke(t: Topology, user: str) -> None:
@@ -182,17 +204,51 @@ def test_revoking_a_user_ends_1000_tunnels_on_3_instances_within_2s(topology: To
     assert p99 < 2000
 
 
+def test_a_tunnel_cap_holds_wherever_haproxy_sends_the_user(topology: Topology) -> None:
+    url = f"ws://127.0.0.1:{topology.haproxy.port}/capped"
+    header = [f"Authorization: {basic('dave')}"]
+    held = [ws_connect(url, subprotocols=["echo"], header=header) for _ in range(3)]  # one on each instance
+    for ws in held:
+        ws.send_binary(b"x")
+        assert ws.recv() == b"x"
+    statuses = [
+        handshake_status(url, subprotocols=["echo"], headers={"Authorization": basic("dave")})[0]
+        for _ in range(6)
+    ]
+    assert statuses == [429] * 6, statuses  # N+1 refused, wherever it lands
+    for ws in held:
+        ws.close()
+
+
 def test_killing_an_instance_haproxy_sends_new_connections_to_the_others(topology: Topology) -> None:
+    capped = f"ws://127.0.0.1:{topology.haproxy.port}/capped"
+    dave = {"Authorization": basic("dave")}
+    # dave's three places, one of them on the instance about to die
+    wait_for(
+        lambda: handshake_status(capped, subprotocols=["echo"], headers=dave)[0] == 101,
+        10,
+        "dave's places back",
+    )
+    held = [
+        ws_connect(capped, subprotocols=["echo"], header=[f"Authorization: {basic('dave')}"])
+        for _ in range(3)
+    ]
     url = f"ws://127.0.0.1:{topology.haproxy.port}/echo"
     headers = {"Authorization": basic("root")}
     dead = topology.gateways[2]
     assert dead.proc is not None
     os.kill(dead.proc.pid, 9)
     dead.proc.wait(10)
+    killed = time.monotonic()
     statuses = [handshake_status(url, subprotocols=["echo"], headers=headers)[0] for _ in range(12)]
     assert statuses == [101] * 12, statuses
     # and the health check took it out
     wait_for(lambda: "gw2 is DOWN" in topology.haproxy.log(), 10, "HAProxy to mark the dead instance down")
-
-
-del Any
+    # the dead instance's lease ends within its TTL (6 s): dave has a place again
+    wait_for(
+        lambda: handshake_status(capped, subprotocols=["echo"], headers=dave)[0] == 101,
+        15,
+        "the lease to end",
+    )
+    assert time.monotonic() - killed < 6 + 3
+    del held

@@ -258,21 +258,24 @@ class RedisEngine(LocalEngine):
         lease = Lease(
             self, tuple(f"{self.config.prefix}:lease:{key}" for key, _ in wanted), f"{self.instance}:{owner}"
         )
-        self._leases[lease.member] = lease
         if self.state != "up":
+            self._leases[lease.member] = lease
             return None  # held here only; written to Redis when it is back
         now = self.reactor.seconds()
         args = [now, now + self.config.lease_ttl, lease.member, int(self.config.lease_ttl * 2000)]
         d = self._redis.eval(LEASE_SCRIPT, list(lease.keys), args + [limit for _, limit in wanted])
 
+        # renewed from when it is granted only: a renewal of one not yet
+        # granted would write it, refused or not
         def answered(ok: Any) -> Lease | None:
             if ok:
+                self._leases[lease.member] = lease
                 return lease
-            self._leases.pop(lease.member, None)
             return None
 
         def failed(f: Any) -> Lease:
             self._failed("lease", f)
+            self._leases[lease.member] = lease
             return lease  # held here only, as while Redis is unreachable
 
         return d.addCallbacks(answered, failed)
