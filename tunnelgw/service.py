@@ -21,6 +21,7 @@ from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.audit import AuditTrail
 from tunnelgw.cluster.engine import LocalEngine
 from tunnelgw.cluster.redis import RedisEngine
+from tunnelgw.cluster.shared import SharedLimitStore
 from tunnelgw.config.model import ClusterConfig, GatewayConfig
 from tunnelgw.errors import CloseCode, ConfigError
 from tunnelgw.front.admin import admin_site
@@ -94,7 +95,9 @@ class GatewayService(MultiService):
         """Reads the configuration again for a reload (the file, checked); C{None}: nothing to read."""
         self.reloads: Counter[str] = Counter()
         """Reload outcomes (C{applied}, C{invalid}, C{failed}) and tunnels they closed (C{closed})."""
-        self.store = MemoryLimitStore(reactor)
+        # failed logins counted across instances when there is a cluster
+        # (its engine read at each count: a reload may add or change it)
+        self.store = SharedLimitStore(MemoryLimitStore(reactor), lambda: self.engine, reactor)
         pipeline, authenticator = build_front(config, reactor, self.store, {})
         self.site = GatewaySite(config, reactor, pipeline, authenticator)
         self.site.registry.late = self._late

@@ -63,6 +63,9 @@ def config(port: int, admin_port: int, users: Path, redis: Redis | None, instanc
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
 
+[gateway.logins]
+max_failures_per_user = 4
+
 [realms.staff]
 [[realms.staff.modules]]
 module = "password_file"
@@ -244,6 +247,21 @@ def test_the_command_line(setup: Setup, tmp_path: Path) -> None:
         [str(BIN / "tunnelgw"), "tunnels", "--admin", admin], capture_output=True, text=True, timeout=60
     )
     assert (wrong.returncode, wrong.stderr) == (1, "tunnelgw tunnels: HTTP 401 authentication required\n")
+
+
+def test_failed_logins_are_counted_across_instances(setup: Setup) -> None:
+    def attempt(i: int) -> int:
+        url = setup.gateways[i].url("/echo")
+        wrong = "Basic " + base64.b64encode(b"erin:not-her-password").decode()
+        return handshake_status(url, subprotocols=["echo"], headers={"Authorization": wrong})[0]
+
+    assert [attempt(0) for _ in range(3)] == [401, 401, 401]
+    # b has counted none of them itself: it learns a's from Redis with its
+    # first count, and refuses from then on
+    statuses = [attempt(1) for _ in range(3)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    # a learns b's with its own next count: one guess more there at most
+    assert [attempt(0) for _ in range(2)][-1] == 429
 
 
 def test_a_tunnel_cap_holds_across_instances(setup: Setup) -> None:

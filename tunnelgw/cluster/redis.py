@@ -40,6 +40,14 @@ for _, key in ipairs(KEYS) do
 end
 return 1
 """
+# KEYS: a counter; ARGV: the amount, the window (ms), which a new counter lives for.
+COUNT_SCRIPT = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return n
+"""
 # KEYS: lease keys; ARGV: end, key lifetime (ms), then the member of each key.
 RENEW_SCRIPT = """
 for i, key in ipairs(KEYS) do
@@ -249,6 +257,19 @@ class RedisEngine(LocalEngine):
             self.apply(revocation)
         except ValueError as e:
             self.log.error("revocation dropped: {why}", event="cluster_error", what="revocation", why=str(e))
+
+    # -- counts shared (failed logins: tunnelgw.cluster.shared) ------------------
+
+    def add(self, key: str, amount: int, window: float) -> defer.Deferred[Any] | None:
+        """
+        Add C{amount} to the cluster-wide counter C{key} of a window of
+        C{window} seconds: a Deferred of its total; C{None} while Redis is
+        unreachable.
+        """
+        if self.state != "up":
+            return None
+        redis_key = f"{self.config.prefix}:count:{key}"
+        return self._redis.eval(COUNT_SCRIPT, [redis_key], [amount, max(1, int(window * 1000))])
 
     # -- leases: places held across instances ------------------------------------
 
