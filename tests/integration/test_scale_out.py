@@ -86,7 +86,7 @@ subprotocols = ["echo"]
 allow_missing_origin = true
 limits = {{ max_tunnels_per_user = 3 }}
 
-{redis.cluster_table(instance=f'"{instance}"', lease_ttl="6")}
+{redis.cluster_table(instance=f'"{instance}"', lease_ttl="6", grace="2")}
 
 [admin]
 listen = "tcp:{admin_port}:interface=127.0.0.1"
@@ -218,6 +218,35 @@ def test_a_tunnel_cap_holds_wherever_haproxy_sends_the_user(topology: Topology) 
     assert statuses == [429] * 6, statuses  # N+1 refused, wherever it lands
     for ws in held:
         ws.close()
+
+
+def test_redis_stopped_then_back(topology: Topology) -> None:
+    url = f"ws://127.0.0.1:{topology.haproxy.port}/echo"
+    root = {"Authorization": basic("root")}
+    held = ws_connect(url, subprotocols=["echo"], header=[f"Authorization: {basic('root')}"])
+    topology.redis.stop()
+    for gateway in topology.gateways:
+        gateway.wait_event(event="cluster", state="down")
+    # after the grace period, every instance refuses new admissions; open tunnels go on
+    wait_for(
+        lambda: (
+            [handshake_status(url, subprotocols=["echo"], headers=root)[0] for _ in range(3)] == [503] * 3
+        ),
+        10,
+        "admissions refused on every instance",
+    )
+    held.send_binary(b"during")
+    assert held.recv() == b"during"
+    # back on Redis: admitted again on every instance
+    topology.redis.start()
+    wait_for(
+        lambda: (
+            [handshake_status(url, subprotocols=["echo"], headers=root)[0] for _ in range(3)] == [101] * 3
+        ),
+        30,
+        "admissions on every instance once Redis is back",
+    )
+    held.close()
 
 
 def test_killing_an_instance_haproxy_sends_new_connections_to_the_others(topology: Topology) -> None:
