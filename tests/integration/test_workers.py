@@ -18,6 +18,19 @@ from typing import Any
 from tests.integration.harness import BIN, PUBLIC_REALM, free_port, json_lines, wait_for, ws_connect
 
 
+def two_free_ports() -> int:
+    """A port free on 127.0.0.1 whose next one is free too (worker 1's metrics)."""
+    for _ in range(100):
+        first = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", first + 1))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError("no two consecutive free ports")
+
+
 def children(pid: int) -> list[int]:
     """The processes C{pid} started (Linux: /proc)."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -42,9 +55,7 @@ def http_status(url: str) -> int:
 
 
 def test_workers(tmp_path: Path) -> None:
-    port, metrics = free_port(), free_port()
-    while metrics + 1 == port:
-        metrics = free_port()
+    port, metrics = free_port(), two_free_ports()
     config = tmp_path / "tunnelgw.toml"
     config.write_text(
         f"""
@@ -90,7 +101,11 @@ listen = "tcp:{metrics}:interface=127.0.0.1"
 
     try:
         # ready once both workers are
-        assert manager.recv(4096).decode().splitlines()[0] == "READY=1"
+        try:
+            ready = manager.recv(4096).decode().splitlines()[0]
+        except TimeoutError:
+            raise AssertionError(f"not ready in 30 s:\n{log_path.read_text()[-4000:]}") from None
+        assert ready == "READY=1"
         workers = children(proc.pid)
         assert len(workers) == 2
         for _ in range(10):
