@@ -58,6 +58,8 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
     its kind takes one and it names none; any other as it is.
     """
     kind = description.split(":", 1)[0].strip().lower()
+    if kind == "haproxy" and ":" in description:  # the PROXY protocol wraps another listener
+        return "haproxy:" + with_backlog(description.split(":", 1)[1], backlog)
     if kind not in _BACKLOG_KINDS or ":" not in description or _HAS_BACKLOG.search(description):
         return description
     return f"{description}:backlog={backlog}"

@@ -127,3 +127,11 @@ class SystemdListenerTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as e:
                 check_listener("k", wrong, passed=False)
             self.assertIn(why, str(e.exception))
+
+
+class ProxyProtocolListenerTests(SynchronousTestCase):
+    def test_the_wrapped_listener_gets_the_backlog(self) -> None:
+        from tunnelgw.listeners import with_backlog
+
+        self.assertEqual(with_backlog("haproxy:tcp:8080"), "haproxy:tcp:8080:backlog=1024")
+        self.assertEqual(with_backlog("haproxy:tcp:8080:backlog=7"), "haproxy:tcp:8080:backlog=7")

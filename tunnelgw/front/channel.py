@@ -108,11 +108,25 @@ class GatewayChannel(StrictHead, http.HTTPChannel):
             return
         if self._first_read:
             self._first_read = False
+            self._proxied_peer()
             if self._fast_upgrade(data):
                 return
             super().connectionMade()  # twisted.web's part of it, now needed
         if self.check_head(data):
             super().dataReceived(data)
+
+    def _proxied_peer(self) -> None:
+        """
+        Behind a PROXY-protocol listener (C{haproxy:tcp:...}), the client's
+        address is known once the header has been read, just before these
+        first bytes: the connection is counted against it, not against the
+        balancer's.
+        """
+        host = getattr(self.transport.getPeer(), "host", "unix")
+        if host != self.peer_host and self.lease is not None:
+            self.lease.release()
+            self.peer_host = host
+            self.lease = self.site.limiter.acquire(host)
 
     def _fast_upgrade(self, data: bytes) -> bool:
         head = parse_upgrade_head(data)
