@@ -7,6 +7,7 @@ rate, the last good set kept while the provider is down.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,7 @@ class JtiTests(SynchronousTestCase):
     def test_the_tokens_id_is_kept_for_revocations(self) -> None:
         from tunnelgw.testing import log_in
 
-        secret = Path(self.mktemp())
+        secret = Path(tempfile.mkdtemp()) / "secret"
         secret.write_text("s" * 32)
         token = pyjwt.encode(
             {"sub": "a", "aud": "gw", "exp": time.time() + 60, "jti": "t-1"}, "s" * 32, "HS256"

@@ -4,6 +4,7 @@ twistd's options: the embedded default moved by --listen, reread for a reload.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from twisted.python import usage
@@ -22,7 +23,7 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(origin, origins)
 
     def test_a_configuration_file_keeps_its_origins(self) -> None:
-        path = Path(self.mktemp())
+        path = Path(tempfile.mkdtemp()) / "gw.toml"
         path.write_text(
             '[gateway]\nlisten = ["tcp:8080"]\n[realms.p]\n[[realms.p.modules]]\nmodule = "anonymous"\n'
             'flag = "required"\n[services.e]\npath = "/e"\nadapter = "echo"\nrealm = "p"\n'

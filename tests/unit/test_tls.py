@@ -5,6 +5,7 @@ that is not the certificate's named then rather than at the first client.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,8 +18,7 @@ from tunnelgw.tls import ReloadableServerTLS, context_factory
 
 class ContextFactoryTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.dir = Path(self.mktemp())
-        self.dir.mkdir()
+        self.dir = Path(tempfile.mkdtemp())
         ca = CA(self.dir)
         self.cert, self.key = ca.issue("a", ["a.example"])
         self.other_cert, self.other_key = ca.issue("b", ["b.example"])
