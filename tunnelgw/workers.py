@@ -197,6 +197,7 @@ class Supervisor:
         notify("STOPPING=1", "STATUS=stopping the workers")
         if self._poll.running:
             self._poll.stop()
+        self._close_socket()
         if not self.workers:
             return defer.succeed(None)
         self.signal_all(signal.SIGTERM, ready_only=False)
@@ -210,6 +211,16 @@ class Supervisor:
 
         deadline = self.reactor.callLater(self.drain_timeout + 10, kill)
         return self._stopped.addBoth(lambda _: deadline.cancel() if deadline.active() else None)
+
+    def _close_socket(self) -> None:
+        """The workers' notification socket and its directory, gone."""
+        self._notified.close()
+        path = Path(self.notify_path)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
 
 
 def main(argv: list[str]) -> int:
