@@ -163,13 +163,10 @@ class Supervisor:
         (one still starting has no handler yet, and would die of SIGHUP; it
         reads the configuration as it is now anyway).
         """
-        for index, transport in list(self.workers.items()):
+        for index in list(self.workers):
             if ready_only and index not in self.ready:
                 continue
-            try:
-                transport.signalProcess(signum)
-            except ProcessExitedAlready:
-                pass
+            self._signal(index, signum)
             self.log.info(
                 "worker {index}: {signal}", event="worker", index=index, signal=signal.Signals(signum).name
             )

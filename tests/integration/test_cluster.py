@@ -48,6 +48,15 @@ USERS = {
 GRACE = 2
 
 
+def write_users(path: Path) -> Path:
+    """The password file of C{USERS}: root an admin."""
+    path.write_text(
+        "".join(f"{u}:{FAST.hash(p)}\n" for u, p in USERS.items() if u != "root")
+        + f"root:{FAST.hash(USERS['root'])}:admin\n"
+    )
+    return path
+
+
 def basic(user: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
 
@@ -134,11 +143,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ca = CA(work)
     cert, key = ca.issue("redis", ["127.0.0.1"])
     redis = Redis(work / "redis", tls=(cert, key, ca.cert_path))
-    users = work / "users"
-    users.write_text(
-        "".join(f"{u}:{FAST.hash(p)}\n" for u, p in USERS.items() if u != "root")
-        + f"root:{FAST.hash(USERS['root'])}:admin\n"
-    )
+    users = write_users(work / "users")
     gateways: list[Gateway] = []
     admin_ports: list[int] = []
     try:
@@ -332,11 +337,7 @@ def test_the_admin_page_in_chromium(tmp_path: Path) -> None:
         raise RuntimeError(
             "chromium, node or playwright-core missing: run tests/peers/install.sh (make test does)"
         )
-    users = tmp_path / "users"
-    users.write_text(
-        "".join(f"{u}:{FAST.hash(p)}\n" for u, p in USERS.items() if u != "root")
-        + f"root:{FAST.hash(USERS['root'])}:admin\n"
-    )
+    users = write_users(tmp_path / "users")
     port, admin_port = free_port(), free_port()
     gateway = Gateway(tmp_path, config(port, admin_port, users, None, "solo"), port).start()
     try:

@@ -6,21 +6,16 @@ it still carried, and refuses the user, before it admits anyone again.
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 
 from tests.integration.harness import Gateway, expect_close, free_port, handshake_status, wait_for, ws_connect
 from tests.integration.redis_server import Redis
-from tests.integration.test_cluster import Setup, config
-
-FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-USERS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "root": "root-pw-3"}
+from tests.integration.test_cluster import Setup, basic, config, write_users
 
 
 class Cuttable:
@@ -83,19 +78,11 @@ class Cuttable:
         self.pairs = []
 
 
-def basic(user: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
-
-
 @pytest.fixture()
 def parts(tmp_path: Path) -> Iterator[tuple[Setup, Cuttable]]:
     redis = Redis(tmp_path / "redis").start()
     relay = Cuttable(redis.port)
-    users = tmp_path / "users"
-    users.write_text(
-        "".join(f"{u}:{FAST.hash(p)}\n" for u, p in USERS.items() if u != "root")
-        + f"root:{FAST.hash(USERS['root'])}:admin\n"
-    )
+    users = write_users(tmp_path / "users")
     gateways: list[Gateway] = []
     admin_ports: list[int] = []
     try:
@@ -119,7 +106,6 @@ def parts(tmp_path: Path) -> Iterator[tuple[Setup, Cuttable]]:
 
 def test_back_on_redis_an_instance_catches_up_before_admitting(parts: tuple[Setup, Cuttable]) -> None:
     setup, relay = parts
-    # the fixture's users are test_cluster's: open as they do
     on_b = ws_connect(
         setup.gateways[1].url("/echo"), subprotocols=["echo"], header=[f"Authorization: {basic('alice')}"]
     )

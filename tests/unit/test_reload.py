@@ -208,6 +208,21 @@ allow_missing_origin = true
 """
 
 
+def open_stomp_tunnel(
+    service: GatewayService, cfg: GatewayConfig | None = None, user: str = "alice"
+) -> AdapterHarness:
+    """
+    A STOMP tunnel of C{user} (role ops, realm staff) on the first service
+    of C{cfg} (the service's configuration by default), in memory, in the
+    service's registry.
+    """
+    cfg = cfg or service.config
+    subject = Subject.of(user, ["ops"], method="anonymous", address="192.0.2.1", realm="staff")
+    harness = AdapterHarness(adapter("stomp"), cfg.services[0], subject, "v12.stomp", cfg.policy("p"))
+    service.site.registry.add(harness.tunnel)
+    return harness
+
+
 class ServiceReloadTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.events: list[LogEvent] = []
@@ -219,11 +234,7 @@ class ServiceReloadTests(SynchronousTestCase):
         self.service.startService()
 
     def open_tunnel(self, cfg: GatewayConfig, user: str = "alice") -> AdapterHarness:
-        service = cfg.services[0]
-        subject = Subject.of(user, ["ops"], method="anonymous", address="192.0.2.1", realm="staff")
-        harness = AdapterHarness(adapter("stomp"), service, subject, "v12.stomp", cfg.policy("p"))
-        self.service.site.registry.add(harness.tunnel)
-        return harness
+        return open_stomp_tunnel(self.service, cfg, user)
 
     def events_of(self, event: str) -> list[LogEvent]:
         return [e for e in self.events if e.get("event") == event]
@@ -376,7 +387,7 @@ class DrainTests(SynchronousTestCase):
 
         from tunnelgw.front.site import HealthResource
 
-        harness = ServiceReloadTests.open_tunnel(self, self.config)  # type: ignore[arg-type]
+        harness = open_stomp_tunnel(self.service, self.config)
         drained = self.service.drain()
         request = DummyRequest([b""])
         body = HealthResource(self.service.site).render_GET(request)

@@ -14,11 +14,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from tests.unit.test_reload import open_stomp_tunnel
 from tunnelgw.cluster.revocations import Revocation, Revocations
 from tunnelgw.config.loader import loads
 from tunnelgw.errors import Refusal
 from tunnelgw.front.admin import AdminResource
-from tunnelgw.registry import adapter
 from tunnelgw.security import Subject
 from tunnelgw.service import GatewayService
 from tunnelgw.testing import AdapterHarness, public_realm
@@ -130,13 +130,7 @@ class LocalEngineTests(SynchronousTestCase):
         self.service = GatewayService(loads(ADMIN), self.reactor)
 
     def open_tunnel(self, user: str) -> AdapterHarness:
-        config = self.service.config
-        subject = Subject.of(user, ["ops"], method="anonymous", address="192.0.2.1", realm="staff")
-        harness = AdapterHarness(
-            adapter("stomp"), config.services[0], subject, "v12.stomp", config.policy("p")
-        )
-        self.service.site.registry.add(harness.tunnel)
-        return harness
+        return open_stomp_tunnel(self.service, user=user)
 
     def test_a_revocation_ends_the_users_tunnels_in_their_protocols_words(self) -> None:
         alice, bob = self.open_tunnel("alice"), self.open_tunnel("bob")
@@ -199,7 +193,7 @@ class AdminAPITests(SynchronousTestCase):
         return request.responseCode, json.loads(written) if kind == "application/json" else written, request
 
     def test_the_tunnel_list(self) -> None:
-        LocalEngineTests.open_tunnel(self, "alice")  # type: ignore[arg-type]
+        open_stomp_tunnel(self.service)
         status, body, request = self.request(b"GET", b"/api/tunnels")
         self.assertEqual(status, 200)
         [row] = body["tunnels"]
@@ -207,7 +201,7 @@ class AdminAPITests(SynchronousTestCase):
         self.assertEqual(request.responseHeaders.getRawHeaders("Cache-Control"), ["no-store"])
 
     def test_a_revocation_by_post(self) -> None:
-        harness = LocalEngineTests.open_tunnel(self, "alice")  # type: ignore[arg-type]
+        harness = open_stomp_tunnel(self.service)
         status, body, _ = self.request(
             b"POST",
             b"/api/revocations",
