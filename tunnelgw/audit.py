@@ -43,6 +43,7 @@ AUDIT_EVENTS = frozenset(
         "revocation",  # a revocation put in force on this instance
         "revocation_issued",  # an admin issued one
         "refresh",
+        "fallback_refused",  # a fallback session's request refused
         "stomp_connect",
         "stomp_refused",
         "xmpp_auth",

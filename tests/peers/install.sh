@@ -11,8 +11,9 @@ cd "$(dirname "$0")"
 # downloaded by a test tool); iproute2 and nftables for the layered-DMZ
 # topology of network namespaces; Prometheus, which scrapes the metrics
 # listener; systemd for systemd-analyze and systemd-socket-activate; Redis
-# (the shared engine of several instances) and HAProxy in front of them
-DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd redis-server haproxy)
+# (the shared engine of several instances) and HAProxy in front of them;
+# nginx and Squid, the proxies that break WebSocket for the fallback tests
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd redis-server haproxy nginx squid)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -117,6 +117,9 @@ def held_bytes(transport: Any) -> int:
             return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
         except AttributeError:
             pass
+    own = getattr(transport, "held_bytes", None)
+    if own is not None:  # a transport of ours that counts its own (a fallback session)
+        return int(own())
     total = 0
     for layer in layers(transport):
         total += buffered(layer) or 0

@@ -371,6 +371,7 @@ class AdmissionPipeline:
             conn_id=request.conn_id,
             peer=request.peer_host,
             path=request.path,
+            transport=request.transport,
             service=service,
             subprotocol=subprotocol,
             principal=principal,

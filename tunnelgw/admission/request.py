@@ -36,6 +36,8 @@ class AdmissionRequest:
     query: Mapping[str, list[str]] = field(default_factory=dict)
     peer_certificate: Any = None
     http_version: str = "HTTP/1.1"
+    transport: str = "websocket"
+    """How the client came: C{"websocket"} (an upgrade) or C{"fallback"} (L{tunnelgw.front.fallback})."""
 
     def values(self, name: str) -> list[str]:
         """
@@ -51,9 +53,13 @@ class AdmissionRequest:
     @functools.cached_property
     def subprotocols(self) -> list[str]:
         """
-        The subprotocols the client offered (C{Sec-WebSocket-Protocol}), in
-        its order: read once, by the checks and by the choice.
+        The subprotocols the client offered (C{Sec-WebSocket-Protocol}; a
+        fallback client's C{X-Tunnel-Protocol}, a browser not being allowed
+        to send the other), in its order: read once, by the checks and by
+        the choice.
         """
+        if self.transport == "fallback":
+            return self.values("X-Tunnel-Protocol")
         return self.values("Sec-WebSocket-Protocol")
 
     def single(self, name: str) -> str | None:

@@ -26,7 +26,13 @@ from tunnelgw.config.model import (
     ServiceConfig,
     TLSListener,
 )
-from tunnelgw.config.operations import admin_config, audit_path, cluster_config, metrics_config
+from tunnelgw.config.operations import (
+    admin_config,
+    audit_path,
+    cluster_config,
+    fallback_config,
+    metrics_config,
+)
 from tunnelgw.config.values import (
     ConfigError,
     KiB,
@@ -136,6 +142,7 @@ def _service(name: str, table: Table) -> ServiceConfig:
         origins=table.take("origins", origins_value, frozenset()),
         allow_missing_origin=table.take("allow_missing_origin", bool_value, False),
         allow_text=table.take("allow_text", bool_value, False),
+        fallback=table.take("fallback", bool_value, False),
         limits=_limits(table.table("limits")),
         adapter_options=factory.parse_options(table.value(adapter, {}), table.key(adapter)),
     )
@@ -296,6 +303,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
     metrics = metrics_config(top.table("metrics"), listen)
     cluster = cluster_config(top.table("cluster"))
     admin = admin_config(top.table("admin"), listen, realm_names)
+    fallback = fallback_config(top.table("fallback"))
     top.done()
 
     seen: dict[str, str] = {pool.path: f"links.{pool.name}" for pool in links}
@@ -348,6 +356,7 @@ def _from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
         metrics=metrics,
         cluster=cluster,
         admin=admin,
+        fallback=fallback,
     )
 
 

@@ -168,6 +168,8 @@ class ServiceConfig:
     origins: frozenset[str] = frozenset()
     allow_missing_origin: bool = False
     allow_text: bool = False
+    fallback: bool = False
+    """Clients may come by the HTTP fallback transport too (L{tunnelgw.front.fallback})."""
     limits: Limits = field(default_factory=Limits)
     adapter_options: object = None
     """
@@ -263,6 +265,29 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class FallbackConfig:
+    """
+    C{[fallback]}: the HTTP fallback transport of the services that allow
+    it (C{fallback = true}): how many sessions, how long one may go
+    without a request, and how its down responses are kept alive.
+    """
+
+    max_sessions: int = 1000
+    idle_timeout: float = 30.0
+    """A session with no request for this long is lost (its tunnel closes as after a 1006)."""
+    heartbeat: float = 10.0
+    """Seconds between heartbeats on a stream (proxies close idle responses)."""
+    stream_time: float = 25.0
+    """A stream ends after this long, and the client asks for the next."""
+    stream_bytes: int = 4 * MiB
+    """A stream ends after this many bytes (a proxy may buffer a response whole)."""
+    poll_time: float = 20.0
+    """A poll with nothing to carry ends after this long, with a heartbeat."""
+    padding: int = 2 * KiB
+    """Bytes of padding first on a stream, so that buffering proxies pass its start on."""
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     The whole gateway.
@@ -296,6 +321,8 @@ class GatewayConfig:
     """C{[cluster]}: the engine shared with other instances; C{None}: this process alone."""
     admin: AdminConfig | None = None
     """C{[admin]}: the admin listener; C{None}: none."""
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    """C{[fallback]}: the fallback transport's bounds (services opt in with C{fallback = true})."""
 
     def realm(self, name: str) -> RealmConfig:
         for realm in self.realms:

@@ -1,5 +1,6 @@
 """
-The operational tables: C{[audit]}, C{[metrics]}, C{[cluster]}, C{[admin]}.
+The operational tables: C{[audit]}, C{[metrics]}, C{[cluster]}, C{[admin]},
+C{[fallback]}.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ import socket
 
 import hyperlink
 
-from tunnelgw.config.model import AdminConfig, ClusterConfig, MetricsConfig
+from tunnelgw.config.model import AdminConfig, ClusterConfig, FallbackConfig, MetricsConfig
 from tunnelgw.config.values import (
     ConfigError,
     Table,
     bool_value,
+    count_value,
     file_text,
     positive_int_value,
     positive_seconds_value,
@@ -21,7 +23,7 @@ from tunnelgw.config.values import (
     strings_value,
 )
 
-__all__ = ["admin_config", "audit_path", "cluster_config", "metrics_config"]
+__all__ = ["admin_config", "audit_path", "cluster_config", "fallback_config", "metrics_config"]
 
 
 def audit_path(table: Table) -> str | None:
@@ -89,3 +91,20 @@ def admin_config(table: Table, listen: tuple[str, ...], realms: set[str]) -> Adm
     if not roles:
         raise ConfigError("admin.require_roles: at least one role")
     return AdminConfig(endpoint, realm, roles)
+
+
+def fallback_config(table: Table) -> FallbackConfig:
+    default = FallbackConfig()
+    config = FallbackConfig(
+        max_sessions=table.take("max_sessions", positive_int_value, default.max_sessions),
+        idle_timeout=table.take("idle_timeout", positive_seconds_value, default.idle_timeout),
+        heartbeat=table.take("heartbeat", positive_seconds_value, default.heartbeat),
+        stream_time=table.take("stream_time", positive_seconds_value, default.stream_time),
+        stream_bytes=table.take("stream_bytes", positive_int_value, default.stream_bytes),
+        poll_time=table.take("poll_time", positive_seconds_value, default.poll_time),
+        padding=table.take("padding", count_value, default.padding),
+    )
+    table.done()
+    if config.heartbeat >= config.idle_timeout:
+        raise ConfigError("fallback.heartbeat: must be shorter than fallback.idle_timeout")
+    return config

@@ -45,7 +45,15 @@ HEADER = _HEADER.size
 
 
 class FramingError(Exception):
-    """Bytes that are not frames of this format, or over its bounds."""
+    """
+    Bytes that are not frames of this format, or over its bounds; C{code}
+    is the close code a WebSocket would get for the same fault (1009 too
+    big, 1007 not UTF-8, 1002 otherwise).
+    """
+
+    def __init__(self, message: str, code: int = 1002) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class FrameParser:
             if kind not in KINDS:
                 raise FramingError(f"unknown frame kind {kind}")
             if length > self.max_payload:
-                raise FramingError(f"a frame of {length} bytes, over {self.max_payload}")
+                raise FramingError(f"a frame of {length} bytes, over {self.max_payload}", 1009)
             if len(buffer) < HEADER + length:
                 break
             payload = bytes(buffer[HEADER : HEADER + length])
@@ -89,7 +97,7 @@ class FrameParser:
             _check(kind, payload)
             frames.append(Frame(kind, seq, payload))
         if len(buffer) > self.max_buffered:
-            raise FramingError("too much of an unfinished frame")
+            raise FramingError("too much of an unfinished frame", 1009)
         return frames
 
     @property
@@ -103,11 +111,11 @@ def _check(kind: int, payload: bytes) -> None:
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
-            raise FramingError("a text message that is not UTF-8") from None
+            raise FramingError("a text message that is not UTF-8", 1007) from None
     elif kind == CLOSE:
         if len(payload) == 1:
             raise FramingError("a close with half a code")
         try:
             payload[2:].decode("utf-8")
         except UnicodeDecodeError:
-            raise FramingError("a close reason that is not UTF-8") from None
+            raise FramingError("a close reason that is not UTF-8", 1007) from None

@@ -40,6 +40,11 @@ class Outbox:
         self.acked = 0
         self._over = False
 
+    @property
+    def over(self) -> bool:
+        """The bytes kept are above the high-water mark."""
+        return self._over
+
     def push(self, kind: int, payload: bytes) -> bytes:
         """Number a message, keep it until acknowledged; its frame."""
         assert kind in MESSAGES

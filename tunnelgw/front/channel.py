@@ -171,10 +171,21 @@ class GatewayChannel(StrictHead, http.HTTPChannel):
         self.transport.write(refusal_response(refusal))
         self.transport.loseConnection()
 
+    body_limit = 0
+    """The largest body the request being read may have (L{GatewaySite.body_limit})."""
+    _target: bytes | None = None  # the request line's target, while its request is read
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._target is None and line:
+            parts = line.split()
+            self._target = parts[1] if len(parts) == 3 else b""
+        super().lineReceived(line)
+
     def allHeadersReceived(self) -> None:
         # A declared body over the limit is refused before any of it is read
         # (twisted.web would otherwise spool it to a temporary file).
-        if self.length is not None and self.length > self.site.config.max_request_body:
+        self.body_limit = self.site.body_limit((self._target or b"").partition(b"?")[0])
+        if self.length is not None and self.length > self.body_limit:
             self.body_too_large()
             return
         super().allHeadersReceived()
@@ -193,7 +204,7 @@ class GatewayChannel(StrictHead, http.HTTPChannel):
             status=413,
             conn_id=self.conn_id,
             peer=self.peer_host,
-            limit=self.site.config.max_request_body,
+            limit=self.body_limit,
             reason="request body too large",
         )
         self.transport.write(
@@ -202,6 +213,7 @@ class GatewayChannel(StrictHead, http.HTTPChannel):
         self.loseConnection()
 
     def allContentReceived(self) -> None:
+        self._target = None  # what follows is the next request's
         self._stop_deadline()
         super().allContentReceived()
 

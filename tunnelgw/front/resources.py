@@ -21,6 +21,7 @@ from tunnelgw.admission.request import Admission, AdmissionRequest
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.errors import Refusal
 from tunnelgw.front.channel import GatewayChannel
+from tunnelgw.front.fallback import FallbackEndpoint
 from tunnelgw.front.requests import _detach, _refuse, admission_request
 from tunnelgw.logs import Logger
 from tunnelgw.websocket.server import AdmittedFactory, make_factory
@@ -41,9 +42,14 @@ class ServiceResource(Resource):
         super().__init__()
         self.site = site
         self.service = service
-        self.factory = make_factory(service, site.clock, site.registry, site.config.policy(service.policy))
+        policy = site.config.policy(service.policy)
+        self.factory = make_factory(service, site.clock, site.registry, policy)
+        self.fallback = FallbackEndpoint(site, service, policy) if service.fallback else None
 
     def render(self, request: server.Request) -> Any:
+        if self.fallback is not None and request.method in (b"POST", b"OPTIONS"):
+            return self.fallback.render(request)
+
         def hand_over(factory: AdmittedFactory) -> None:
             # What the client sent after its head, before its 101, waits in
             # the channel (which stopped reading past 16 KiB of it) and

@@ -12,6 +12,7 @@ admission pipeline runs on a parsed request before autobahn is involved.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from typing import Any, cast
 
 from twisted.internet.interfaces import IReactorTime
@@ -21,7 +22,9 @@ from twisted.web.resource import Resource
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.model import GatewayConfig
 from tunnelgw.errors import Refusal
+from tunnelgw.fallback.framing import HEADER
 from tunnelgw.front.channel import GatewayChannel
+from tunnelgw.front.fallback import FallbackSessions
 from tunnelgw.front.link_resource import LinkResource
 from tunnelgw.front.refresh import RefreshResource
 from tunnelgw.front.requests import _refuse
@@ -107,15 +110,19 @@ class _Router(Resource):
 class GatewayRequest(server.Request):
     """
     A request whose body (chunked, so not declared up front) is counted as
-    it arrives and refused past C{gateway.max_request_body}.
+    it arrives and refused past its path's limit (L{GatewaySite.body_limit}),
+    and kept in memory (bounded so), never spooled to a temporary file.
     """
 
     _body_size = 0
 
+    def gotLength(self, length: int | None) -> None:
+        self.content = BytesIO()
+
     def handleContentChunk(self, data: bytes) -> None:
         channel = cast(GatewayChannel, self.channel)
         self._body_size += len(data)
-        if self._body_size > channel.site.config.max_request_body:
+        if self._body_size > channel.body_limit:
             channel.body_too_large()
             return
         super().handleContentChunk(data)
@@ -136,6 +143,8 @@ class GatewaySite(server.Site):
         self.clock: IReactorTime = reactor
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_address)
         self.registry = TunnelRegistry()
+        self.fallback = FallbackSessions(config.fallback.max_sessions)
+        """The open fallback sessions (they live across reloads, as tunnels do)."""
         # timeout=None: twisted.web's idle timer (reset on every read) is
         # redundant with GatewayChannel's deadline, which is stricter.
         super().__init__(_Router({}), timeout=None, reactor=reactor)
@@ -155,6 +164,14 @@ class GatewaySite(server.Site):
         self.pipeline = pipeline
         self.limiter.max_connections = config.max_connections
         self.limiter.max_per_address = config.max_connections_per_address
+        self.fallback.max_sessions = config.fallback.max_sessions
+        self._body_limits = {
+            service.path.encode("utf-8"): max(
+                config.max_request_body, service.limits.max_message_size + HEADER
+            )
+            for service in config.services
+            if service.fallback
+        }
         routes: dict[bytes, Resource] = {
             service.path.encode("utf-8"): ServiceResource(self, service) for service in config.services
         }
@@ -167,6 +184,15 @@ class GatewaySite(server.Site):
         # the services' paths, for the upgrade fast path
         self.upgrades = {path: r for path, r in routes.items() if isinstance(r, ServiceResource)}
         self.resource = _Router(routes)
+
+    def body_limit(self, path: bytes | str) -> int:
+        """
+        The largest request body taken at C{path}: C{max_request_body}, or
+        a fallback service's largest message in a frame if that is more.
+        """
+        if isinstance(path, str):
+            path = path.encode("utf-8")
+        return self._body_limits.get(path, self.config.max_request_body)
 
     def buildProtocol(self, addr: Any) -> GatewayChannel:  # type: ignore[override]
         channel = super().buildProtocol(addr)

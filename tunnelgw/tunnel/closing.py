@@ -35,6 +35,7 @@ class TunnelClosing(TunnelPart):
     peak_up: int
     peak_down: int
     started: float
+    via: str
     _client: Any
     _client_gate: Any
     _backend: Any
@@ -212,6 +213,7 @@ class TunnelClosing(TunnelPart):
             peer=self.peer,
             service=self.service.name,
             subprotocol=self.subprotocol,
+            transport=self.via,
             principal=self.subject.principal,
             code=self.close_code,
             reason=self.close_reason,

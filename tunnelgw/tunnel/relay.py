@@ -87,6 +87,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         "subject",
         "session_id",
         "origin",
+        "via",
         "policy",
         "bytes_up",
         "bytes_down",
@@ -133,6 +134,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         policy: IAuthorizationPolicy | None = None,
         places: Any = None,
         origin: str | None = None,
+        via: str = "websocket",
     ) -> None:
         self.reactor = reactor
         self.service = service
@@ -146,6 +148,8 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         self.session_id = session_id
         self.origin = origin
         """The C{Origin} the client sent (normalized), C{None} without one: re-judged on reload."""
+        self.via = via
+        """The client's transport: C{"websocket"} or C{"fallback"}."""
         self.policy = policy
         self._client: ClientLeg | None = None
         self._adapter: IAdapter | None = None

@@ -37,10 +37,11 @@ def start_tunnel(
     registry: TunnelRegistry,
     policy: Any,
     session_id: str = "",
+    via: str = "websocket",
 ) -> Tunnel:
     """
     Start the tunnel of an admitted connection whose client leg (a
-    WebSocket, or a reverse link) is open.
+    WebSocket, a reverse link, a fallback session: C{via}) is open.
     """
     tunnel = Tunnel(
         reactor=clock,
@@ -56,6 +57,7 @@ def start_tunnel(
         policy=admission.policy if admission.policy is not None else policy,
         places=admission.places,
         origin=admission.origin,
+        via=via,
     )
     tunnel.start(client)
     registry.started(tunnel)
