@@ -25,11 +25,13 @@ import hashlib
 import json
 import re
 import secrets
+from importlib import resources
 from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.resource import Resource
 
 from tunnelgw.admission.checks import check_origin
 from tunnelgw.admission.request import Admission, AdmissionRequest
@@ -43,13 +45,45 @@ from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.websocket.server import start_tunnel
 
-__all__ = ["FALLBACK_TYPE", "FallbackEndpoint", "FallbackSessions", "binding_of"]
+__all__ = [
+    "CLIENT_PATH",
+    "ClientScript",
+    "FALLBACK_TYPE",
+    "FallbackEndpoint",
+    "FallbackSessions",
+    "binding_of",
+]
 
 _REQUEST_HEADERS = (
     "Content-Type, Authorization, X-Tunnel-Fallback, X-Tunnel-Session, X-Tunnel-Protocol, X-Tunnel-Ack"
 )
 _EXPOSED_HEADERS = "X-Tunnel-Session, X-Tunnel-Ack"
 _ACK = re.compile(r"[0-9]{1,18}")
+
+CLIENT_PATH = "/tunnelgw/tunnelsocket.js"
+"""Where a gateway with a fallback service serves the client (L{ClientScript})."""
+
+
+class ClientScript(Resource):
+    """
+    The fallback's JavaScript client (C{tunnelgw/fallback/client/}), for
+    pages to load from the gateway itself.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._body = resources.files("tunnelgw.fallback").joinpath("client", "tunnelsocket.js").read_bytes()
+
+    def render(self, request: server.Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            _refuse(request, Refusal(405, "the client is read with GET", {"Allow": "GET, HEAD"}))
+            return server.NOT_DONE_YET
+        request.setHeader("Content-Type", "text/javascript; charset=utf-8")
+        request.setHeader("Cache-Control", "public, max-age=3600")
+        request.setHeader("X-Content-Type-Options", "nosniff")
+        return self._body
 
 
 class FallbackSessions:

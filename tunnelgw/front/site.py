@@ -24,7 +24,7 @@ from tunnelgw.config.model import GatewayConfig
 from tunnelgw.errors import Refusal
 from tunnelgw.fallback.framing import HEADER
 from tunnelgw.front.channel import GatewayChannel
-from tunnelgw.front.fallback import FallbackSessions
+from tunnelgw.front.fallback import CLIENT_PATH, ClientScript, FallbackSessions
 from tunnelgw.front.link_resource import LinkResource
 from tunnelgw.front.refresh import RefreshResource
 from tunnelgw.front.requests import _refuse
@@ -179,6 +179,8 @@ class GatewaySite(server.Site):
             routes[config.health_path.encode("utf-8")] = HealthResource(self)
         if authenticator is not None:
             routes[config.refresh_path.encode("utf-8")] = RefreshResource(self)
+        if any(service.fallback for service in config.services):
+            routes.setdefault(CLIENT_PATH.encode("utf-8"), ClientScript())
         for pool in pipeline.links.values():
             routes[pool.config.path.encode("utf-8")] = LinkResource(self, pool)
         # the services' paths, for the upgrade fast path
