@@ -2,7 +2,7 @@
 // downloaded browser) through tunnelgw.  Usage: node novnc_check.mjs '<json>'
 // with page (the page URL, its options in ?cfg=), type (text to type into
 // the remote screen, then Enter), screenshot (a PNG path for the canvas),
-// timeoutMs.  Prints one JSON line: connected, the page's events, the
+// timeoutMs, proxy (an HTTP proxy).  Prints one JSON line: connected, the page's events, the
 // fraction of yellow pixels on the canvas, how it disconnected.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -19,6 +19,8 @@ const context = await chromium.launchPersistentContext(profile, {
   args: [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    // an HTTP proxy for everything, loopback included (Chromium bypasses it for loopback unless told)
+    ...(cfg.proxy ? [`--proxy-server=${cfg.proxy}`, "--proxy-bypass-list=<-loopback>"] : []),
   ],
 });
 // the fraction of the canvas that is opaque yellow (the remote xterm)
@@ -56,6 +58,7 @@ try {
   result.connected = state.connected;
   result.events = state.events;
   result.disconnected = state.disconnected;
+  result.transport = state.transport ?? null;
 } catch (err) {
   result.error = String(err);
 } finally {

@@ -21,6 +21,9 @@
   const HEADER = 13;
   const TYPE = "application/x-tunnelgw-fallback";
   const ACK_EVERY = 16 * 1024; // bytes received unacknowledged before an ack goes up on its own
+  // the browser's own, taken now: a page may put TunnelSocket in its place
+  // (window.WebSocket = TunnelSocket) for a library that takes no factory
+  const NativeWebSocket = root.WebSocket;
   const encoder = new TextEncoder();
   const decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -154,7 +157,7 @@
     _tryWebSocket() {
       let ws;
       try {
-        ws = new root.WebSocket(this.url, this._protocols);
+        ws = new NativeWebSocket(this.url, this._protocols);
       } catch (err) {
         this._fallback();
         return;
