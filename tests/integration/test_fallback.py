@@ -10,7 +10,9 @@ outlives nginx restarting in the middle of 64 MiB each way.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import struct
 import shutil
 import subprocess
 import time
@@ -179,6 +181,18 @@ realm = "web"
 upstream = "tcp:127.0.0.1:{echo.port}"
 subprotocols = ["binary"]
 {origins}
+
+[services.ops]
+path = "/ops"
+adapter = "raw"
+realm = "web"
+require_roles = ["ops"]
+upstream = "tcp:127.0.0.1:{echo.port}"
+subprotocols = ["binary"]
+{origins}
+[services.ops.limits]
+max_message_size = 4096
+max_frame_size = 4096
 """
         gw_dir = work / "gw"
         gw_dir.mkdir()
@@ -296,3 +310,85 @@ def test_64_mib_each_way_survive_nginx_restarting(setup: Setup) -> None:
     closed = setup.gateway.wait_event(event="tunnel_close", transport="fallback", principal="bob")
     assert closed["bytes_up"] == closed["bytes_down"] == 64 * 1024 * 1024
     assert result["sent"] != hashlib.sha256(b"").hexdigest()
+
+
+def post(
+    port: int, path: str, kind: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(
+            "POST",
+            path,
+            body,
+            {"Content-Type": "application/x-tunnelgw-fallback", "X-Tunnel-Fallback": kind, **headers},
+        )
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def frame(kind: int, seq: int, payload: bytes) -> bytes:
+    return struct.pack(">BQI", kind, seq, len(payload)) + payload
+
+
+def test_every_refusal_of_the_upgrade_has_its_twin(setup: Setup) -> None:
+    port, origin = setup.gateway.port, setup.nginx.origin
+    bob = {"Origin": origin, "Cookie": f"tg={token('bob', ['ops'])}"}
+
+    def open_(
+        path: str, headers: dict[str, str], protocol: str = "binary"
+    ) -> tuple[int, dict[str, str], bytes]:
+        return post(port, path, "open", {"X-Tunnel-Protocol": protocol, **headers})
+
+    refusals = {
+        "bad origin": (open_("/ops", {**bob, "Origin": "http://evil.example"}), 403),
+        "no credentials": (open_("/ops", {"Origin": origin}), 401),
+        "wrong role": (open_("/ops", {**bob, "Cookie": f"tg={token('bob', [])}"}), 403),
+        "unknown subprotocol": (open_("/ops", bob, "other"), 400),
+        "expired token": (open_("/ops", {**bob, "Cookie": f"tg={token('bob', ['ops'], -120)}"}), 401),
+    }
+    for what, ((status, _, body), expected) in refusals.items():
+        assert status == expected, (what, status, body)
+    # the WebSocket path answers the same
+    for what, status in (("bad origin", 403), ("no credentials", 401), ("wrong role", 403)):
+        event = setup.gateway.wait_event(
+            event="admission", decision="refuse", transport="fallback", status=status
+        )
+        assert event["path"] == "/ops", what
+
+    status, headers, body = open_("/ops", bob)
+    assert status == 200, body
+    session = headers["x-tunnel-session"]
+    later = {**bob, "X-Tunnel-Session": session}
+    # a session id replayed from another Origin, or by another user
+    assert post(port, "/ops", "send", {**later, "Origin": "http://evil.example"})[0] == 403
+    assert post(port, "/ops", "send", {**later, "Cookie": f"tg={token('mallory', ['ops'])}"})[0] == 403
+    assert post(port, "/ops", "send", {**later, "Cookie": ""})[0] == 401
+    assert post(port, "/elsewhere", "send", later)[0] == 404
+    assert post(port, "/ops", "send", {**bob, "X-Tunnel-Session": "x" * 32})[0] == 404
+    setup.gateway.wait_event(
+        event="fallback_refused", status=403, reason="this session belongs to another user"
+    )
+    # the session is still the owner's; an oversize message closes it as a WebSocket's (1009)
+    status, headers, _ = post(port, "/ops", "send", later, frame(2, 1, b"x" * 10))
+    assert (status, headers["x-tunnel-ack"]) == (200, "1")
+    assert post(port, "/ops", "send", later, frame(2, 2, b"x" * 4097))[0] == 413
+    closed = setup.gateway.wait_event(event="tunnel_close", transport="fallback", principal="bob")
+    assert closed["code"] == 1009
+
+
+def test_credentials_that_expire_close_the_session_1008(setup: Setup) -> None:
+    brief = token("carol", [], lifetime=-28)  # valid for 2 s more (the realm's leeway is 30 s)
+    result = shim(
+        {
+            "url": f"ws://127.0.0.1:{setup.gateway.port}/raw",
+            "protocols": ["binary"],
+            "headers": {"Origin": setup.nginx.origin, "Cookie": f"tg={brief}"},
+            "holdMs": 10000,
+        },
+        timeout=30,
+    )
+    assert result["open"], result
+    assert result["close"] == {"code": 1008, "reason": "credentials expired", "wasClean": True}

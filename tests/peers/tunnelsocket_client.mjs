@@ -2,7 +2,8 @@
 // for tunnelgw's integration tests.  Usage: node tunnelsocket_client.mjs '<json>'
 // with url, protocols, headers (of the fallback's requests: Origin,
 // Authorization), fallback ("only" by default: Node 20 has no WebSocket),
-// text (messages to send and expect back), bytes and chunk (that many
+// text (messages to send and expect back), holdMs (stay open that long
+// once done), bytes and chunk (that many
 // random bytes in binary messages of that size, to an echo), closeCode,
 // timeoutMs.  Prints one JSON line: open, protocol, the texts back, the
 // sha256 of the bytes sent and received, the close code, reason and
@@ -26,8 +27,10 @@ const texts = cfg.text ?? [];
 
 function finishIfDone() {
   if (result.texts.length === texts.length && receivedBytes >= total) {
+    if (result.received !== null) return;
     result.received = receivedHash.digest("hex");
-    socket.close(cfg.closeCode ?? 1000, "done");
+    // holdMs: stay open that long first (for the gateway to close)
+    setTimeout(() => socket.close(cfg.closeCode ?? 1000, "done"), cfg.holdMs ?? 0);
   }
 }
 

@@ -20,6 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnelgw.admission.pipeline import AdmissionPipeline
+from tunnelgw.cluster.engine import LocalEngine
+from tunnelgw.cluster.revocations import Revocation
 from tunnelgw.config.loader import loads
 from tunnelgw.errors import Refusal
 from tunnelgw.fallback.framing import BINARY, CLOSE, HEARTBEAT, PAD, TEXT, FrameParser, encode
@@ -94,7 +96,8 @@ class BearerUsers:
         if name == "revoked":
             raise Refusal(401, "these credentials are not valid", {"WWW-Authenticate": "Bearer"})
         roles = () if name == "guest" else ("user",)
-        subject = Subject.of(name, roles)
+        expires = {"expires": 20.0} if name == "brief" else {}  # a token good until t=20
+        subject = Subject.of(name, roles, **expires)
         if service.require_roles and not (service.require_roles & subject.roles):
             raise Refusal(403, "a required role is missing")
         return subject
@@ -407,6 +410,26 @@ class SessionSecurityTests(FallbackCase):
         frames = self.poll(session).frames()
         self.assertEqual(frames[0][0], CLOSE)
         self.assertEqual(struct.unpack(">H", frames[0][2][:2])[0], 1008)
+
+
+class RevocationAndExpiryTests(FallbackCase):
+    def test_a_revoked_user_is_closed_then_refused(self) -> None:
+        engine = self.site.pipeline.engine = LocalEngine(self.reactor, self.site.registry)
+        alice, bob = self.open(), self.open(user="bob")
+        engine.revoke(Revocation.new("user", "alice", 60, self.reactor.seconds()))
+        frames = self.poll(alice).frames()
+        self.assertEqual(frames, [(CLOSE, 1, struct.pack(">H", 1008) + b"revoked")])
+        self.assertEqual(self.poll(bob, user="bob").status, 0)  # bob's session goes on: nothing to say yet
+        refused = self.call("/echo", "open", protocol="echo")
+        self.assertEqual((refused.status, refused.body), (403, b"revoked\n"))
+
+    def test_expired_credentials_close_the_session_1008(self) -> None:
+        session = self.open(user="brief")
+        self.reactor.advance(19)
+        self.assertEqual(self.send(session, user="brief").status, 200)
+        self.reactor.advance(1)
+        frames = self.poll(session, user="brief").frames()
+        self.assertEqual(frames, [(CLOSE, 1, struct.pack(">H", 1008) + b"credentials expired")])
 
 
 class FlowTests(FallbackCase):
