@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import struct
 import shutil
+import struct
 import subprocess
 import time
 import urllib.parse
