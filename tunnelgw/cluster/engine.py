@@ -11,7 +11,10 @@ What every engine does for the gateway:
     the tunnels it names (L{end_matching});
   - C{hold(wanted, owner)}: a tunnel's places (tunnels per user) across
     instances, as leases;
-  - C{tunnels()}: the open tunnels, cluster-wide, as JSON-ready dicts.
+  - C{tunnels()}: the open tunnels, cluster-wide, as JSON-ready dicts;
+  - C{fallback_tag}, C{fallback_owner(tag)}: the tag this instance puts
+    in its fallback sessions' ids, and where the instance of another tag
+    is reached (C{None}: nowhere; one process has no other).
 
 Redis data (every key under C{prefix}):
   - C{PREFIX:revocations}: a sorted set, each revocation's JSON scored by
@@ -19,6 +22,8 @@ Redis data (every key under C{prefix}):
   - C{PREFIX:instances}: a sorted set of instance names scored by when
     their lease ends; C{PREFIX:tunnels:INSTANCE}: the JSON list of its
     tunnels, expiring with the lease (renewed every third of C{lease_ttl});
+  - C{PREFIX:fallback:TAG}: the C{advertise} URL of the instance whose
+    fallback sessions' ids begin with C{TAG.}, expiring with its lease;
   - C{PREFIX:lease:KEY} (C{KEY}: C{tunnels:USER}, C{tunnels:SERVICE:USER}):
     a sorted set of C{INSTANCE:CONN_ID} members scored by when each lease
     ends, renewed with the heartbeat: a dead instance's leases end by
@@ -83,6 +88,11 @@ class LocalEngine:
 
     def admitting(self) -> None:
         pass
+
+    fallback_tag = ""
+
+    def fallback_owner(self, tag: str) -> defer.Deferred[str | None]:
+        return defer.succeed(None)
 
     def revoking(self, subject: Any) -> Revocation | None:
         return self.revocations.revoking(subject)

@@ -5,6 +5,7 @@ The engine of several instances: Redis, through txredisapi on the reactor
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -111,7 +112,11 @@ class RedisEngine(LocalEngine):
             "revocations": f"{p}:revocations",
             "instances": f"{p}:instances",
             "tunnels": f"{p}:tunnels:",
+            "fallback": f"{p}:fallback:",
         }
+        # the fallback sessions' ids begin with it: not the instance's name
+        self.fallback_tag = hashlib.sha256(self.instance.encode("utf-8")).hexdigest()[:12]
+        self._owners: dict[str, tuple[str | None, float]] = {}
 
     # -- connections -------------------------------------------------------------
 
@@ -331,7 +336,28 @@ class RedisEngine(LocalEngine):
         d.addCallback(
             lambda _: self._redis.zadd(self.keys["instances"], self.reactor.seconds() + ttl, self.instance)
         )
+        if self.config.advertise is not None:
+            key = self.keys["fallback"] + self.fallback_tag
+            d.addCallback(lambda _: self._redis.set(key, self.config.advertise, expire=max(1, int(ttl))))
         d.addErrback(lambda f: self._failed("heartbeat", f))
+
+    def fallback_owner(self, tag: str) -> defer.Deferred[str | None]:
+        """Where the instance of C{tag} is reached (asked of Redis once a second at most)."""
+        now = self.reactor.seconds()
+        known = self._owners.get(tag)
+        if known is not None and known[1] > now:
+            return defer.succeed(known[0])
+        if self.state != "up":
+            return defer.succeed(None)
+
+        def found(value: Any) -> str | None:
+            url = value.decode() if isinstance(value, bytes) else value
+            if len(self._owners) >= 1024:
+                self._owners.clear()
+            self._owners[tag] = (url, now + 1.0)
+            return url if isinstance(url, str) else None
+
+        return self._redis.get(self.keys["fallback"] + tag).addCallback(found)
 
     def tunnels(self) -> defer.Deferred[list[dict[str, Any]]]:
         if self.state != "up":

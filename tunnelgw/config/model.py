@@ -250,6 +250,11 @@ class ClusterConfig:
     when_down: str = "refuse"
     """After C{grace} seconds without Redis: C{refuse} (503) or C{local} (this process's limits only)."""
     grace: float = 30.0
+    advertise: str | None = None
+    """
+    This instance's gateway listener as the others reach it (C{http://10.0.0.5:8080}):
+    requests of its fallback sessions that land elsewhere are passed to it.
+    """
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def cluster_config(table: Table) -> ClusterConfig | None:
     lease_ttl = table.take("lease_ttl", positive_seconds_value, 15.0)
     when_down = table.choice("when_down", ("refuse", "local"), "refuse")
     grace = table.take("grace", positive_seconds_value, 30.0)
+    advertise = table.take("advertise", string_value, None)
     table.done()
     if redis is None:
         return None
@@ -69,7 +70,15 @@ def cluster_config(table: Table) -> ClusterConfig | None:
     password = file_text("cluster.password_file", password_file).strip() if password_file else None
     if ca is not None:
         file_text("cluster.ca", ca)  # named now if it cannot be read
-    return ClusterConfig(redis, password, username, ca, prefix, instance, lease_ttl, when_down, grace)
+    if advertise is not None:
+        where = hyperlink.URL.from_text(advertise)
+        if where.scheme not in ("http", "https") or not where.host or where.path not in ((), ("",)):
+            raise ConfigError(
+                f"cluster.advertise: expected http://HOST:PORT or https://HOST:PORT, got {advertise!r}"
+            )
+    return ClusterConfig(
+        redis, password, username, ca, prefix, instance, lease_ttl, when_down, grace, advertise
+    )
 
 
 def admin_config(table: Table, listen: tuple[str, ...], realms: set[str]) -> AdminConfig | None:

@@ -21,17 +21,13 @@ taken.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
-import secrets
-from importlib import resources
 from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.resource import Resource
 
 from tunnelgw.admission.checks import check_origin
 from tunnelgw.admission.request import Admission, AdmissionRequest
@@ -40,89 +36,20 @@ from tunnelgw.fallback.down import FALLBACK_TYPE, DownResponse
 from tunnelgw.fallback.framing import FramingError
 from tunnelgw.fallback.session import FallbackSession
 from tunnelgw.front.channel import _new_conn_id
+from tunnelgw.front.forward import FORWARDED
 from tunnelgw.front.requests import _refuse, admission_request
+from tunnelgw.front.sessions import FallbackSessions, binding_of
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 from tunnelgw.websocket.server import start_tunnel
 
-__all__ = [
-    "CLIENT_PATH",
-    "ClientScript",
-    "FALLBACK_TYPE",
-    "FallbackEndpoint",
-    "FallbackSessions",
-    "binding_of",
-]
+__all__ = ["FALLBACK_TYPE", "FallbackEndpoint"]
 
 _REQUEST_HEADERS = (
     "Content-Type, Authorization, X-Tunnel-Fallback, X-Tunnel-Session, X-Tunnel-Protocol, X-Tunnel-Ack"
 )
 _EXPOSED_HEADERS = "X-Tunnel-Session, X-Tunnel-Ack"
 _ACK = re.compile(r"[0-9]{1,18}")
-
-CLIENT_PATH = "/tunnelgw/tunnelsocket.js"
-"""Where a gateway with a fallback service serves the client (L{ClientScript})."""
-
-
-class ClientScript(Resource):
-    """
-    The fallback's JavaScript client (C{tunnelgw/fallback/client/}), for
-    pages to load from the gateway itself.
-    """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._body = resources.files("tunnelgw.fallback").joinpath("client", "tunnelsocket.js").read_bytes()
-
-    def render(self, request: server.Request) -> Any:
-        if request.method not in (b"GET", b"HEAD"):
-            _refuse(request, Refusal(405, "the client is read with GET", {"Allow": "GET, HEAD"}))
-            return server.NOT_DONE_YET
-        request.setHeader("Content-Type", "text/javascript; charset=utf-8")
-        request.setHeader("Cache-Control", "public, max-age=3600")
-        request.setHeader("X-Content-Type-Options", "nosniff")
-        return self._body
-
-
-class FallbackSessions:
-    """
-    The open fallback sessions of a gateway, by id, at most C{max_sessions}.
-    """
-
-    def __init__(self, max_sessions: int) -> None:
-        self.max_sessions = max_sessions
-        self._sessions: dict[str, FallbackSession] = {}
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def get(self, session_id: str) -> FallbackSession | None:
-        return self._sessions.get(session_id)
-
-    def add(self, session: FallbackSession) -> None:
-        self._sessions[session.session_id] = session
-
-    def forget(self, session: FallbackSession) -> None:
-        if self._sessions.get(session.session_id) is session:
-            del self._sessions[session.session_id]
-
-
-def binding_of(request: AdmissionRequest) -> bytes:
-    """
-    A digest of the credentials a request presents (C{Authorization},
-    cookies, the query): a session's later requests that present the same
-    need no new login; others log in again, as the same user or not at all.
-    """
-    digest = hashlib.sha256()
-    for name in ("authorization", "cookie"):
-        for value in request.headers.get(name, []):
-            digest.update(name.encode() + b"\0" + value.encode("utf-8", "surrogateescape") + b"\0")
-    for key in sorted(request.query):
-        for value in request.query[key]:
-            digest.update(b"q\0" + key.encode() + b"\0" + value.encode("utf-8", "surrogateescape") + b"\0")
-    return digest.digest()
 
 
 class FallbackEndpoint:
@@ -218,7 +145,7 @@ class FallbackEndpoint:
                 lease.release()
                 return
             session = FallbackSession(
-                session_id=secrets.token_urlsafe(24),
+                session_id=sessions.new_id(site.pipeline.engine),
                 service=self.service,
                 origin=admission.origin,
                 binding=binding_of(areq),
@@ -268,7 +195,10 @@ class FallbackEndpoint:
     # -- a session's requests -----------------------------------------------
 
     def _in_session(self, request: server.Request, areq: AdmissionRequest, kind: str) -> None:
-        session = self.site.fallback.get(areq.single("X-Tunnel-Session") or "")
+        session_id = areq.single("X-Tunnel-Session") or ""
+        session = self.site.fallback.get(session_id)
+        if session is None and self._elsewhere(request, areq, session_id):
+            return
         if session is None or session.service.path != self.service.path or session.over:
             raise Refusal(404, "no such fallback session")
         origin = check_origin(areq, self.service)
@@ -306,6 +236,31 @@ class FallbackEndpoint:
         d.addErrback(
             lambda f: self.log.failure("fallback request of {conn_id} failed", f, conn_id=areq.conn_id)
         )
+
+    def _elsewhere(self, request: server.Request, areq: AdmissionRequest, session_id: str) -> bool:
+        """
+        A session of another instance of the cluster: the request is passed
+        to it (L{tunnelgw.front.forward}), or refused 404 if none is known.
+        """
+        engine = self.site.pipeline.engine
+        tag, dot, _ = session_id.partition(".")
+        if not dot or engine is None or tag == engine.fallback_tag or areq.single(FORWARDED) is not None:
+            return False
+        body = b""
+        if request.content is not None:
+            request.content.seek(0)
+            body = request.content.read()
+
+        def owner(url: str | None) -> None:
+            if url is None:
+                self._refuse(request, areq, Refusal(404, "no such fallback session"))
+            elif not request.finished and request.channel is not None:
+                self.site.fallback.forwarder(self.site.clock).forward(request, url, body)
+
+        engine.fallback_owner(tag).addCallback(owner).addErrback(
+            lambda f: self._refuse(request, areq, Refusal(503, "the shared engine is not reachable"))
+        )
+        return True
 
     def _serve(
         self, request: server.Request, areq: AdmissionRequest, session: FallbackSession, kind: str, ack: int

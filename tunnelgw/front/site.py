@@ -12,6 +12,7 @@ admission pipeline runs on a parsed request before autobahn is involved.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from io import BytesIO
 from typing import Any, cast
 
@@ -24,11 +25,11 @@ from tunnelgw.config.model import GatewayConfig
 from tunnelgw.errors import Refusal
 from tunnelgw.fallback.framing import HEADER
 from tunnelgw.front.channel import GatewayChannel
-from tunnelgw.front.fallback import CLIENT_PATH, ClientScript, FallbackSessions
 from tunnelgw.front.link_resource import LinkResource
 from tunnelgw.front.refresh import RefreshResource
 from tunnelgw.front.requests import _refuse
 from tunnelgw.front.resources import ServiceResource
+from tunnelgw.front.sessions import FallbackSessions
 from tunnelgw.limits import ConnectionLimiter
 from tunnelgw.logs import Logger
 from tunnelgw.tunnel.registry import TunnelRegistry
@@ -67,6 +68,32 @@ class HealthResource(Resource):
             "connections": self._site.limiter.total,
         }
         return json.dumps(body).encode("ascii") + b"\n"
+
+
+CLIENT_PATH = "/tunnelgw/tunnelsocket.js"
+"""Where a gateway with a fallback service serves the client (L{ClientScript})."""
+
+
+class ClientScript(Resource):
+    """
+    The fallback's JavaScript client (C{tunnelgw/fallback/client/}), for
+    pages to load from the gateway itself.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._body = resources.files("tunnelgw.fallback").joinpath("client", "tunnelsocket.js").read_bytes()
+
+    def render(self, request: server.Request) -> Any:
+        if request.method not in (b"GET", b"HEAD"):
+            _refuse(request, Refusal(405, "the client is read with GET", {"Allow": "GET, HEAD"}))
+            return server.NOT_DONE_YET
+        request.setHeader("Content-Type", "text/javascript; charset=utf-8")
+        request.setHeader("Cache-Control", "public, max-age=3600")
+        request.setHeader("X-Content-Type-Options", "nosniff")
+        return self._body
 
 
 class _Router(Resource):

@@ -1,0 +1,128 @@
+"""
+A fallback session lives on the instance that opened it; behind a load
+balancer without stickiness its later requests land anywhere.  An
+instance that does not hold a session passes the request, as it came, to
+the instance that does (its C{[cluster] advertise} URL, found through the
+cluster engine by the tag the session id begins with), and relays the
+answer as it comes: a stream stays a stream.  That instance makes every
+check itself (Origin, credentials, session).  A request passed once
+carries C{X-Tunnel-Forwarded} and is never passed again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.http_headers import Headers
+
+from tunnelgw.errors import Refusal
+from tunnelgw.front.requests import _refuse
+from tunnelgw.logs import Logger
+
+__all__ = ["FORWARDED", "Forwarder"]
+
+FORWARDED = "X-Tunnel-Forwarded"
+# hop-by-hop (RFC 9110 7.6.1), and what the client library sets itself
+_NOT_PASSED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"host",
+    }
+)
+
+
+class _Relay(Protocol):
+    """The owner's answer, relayed to the client as it comes."""
+
+    def __init__(self, request: server.Request, done: defer.Deferred[None]) -> None:
+        self._request = request
+        self._done = done
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._request.finished and self._request.channel is not None:
+            self._request.write(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        self._done.callback(None)
+
+
+class Forwarder:
+    """
+    Passes requests to other instances with treq (connections kept for
+    the next request).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, connect_timeout: float = 5.0) -> None:
+        from treq.client import HTTPClient
+
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 16
+        self._client = HTTPClient(Agent(reactor, connectTimeout=connect_timeout, pool=pool))
+
+    def forward(self, request: server.Request, base: str, body: bytes) -> None:
+        headers = Headers()
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() not in _NOT_PASSED:
+                headers.setRawHeaders(name, values)
+        headers.setRawHeaders(FORWARDED, [b"1"])
+        url = base.rstrip("/") + request.uri.decode("ascii")
+        d = self._client.request("POST", url, headers=headers, data=body, unbuffered=True)
+        relay: list[_Relay] = []
+
+        def gone(_: object) -> None:
+            d.cancel()
+            for r in relay:  # stop reading the owner's answer
+                stop = getattr(r.transport, "stopProducing", None)
+                if stop is not None:
+                    stop()
+
+        request.notifyFinish().addErrback(gone)
+
+        def answered(response: Any) -> defer.Deferred[None]:
+            request.setResponseCode(response.code)
+            for name, values in response.headers.getAllRawHeaders():
+                if name.lower() not in _NOT_PASSED:
+                    request.responseHeaders.setRawHeaders(name, values)
+            if isinstance(response.length, int):
+                request.setHeader("Content-Length", str(response.length))
+            done: defer.Deferred[None] = defer.Deferred()
+            protocol = _Relay(request, done)
+            relay.append(protocol)
+            response.deliverBody(protocol)
+            return done
+
+        def finish(_: object) -> None:
+            if not request.finished and request.channel is not None:
+                request.finish()
+
+        def failed(f: Failure) -> None:
+            if f.check(defer.CancelledError):
+                return
+            self.log.info(
+                "fallback request not passed to {owner}: {why}",
+                event="fallback_forward_failed",
+                owner=base,
+                why=f.getErrorMessage(),
+            )
+            if not request.finished and request.channel is not None and not request.startedWriting:
+                _refuse(request, Refusal(502, "the instance of this session did not answer"))
+            elif not request.finished and request.channel is not None:
+                request.finish()
+
+        d.addCallback(answered).addCallbacks(finish, failed)

@@ -1,0 +1,71 @@
+"""
+The open fallback sessions of a gateway (L{FallbackSessions}), and what
+binds a session's later requests to the credentials it was opened with
+(L{binding_of}).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from tunnelgw.admission.request import AdmissionRequest
+from tunnelgw.fallback.session import FallbackSession
+from tunnelgw.front.forward import Forwarder
+
+__all__ = ["FallbackSessions", "binding_of"]
+
+
+class FallbackSessions:
+    """
+    The open fallback sessions of a gateway, by id, at most C{max_sessions}.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, FallbackSession] = {}
+        self._forwarder: Forwarder | None = None
+
+    def new_id(self, engine: Any) -> str:
+        """
+        An unguessable session id; in a cluster, after this instance's tag
+        (L{tunnelgw.front.forward}).
+        """
+        tag = getattr(engine, "fallback_tag", "")
+        token = secrets.token_urlsafe(24)
+        return f"{tag}.{token}" if tag else token
+
+    def forwarder(self, reactor: Any) -> Forwarder:
+        if self._forwarder is None:
+            self._forwarder = Forwarder(reactor)
+        return self._forwarder
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, session_id: str) -> FallbackSession | None:
+        return self._sessions.get(session_id)
+
+    def add(self, session: FallbackSession) -> None:
+        self._sessions[session.session_id] = session
+
+    def forget(self, session: FallbackSession) -> None:
+        if self._sessions.get(session.session_id) is session:
+            del self._sessions[session.session_id]
+
+
+def binding_of(request: AdmissionRequest) -> bytes:
+    """
+    A digest of the credentials a request presents (C{Authorization},
+    cookies, the query): a session's later requests that present the same
+    need no new login; others log in again, as the same user or not at all.
+    """
+    digest = hashlib.sha256()
+    for name in ("authorization", "cookie"):
+        for value in request.headers.get(name, []):
+            digest.update(name.encode() + b"\0" + value.encode("utf-8", "surrogateescape") + b"\0")
+    for key in sorted(request.query):
+        for value in request.query[key]:
+            digest.update(b"q\0" + key.encode() + b"\0" + value.encode("utf-8", "surrogateescape") + b"\0")
+    return digest.digest()
