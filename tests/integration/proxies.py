@@ -30,7 +30,8 @@ class Nginx:
     """
     nginx in front of a gateway: C{/pages/} from C{pages} (static files),
     everything else to the gateway with nginx's defaults (HTTP/1.0
-    upstream: the upgrade headers are dropped) and C{proxy_buffering on}.
+    upstream: the upgrade headers are dropped) and C{proxy_buffering on};
+    under C{/buffered/}, the same, and C{X-Accel-Buffering} ignored.
     """
 
     def __init__(self, workdir: Path, gateway_port: int, pages: Path) -> None:
@@ -67,6 +68,12 @@ http {{
         location / {{
             proxy_pass http://127.0.0.1:{self.gateway_port};
             proxy_buffering on;
+        }}
+        # a proxy that buffers responses whatever the server asks
+        location /buffered/ {{
+            proxy_pass http://127.0.0.1:{self.gateway_port}/;
+            proxy_buffering on;
+            proxy_ignore_headers X-Accel-Buffering;
         }}
     }}
 }}

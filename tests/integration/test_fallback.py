@@ -312,6 +312,23 @@ def test_64_mib_each_way_survive_nginx_restarting(setup: Setup) -> None:
     assert result["sent"] != hashlib.sha256(b"").hexdigest()
 
 
+def test_a_proxy_that_buffers_every_response_gets_polls(setup: Setup) -> None:
+    result = shim(
+        {
+            "url": f"ws://127.0.0.1:{setup.nginx.port}/buffered/raw",
+            "protocols": ["binary"],
+            "headers": {"Origin": setup.nginx.origin, "Cookie": f"tg={token('pat', [])}"},
+            "bytes": 8 * 1024 * 1024,
+            "chunk": 64 * 1024,
+        },
+        timeout=90,
+    )
+    assert result["transport"] == "fallback", result
+    assert result["polling"] is True  # the stream showed nothing in time
+    assert result["sent"] == result["received"], result
+    assert result["close"] == {"code": 1000, "reason": "", "wasClean": True}
+
+
 def post(
     port: int, path: str, kind: str, headers: dict[str, str], body: bytes = b""
 ) -> tuple[int, dict[str, str], bytes]:
@@ -335,7 +352,7 @@ def frame(kind: int, seq: int, payload: bytes) -> bytes:
 
 def test_every_refusal_of_the_upgrade_has_its_twin(setup: Setup) -> None:
     port, origin = setup.gateway.port, setup.nginx.origin
-    bob = {"Origin": origin, "Cookie": f"tg={token('bob', ['ops'])}"}
+    bob = {"Origin": origin, "Cookie": f"tg={token('dora', ['ops'])}"}
 
     def open_(
         path: str, headers: dict[str, str], protocol: str = "binary"
@@ -345,9 +362,9 @@ def test_every_refusal_of_the_upgrade_has_its_twin(setup: Setup) -> None:
     refusals = {
         "bad origin": (open_("/ops", {**bob, "Origin": "http://evil.example"}), 403),
         "no credentials": (open_("/ops", {"Origin": origin}), 401),
-        "wrong role": (open_("/ops", {**bob, "Cookie": f"tg={token('bob', [])}"}), 403),
+        "wrong role": (open_("/ops", {**bob, "Cookie": f"tg={token('dora', [])}"}), 403),
         "unknown subprotocol": (open_("/ops", bob, "other"), 400),
-        "expired token": (open_("/ops", {**bob, "Cookie": f"tg={token('bob', ['ops'], -120)}"}), 401),
+        "expired token": (open_("/ops", {**bob, "Cookie": f"tg={token('dora', ['ops'], -120)}"}), 401),
     }
     for what, ((status, _, body), expected) in refusals.items():
         assert status == expected, (what, status, body)
@@ -375,7 +392,7 @@ def test_every_refusal_of_the_upgrade_has_its_twin(setup: Setup) -> None:
     status, headers, _ = post(port, "/ops", "send", later, frame(2, 1, b"x" * 10))
     assert (status, headers["x-tunnel-ack"]) == (200, "1")
     assert post(port, "/ops", "send", later, frame(2, 2, b"x" * 4097))[0] == 413
-    closed = setup.gateway.wait_event(event="tunnel_close", transport="fallback", principal="bob")
+    closed = setup.gateway.wait_event(event="tunnel_close", transport="fallback", principal="dora")
     assert closed["code"] == 1009
 
 

@@ -56,4 +56,4 @@ socket.onmessage = (e) => {
   if (result.sent !== null || !total) finishIfDone();
 };
 socket.onerror = () => { result.error = result.error ?? "error"; };
-socket.onclose = (e) => { result.close = { code: e.code, reason: e.reason, wasClean: e.wasClean }; done(); };
+socket.onclose = (e) => { result.polling = socket._polling ?? null; result.close = { code: e.code, reason: e.reason, wasClean: e.wasClean }; done(); };

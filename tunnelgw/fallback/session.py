@@ -242,7 +242,8 @@ class FallbackSession:
         new = self.inbox.take(frames)
         for frame in new:
             self._deliver(frame)
-        if new and self._held:
+        # the client's close is answered at once: nothing is read after it
+        if new and self._held and not self.closed:
             self._waiting.append(answer)
         else:
             answer()

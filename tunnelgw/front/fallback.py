@@ -48,7 +48,7 @@ __all__ = ["FALLBACK_TYPE", "FallbackEndpoint"]
 _REQUEST_HEADERS = (
     "Content-Type, Authorization, X-Tunnel-Fallback, X-Tunnel-Session, X-Tunnel-Protocol, X-Tunnel-Ack"
 )
-_EXPOSED_HEADERS = "X-Tunnel-Session, X-Tunnel-Ack"
+_EXPOSED_HEADERS = "X-Tunnel-Session, X-Tunnel-Ack, X-Tunnel-Sent"
 _ACK = re.compile(r"[0-9]{1,18}")
 
 
@@ -292,6 +292,8 @@ class FallbackEndpoint:
         def answer() -> None:
             if not request.finished and request.channel is not None:
                 request.setHeader("X-Tunnel-Ack", str(session.inbox.last))
+                # how far down it has gone: a client whose stream lags behind polls
+                request.setHeader("X-Tunnel-Sent", str(session.outbox.last))
                 request.setHeader("Content-Length", "0")
                 request.finish()
 

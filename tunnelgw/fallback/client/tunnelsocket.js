@@ -11,7 +11,9 @@
 // Options (a third argument): connectTimeout (ms a WebSocket has to open
 // before the fallback is tried; default 5000), fallback ("auto", "never",
 // "only"), streamProbe (ms a stream has to show its first bytes before
-// the session polls instead; default 4000), headers (extra headers of
+// the session polls instead; default 4000), lagLimit (ms a stream may
+// lag behind what the gateway says it sent before the session polls;
+// default 2000), headers (extra headers of
 // the fallback's requests, for clients that may set them).
 (function (root) {
   "use strict";
@@ -87,7 +89,7 @@
       this.url = String(url);
       this._protocols = protocols === undefined ? [] : [].concat(protocols);
       this._options = Object.assign(
-        { connectTimeout: 5000, fallback: "auto", streamProbe: 4000, headers: {} }, options || {});
+        { connectTimeout: 5000, fallback: "auto", streamProbe: 4000, lagLimit: 2000, headers: {} }, options || {});
       this.onopen = this.onmessage = this.onerror = this.onclose = null;
       this.extensions = "";
       this.transport = null; // "websocket" or "fallback", once open
@@ -228,10 +230,11 @@
       this._session = opened.session;
       this._protocol = opened.protocol || "";
       this._maxBody = opened.max_body;
+      this._heartbeat = opened.heartbeat;
+      this._expected = []; // [message number the gateway said it sent, by when it should be here]
       this._received = 0; // the last message down taken
       this._acked = 0; // the last one acknowledged to the gateway
       this._receivedBytes = 0;
-      this._parser = new Parser();
       this._up = new Outgoing(this);
       this._polling = false;
       this._state = OPEN;
@@ -262,23 +265,38 @@
       // a stream whose first bytes (its padding) do not come in time is
       // held by a proxy: the session polls from then on
       const abort = new AbortController();
+      let reader = null;
+      const poll = () => {
+        this._polling = true;
+        abort.abort();
+        if (reader) reader.cancel().catch(() => {});
+      };
       let seen = false;
-      const probe = setTimeout(() => {
-        if (!seen) { this._polling = true; abort.abort(); }
-      }, this._options.streamProbe);
+      const probe = setTimeout(() => { if (!seen) poll(); }, this._options.streamProbe);
+      // and one that shows nothing, not even its heartbeats, for longer than
+      // they come is held as well
+      let last = Date.now();
+      const silence = this._heartbeat * 1000 + this._options.lagLimit;
+      const watchdog = setInterval(() => {
+        if (Date.now() - last > silence || this._lagging()) poll();
+      }, 250);
       try {
         const response = await this._request("stream", null, {}, abort.signal);
         if (response.status !== 200) return response.status;
-        const reader = response.body.getReader();
+        reader = response.body.getReader();
+        // each response is frames from its start: what a cut one left half done is sent again
+        const parser = new Parser();
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
           seen = true;
-          this._take(value);
+          last = Date.now();
+          this._take(parser.feed(value));
           if (this._state === CLOSED) { abort.abort(); break; }
         }
       } finally {
         clearTimeout(probe);
+        clearInterval(watchdog);
       }
       return 200;
     }
@@ -286,12 +304,28 @@
     async _poll() {
       const response = await this._request("poll");
       if (response.status !== 200) return response.status;
-      this._take(new Uint8Array(await response.arrayBuffer()));
+      this._take(new Parser().feed(new Uint8Array(await response.arrayBuffer())));
       return 200;
     }
 
-    _take(chunk) {
-      for (const f of this._parser.feed(chunk)) {
+    // The gateway says (in its answers to POSTs) how far it has sent down:
+    // a stream that lags behind that for lagLimit ms is being held by a
+    // proxy that passes it on in blocks, and the session polls instead.
+    _expect(sent) {
+      const expected = this._expected;
+      if (this._polling || !(sent > this._received)) return;
+      if (expected.length && expected[expected.length - 1][0] >= sent) return;
+      expected.push([sent, Date.now() + this._options.lagLimit]);
+    }
+
+    _lagging() {
+      const expected = this._expected;
+      while (expected.length && expected[0][0] <= this._received) expected.shift();
+      return expected.length > 0 && expected[0][1] < Date.now();
+    }
+
+    _take(frames) {
+      for (const f of frames) {
         if (f.kind === PAD || f.kind === HEARTBEAT || f.seq <= this._received) continue;
         if (f.seq !== this._received + 1) break; // resent from the gap on the next request
         this._received = f.seq;
@@ -380,6 +414,10 @@
         return;
       }
       this.sending = true;
+      // a POST the gateway holds (it waits for acknowledgements, or the
+      // backend is slow): an acknowledgement goes up meanwhile, and its
+      // answer says how far down the gateway has sent
+      const watch = setTimeout(() => { if (!this.acking) this._ack(); }, socket._options.lagLimit);
       const body = new Uint8Array(size);
       let at = 0;
       for (const item of batch) { body.set(item.bytes, at); at += item.bytes.length; }
@@ -388,7 +426,7 @@
         try {
           const response = await socket._request("send", body);
           if (response.status !== 200) { socket._finish(false, 1006, ""); break; }
-          this._taken(Number(response.headers.get("X-Tunnel-Ack")));
+          this._taken(response);
           break;
         } catch (err) {
           failures += 1;
@@ -396,10 +434,13 @@
           await sleep(Math.min(2000, 100 * 2 ** failures));
         }
       }
+      clearTimeout(watch);
       this.sending = false;
       if (this.queue.length && socket._state !== CLOSED) this.kick(false);
     }
-    _taken(ack) {
+    _taken(response) {
+      const ack = Number(response.headers.get("X-Tunnel-Ack"));
+      this.socket._expect(Number(response.headers.get("X-Tunnel-Sent")));
       while (this.queue.length && this.queue[0].seq <= ack) {
         this.buffered -= this.queue.shift().size;
       }
@@ -413,7 +454,7 @@
         try {
           const response = await socket._request("send", null);
           if (response.status !== 200) break;
-          this._taken(Number(response.headers.get("X-Tunnel-Ack")));
+          this._taken(response);
         } catch (err) {
           await sleep(100);
         }
