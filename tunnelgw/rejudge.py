@@ -4,6 +4,8 @@ is held to what would admit it now, in the admission pipeline's order.
 
   service   gone                                     1001 "service removed"
             adapter, upstream or subprotocols changed 1001 "service changed"
+            path changed, or the fallback no longer
+            allowed, for a fallback session          1001 "service changed"
   origin    no longer on the allow-list              1008
   realm     another realm, or its modules changed
             and they no longer admit the subject     1008
@@ -74,6 +76,13 @@ def rejudge(
     if (service.adapter, service.upstream) != (before.adapter, before.upstream):
         return _closed(
             CloseCode.GOING_AWAY, "service changed", f"service {name}: adapter or upstream changed"
+        )
+    if getattr(tunnel, "via", "websocket") == "fallback" and (
+        not service.fallback or service.path != before.path
+    ):
+        # its requests would no longer reach it
+        return _closed(
+            CloseCode.GOING_AWAY, "service changed", f"service {name}: fallback withdrawn or path moved"
         )
     if service.subprotocols != before.subprotocols and tunnel.subprotocol not in service.subprotocols:
         if tunnel.subprotocol is not None or not service.allow_no_subprotocol:

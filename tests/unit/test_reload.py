@@ -95,6 +95,17 @@ class RejudgeTests(SynchronousTestCase):
         verdict = judge(tunnel(old), old, GatewayConfig(**_without_upstream(old)))
         self.assertEqual(verdict.code, CloseCode.GOING_AWAY)
 
+    def test_a_fallback_session_whose_service_no_longer_allows_it_is_1001(self) -> None:
+        old = config(services="fallback = true")
+        t = tunnel(old)
+        t.via = "fallback"
+        self.assertIsNone(judge(t, old, config(services="fallback = true")))
+        verdict = judge(t, old, config())
+        self.assertEqual(verdict.code, CloseCode.GOING_AWAY)
+        self.assertEqual(verdict.change, "service ssh: fallback withdrawn or path moved")
+        t.via = "websocket"
+        self.assertIsNone(judge(t, old, config()))
+
     def test_origin_withdrawn_is_1008(self) -> None:
         old = config()
         verdict = judge(tunnel(old), old, config(origins='["https://other.example"]'))
