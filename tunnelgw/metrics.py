@@ -193,6 +193,9 @@ class _Live:
         yield CounterMetricFamily(
             "tunnelgw_connections", "Client connections accepted.", value=limiter.accepted
         )
+        yield GaugeMetricFamily(
+            "tunnelgw_fallback_sessions_open", "Open sessions of the HTTP fallback.", value=len(site.fallback)
+        )
         links = GaugeMetricFamily(
             "tunnelgw_reverse_links_idle",
             "Idle reverse links: those this gateway dialled (inner, by outer URL) and those dialled in (outer, by pool).",

@@ -143,6 +143,7 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(got[("tunnelgw_tunnels_open", (("service", "echo"),))], 1)
         self.assertEqual(got[("tunnelgw_tunnel_bytes_total", (("direction", "up"), ("service", "echo")))], 5)
         self.assertEqual(got[("tunnelgw_connections_open", ())], 0)
+        self.assertEqual(got[("tunnelgw_fallback_sessions_open", ())], 0)
         self.assertFalse([name for name, _ in got if name.startswith("tunnelgw_user")])
 
     def test_user_labels_are_opt_in_and_capped(self) -> None:
