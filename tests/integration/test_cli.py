@@ -107,6 +107,9 @@ def test_wheel_ships_the_plugin_and_no_twisted_init(tmp_path: Path) -> None:
     assert "twisted/plugins/tunnelgw_plugin.py" in names
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
+    # what the gateway serves from its package: the admin page, the fallback's client
+    assert "tunnelgw/front/admin_page/admin.js" in names
+    assert "tunnelgw/fallback/client/tunnelsocket.js" in names
     # every package of the source tree is in the wheel
     for init in (REPO / "tunnelgw").rglob("__init__.py"):
         assert str(init.relative_to(REPO)) in names, init
