@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -210,11 +211,16 @@ max_frame_size = 4096
 VIA = ["nginx", "squid"]
 
 
+def _refused(gateway: Gateway) -> int:
+    return sum(1 for e in gateway.events() if e.get("event") == "fallback_refused")
+
+
 @pytest.mark.parametrize("via", VIA)
 def test_stompjs_falls_back_with_the_same_policy(setup: Setup, via: str) -> None:
     allowed = f"/topic/public.{uuid.uuid4().hex[:8]}"
     forbidden = f"/queue/secret{uuid.uuid4().hex[:8]}"
     user = f"alice-{via}"
+    refused_before = _refused(setup.gateway)
     result = page_check(
         setup.page(
             "fallback_stomp.html",
@@ -237,8 +243,13 @@ def test_stompjs_falls_back_with_the_same_policy(setup: Setup, via: str) -> None
             event="admission", decision="refuse", transport="websocket", path="/stomp"
         )
         assert refused["status"] == 505
+        assert '"POST /stomp HTTP/1.1" 200' in setup.nginx.log()  # the fallback, through nginx
     else:
-        assert f"CONNECT 127.0.0.1:{setup.gateway.port}" in setup.squid.log()
+        log = setup.squid.log()
+        assert re.search(rf"TCP_DENIED/403 \d+ CONNECT 127.0.0.1:{setup.gateway.port} ", log), log
+        assert f"POST http://127.0.0.1:{setup.gateway.port}/stomp" in log  # the fallback, through Squid
+    # every request of the session found it: none came after its end
+    assert _refused(setup.gateway) == refused_before
     setup.gateway.wait_event(event="admission", decision="accept", transport="fallback", principal=user)
     denied = setup.gateway.wait_event(event="authorization", decision="deny", resource=forbidden)
     assert denied["principal"] == user

@@ -352,10 +352,13 @@
       const reason = payload.length > 2 ? decoder.decode(payload.slice(2)) : "";
       if (this._state === OPEN) {
         // the gateway closes: answer with its code, as a WebSocket does
+        // (the answer's POST acknowledges the close too)
         this._state = CLOSING;
         this._up.push(CLOSE, payload.length >= 2 ? closePayload(code, "") : new Uint8Array(0));
+      } else {
+        // the gateway's answer to ours: acknowledged, it ends the session
+        this._up.kick(true);
       }
-      this._up.kick(true);
       this._finish(true, code, reason);
     }
 
