@@ -302,6 +302,7 @@ def test_64_mib_each_way_survive_nginx_restarting(setup: Setup) -> None:
         "headers": {"Origin": setup.nginx.origin, "Cookie": f"tg={token('bob', [])}"},
         "bytes": 64 * 1024 * 1024,
         "chunk": 256 * 1024,
+        "progressAt": 8 * 1024 * 1024,
     }
     proc = subprocess.Popen(
         [node(), str(PEERS / "tunnelsocket_client.mjs"), json.dumps({**cfg, "timeoutMs": 170000})],
@@ -309,8 +310,9 @@ def test_64_mib_each_way_survive_nginx_restarting(setup: Setup) -> None:
         cwd=PEERS,
         env={"PATH": "/usr/bin:/bin", "TUNNELSOCKET": str(CLIENT)},
     )
-    setup.gateway.wait_event(event="admission", decision="accept", transport="fallback", path="/raw")
-    time.sleep(1.0)  # mid-transfer
+    assert proc.stdout is not None
+    progress = json.loads(proc.stdout.readline())  # 8 MiB back of 64: mid-transfer
+    assert progress["event"] == "progress", progress
     setup.nginx.restart()  # every stream and POST through it is cut
     assert proc.poll() is None, "the transfer ended before nginx restarted"
     out, _ = proc.communicate(timeout=180)

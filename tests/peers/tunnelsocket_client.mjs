@@ -2,7 +2,8 @@
 // for tunnelgw's integration tests.  Usage: node tunnelsocket_client.mjs '<json>'
 // with url, protocols, headers (of the fallback's requests: Origin,
 // Authorization), fallback ("only" by default: Node 20 has no WebSocket),
-// text (messages to send and expect back), holdMs (stay open that long
+// text (messages to send and expect back), progressAt (print a progress
+// line once that many bytes are back), holdMs (stay open that long
 // once done), bytes and chunk (that many
 // random bytes in binary messages of that size, to an echo), closeCode,
 // timeoutMs.  Prints one JSON line: open, protocol, the texts back, the
@@ -52,7 +53,15 @@ socket.onopen = async () => {
 };
 socket.onmessage = (e) => {
   if (typeof e.data === "string") result.texts.push(e.data);
-  else { receivedHash.update(new Uint8Array(e.data)); receivedBytes += e.data.byteLength; }
+  else {
+    receivedHash.update(new Uint8Array(e.data));
+    const before = receivedBytes;
+    receivedBytes += e.data.byteLength;
+    // progressAt: say so once that many bytes are back (a test acts mid-transfer)
+    if (cfg.progressAt && before < cfg.progressAt && receivedBytes >= cfg.progressAt) {
+      process.stdout.write(JSON.stringify({ event: "progress", received: receivedBytes }) + "\n");
+    }
+  }
   if (result.sent !== null || !total) finishIfDone();
 };
 socket.onerror = () => { result.error = result.error ?? "error"; };
