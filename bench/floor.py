@@ -5,6 +5,7 @@ authentication, no logging and no limits.
 
     python bench/floor.py autobahn PORT BACKEND_PORT
     python bench/floor.py twisted PORT BACKEND_PORT
+    python bench/floor.py proxy PORT BACKEND_PORT [CERT KEY]
 
 C{autobahn}: an autobahn WebSocket server with tunnelgw's hardened options
 (and its lazy debug arguments) that connects the backend in C{onConnect},
@@ -14,6 +15,10 @@ C{twisted}: a bare Twisted server that reads a request head, connects the
 backend, answers a canned 101 and, on the client's close frame, answers
 one and closes both connections: the TCP work of a handshake and nothing
 else (not a WebSocket implementation; a reference point only).
+
+C{proxy}: Twisted's own TCP proxy (C{twisted.protocols.portforward}),
+over TLS with CERT and KEY: the floor under a tunnel's bytes, which
+carries no WebSocket at all.
 
 Prints "ready" once listening.
 """
@@ -119,8 +124,20 @@ class TwistedFloor(protocol.Protocol):
             self.backend.transport.loseConnection()
 
 
-def main(kind: str, port: int, backend_port: int) -> None:
+def main(kind: str, port: int, backend_port: int, tls: tuple[str, str] | None = None) -> None:
     factory: Any
+    if kind == "proxy":
+        from twisted.protocols.portforward import ProxyFactory
+
+        factory = ProxyFactory("127.0.0.1", backend_port)
+        factory.noisy = False
+        description = f"tcp:{port}:interface=127.0.0.1:backlog=4096"
+        if tls is not None:
+            description = f"ssl:{port}:interface=127.0.0.1:backlog=4096:certKey={tls[0]}:privateKey={tls[1]}"
+        endpoints.serverFromString(reactor, description).listen(factory)
+        print("ready", flush=True)
+        reactor.run()  # type: ignore[attr-defined]
+        return
     if kind == "autobahn":
         AutobahnFloor.backend_port = backend_port
         factory = WebSocketServerFactory(reactor=reactor)
@@ -145,4 +162,9 @@ def main(kind: str, port: int, backend_port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else None,
+    )

@@ -8,9 +8,14 @@
 //   node load.js --mode idle --url ... --conns 10000   (holds them until stdin closes)
 //   node load.js --mode rfb --url ... | --tcp ... [--seconds 5]   (an RFB client: handshake,
 //       then framebuffer bytes counted, a FramebufferUpdateRequest sent per MiB received)
+//
+// wss:// URLs, and --tls 1 with --tcp, speak TLS (the certificate is not
+// checked: the bench's own); handshakes over TLS with --resume 1 resume
+// the previous TLS session (an abbreviated handshake) instead of a full one.
 "use strict";
 
 const net = require("net");
+const tls = require("tls");
 const WebSocket = require("ws");
 
 function parseArgs() {
@@ -32,13 +37,21 @@ function open(onData) {
   return new Promise((resolve, reject) => {
     if (args.tcp) {
       const [host, port] = args.tcp.split(":");
-      const sock = net.connect({ host, port: Number(port) });
+      const sock = args.tls
+        ? tls.connect({ host, port: Number(port), rejectUnauthorized: false })
+        : net.connect({ host, port: Number(port) });
       sock.setNoDelay(true);
-      sock.on("connect", () => resolve({ send: (b) => sock.write(b), close: () => sock.destroy(), raw: sock }));
+      sock.on(args.tls ? "secureConnect" : "connect", () =>
+        resolve({ send: (b) => sock.write(b), close: () => sock.destroy(), raw: sock })
+      );
       sock.on("data", (d) => onData(d.length, d));
       sock.on("error", reject);
     } else {
-      const ws = new WebSocket(args.url, protocols, { perMessageDeflate: false, handshakeTimeout: 10000 });
+      const ws = new WebSocket(args.url, protocols, {
+        perMessageDeflate: false,
+        handshakeTimeout: 10000,
+        rejectUnauthorized: false,
+      });
       ws.binaryType = "nodebuffer";
       ws.on("open", () => resolve({ send: (b) => ws.send(b, { binary: true }), close: () => ws.terminate(), raw: ws }));
       ws.on("message", (d) => onData(d.length, d));
@@ -85,7 +98,15 @@ async function throughput() {
   const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
   counting = false;
   conns.forEach((c) => c.close());
-  done({ mode: "throughput", conns: args.conns, size: args.size, bytes, seconds: elapsed, mib_per_s: bytes / elapsed / 1048576 });
+  done({
+    mode: "throughput",
+    conns: args.conns,
+    size: args.size,
+    bytes,
+    seconds: elapsed,
+    mib_per_s: bytes / elapsed / 1048576,
+    msgs_per_s: bytes / args.size / elapsed,
+  });
 }
 
 async function rtt() {
@@ -132,6 +153,8 @@ async function rtt() {
 const crypto = require("crypto");
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+let lastSession = null; // the previous TLS session, for --resume
+
 function handshakeOnce(url) {
   return new Promise((resolve, reject) => {
     const nonce = crypto.randomBytes(20);
@@ -142,7 +165,16 @@ function handshakeOnce(url) {
     const offered =
       (protocols.length ? `Sec-WebSocket-Protocol: ${protocols.join(", ")}\r\n` : "") +
       (args.authorization ? `Authorization: ${args.authorization}\r\n` : "");
-    const sock = net.connect({ host: url.hostname, port: Number(url.port) });
+    const secure = url.protocol === "wss:";
+    const sock = secure
+      ? tls.connect({
+          host: url.hostname,
+          port: Number(url.port),
+          rejectUnauthorized: false,
+          session: args.resume ? lastSession || undefined : undefined,
+        })
+      : net.connect({ host: url.hostname, port: Number(url.port) });
+    if (secure) sock.on("session", (session) => (lastSession = session));
     sock.setNoDelay(true);
     let head = null; // the response head, once whole
     let buffered = Buffer.alloc(0);
@@ -153,7 +185,7 @@ function handshakeOnce(url) {
       reject(new Error(why));
     };
     const timer = setTimeout(() => fail("timeout"), 10000);
-    sock.on("connect", () =>
+    sock.on(secure ? "secureConnect" : "connect", () =>
       sock.write(
         `GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${offered}\r\n`
@@ -190,7 +222,7 @@ function handshakeOnce(url) {
     sock.on("end", () => {
       clearTimeout(timer);
       sock.destroy();
-      if (closed) resolve();
+      if (closed) resolve(secure && sock.isSessionReused());
       else reject(new Error("FIN before the close frame"));
     });
     sock.on("error", (e) => fail(String(e)));
@@ -200,6 +232,7 @@ function handshakeOnce(url) {
 async function handshakes() {
   const url = new URL(args.url);
   let count = 0;
+  let resumed = 0;
   let failures = 0;
   let firstError = null;
   const end = Date.now() + args.seconds * 1000;
@@ -210,7 +243,7 @@ async function handshakes() {
     while (Date.now() < end) {
       const began = process.hrtime.bigint();
       try {
-        await handshakeOnce(url);
+        if (await handshakeOnce(url)) resumed++;
         latencies.push(Number(process.hrtime.bigint() - began) / 1e6);
         count++;
       } catch (e) {
@@ -230,6 +263,7 @@ async function handshakes() {
     p50_ms: pct(50),
     p99_ms: pct(99),
     count,
+    resumed,
     failures,
     first_error: firstError,
     seconds: elapsed,

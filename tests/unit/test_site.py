@@ -332,6 +332,23 @@ class SiteTests(_SiteCase):
         backend.dataReceived(b"RFB 003.008\n")
         self.assertEqual(server_frames(transport.value()), [(0x2, b"RFB 003.008\n")])
 
+    def test_the_messages_of_one_read_reach_the_backend_in_one_write(self) -> None:
+        _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+        _, backend_transport = self.endpoint.succeed()
+        writes: list[tuple[bytes, bool]] = []
+        write = backend_transport.write
+
+        def recorded(data: bytes) -> None:
+            writes.append((data, backend_transport.write_closed))
+            write(data)
+
+        backend_transport.write = recorded  # type: ignore[method-assign]
+        ws = transport.protocol
+        ws.dataReceived(client_frame(0x2, b"one") + client_frame(0x2, b"two"))
+        ws.dataReceived(client_frame(0x2, b"three") + client_frame(0x8, struct.pack(">H", 1000)))
+        # one write a read, each before the backend's half-close
+        self.assertEqual(writes, [(b"onetwo", False), (b"three", False)])
+
     def test_frames_sent_before_the_101_reach_the_backend(self) -> None:
         """
         Bytes the client sent after its head, before its 101 (the backend

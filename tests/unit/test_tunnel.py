@@ -69,6 +69,26 @@ class TunnelTests(SynchronousTestCase):
             registry=self.registry,
         )
 
+    def test_what_a_read_sends_goes_before_a_close_or_tls(self) -> None:
+        """
+        Corked (one read of the client), the backend's writes wait; a
+        half-close, a close or a STARTTLS coming in that read goes after them.
+        """
+        t = self.make()
+        t.start(self.client)
+        t.cork()
+        t.client_message(b"a", True)
+        t.client_message(b"b", True)
+        self.assertEqual(self.backend_transport.value(), b"")
+        t.start_backend_tls(object())
+        self.assertEqual(self.backend_transport.value(), b"ab")
+        t.client_message(b"c", True)
+        t.client_closed(True, 1000, "bye")
+        self.assertEqual(self.backend_transport.value(), b"abc")
+        self.assertTrue(self.backend_transport.write_closed)
+        t.uncork()
+        self.assertEqual(self.backend_transport.value(), b"abc")
+
     def test_backend_paused_until_start(self) -> None:
         """
         What the backend sends before the WebSocket is open waits (one

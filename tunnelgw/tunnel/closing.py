@@ -45,6 +45,7 @@ class TunnelClosing(TunnelPart):
     _registry: Any
     _places: Any
     _t_linger: Any
+    _flush_cork: Any
     # TunnelTimers' and the tunnel's
     _schedule: Any
     _cancel: Any
@@ -160,6 +161,7 @@ class TunnelClosing(TunnelPart):
                     # Everything the client sent before its close frame has
                     # been written; shut our write side down once flushed
                     # and let the backend finish.
+                    self._flush_cork()
                     self._backend.finish()
                     self._schedule(
                         "linger", self.service.limits.flush_timeout, self._abort_backend, fixed=True
@@ -170,6 +172,7 @@ class TunnelClosing(TunnelPart):
 
     def _close_backend(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         if self._backend is not None and not self._backend_gone:
+            self._flush_cork()
             self._backend.close(code, reason)
             # Closing a connection whose write side is already shut (after
             # a half-close) ends it at once, and the tunnel with it; if it

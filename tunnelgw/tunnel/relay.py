@@ -114,6 +114,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         "_last_activity",
         "_places",
         "_rate",
+        "_corked",
         "__weakref__",
     )
     log = Logger()
@@ -157,6 +158,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
         self._client_gone = False
         self._backend_gone = backend is None
         self._client_gate: Gate | None = None
+        self._corked: list[bytes] | None = None
         self._t_idle: IDelayedCall | Deadline | None = None
         self._t_flush: IDelayedCall | Deadline | None = None
         self._t_linger: IDelayedCall | Deadline | None = None
@@ -284,12 +286,40 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
     def send_backend(self, data: bytes) -> None:
         if self._backend is None or self._backend_gone:
             return
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+            return
         self._backend.write(data)
         self._account_up()
+
+    # -- one write to the backend per read of the client ---------------------
+
+    def cork(self) -> None:
+        """
+        The client's leg is reading: what its messages send the backend
+        waits until L{uncork}, then goes in one write (one system call for
+        every message of the read rather than one each; websockify writes
+        the same way).
+        """
+        self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self._backend is not None and not self._backend_gone:
+            self._backend.write(corked[0] if len(corked) == 1 else b"".join(corked))
+            self._account_up()
+
+    def _flush_cork(self) -> None:
+        """Before anything else reaches the backend (a close, TLS): what waits, in order."""
+        if self._corked:
+            self.uncork()
+            self._corked = []
 
     def send_backend_message(self, payload: bytes, is_binary: bool) -> None:
         if self._backend is None or self._backend_gone:
             return
+        self._flush_cork()
         self._backend.send_message(payload, is_binary)
         self._account_up()
 
@@ -315,6 +345,7 @@ class Tunnel(TunnelClosing, TunnelTimers, TunnelSession):
     def start_backend_tls(self, creator: Any) -> None:
         if self._backend is None or self._backend_gone:
             return
+        self._flush_cork()
         transport = self._backend.transport
         transport.startTLS(creator)
         set_high_water(transport, self.service.limits.high_water)

@@ -125,6 +125,18 @@ class TunnelWebSocket(ServerInternals, WebSocketLeg, WebSocketServerProtocol):  
             self.session_id,
         )
 
+    def dataReceived(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is None:
+            super().dataReceived(data)
+            return
+        # every message of this read reaches the backend in one write
+        tunnel.cork()
+        try:
+            super().dataReceived(data)
+        finally:
+            tunnel.uncork()
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.tunnel is not None:
             self.tunnel.client_message(payload, isBinary)
