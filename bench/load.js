@@ -174,6 +174,7 @@ function handshakeOnce(url) {
           session: args.resume ? lastSession || undefined : undefined,
         })
       : net.connect({ host: url.hostname, port: Number(url.port) });
+    let reused = false; // read at the handshake: the socket forgets it once destroyed
     if (secure) sock.on("session", (session) => (lastSession = session));
     sock.setNoDelay(true);
     let head = null; // the response head, once whole
@@ -185,12 +186,13 @@ function handshakeOnce(url) {
       reject(new Error(why));
     };
     const timer = setTimeout(() => fail("timeout"), 10000);
-    sock.on(secure ? "secureConnect" : "connect", () =>
+    sock.on(secure ? "secureConnect" : "connect", () => {
+      reused = secure && sock.isSessionReused();
       sock.write(
         `GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${offered}\r\n`
-      )
-    );
+      );
+    });
     sock.on("data", (d) => {
       buffered = buffered.length ? Buffer.concat([buffered, d]) : d;
       if (head === null) {
@@ -222,7 +224,7 @@ function handshakeOnce(url) {
     sock.on("end", () => {
       clearTimeout(timer);
       sock.destroy();
-      if (closed) resolve(secure && sock.isSessionReused());
+      if (closed) resolve(reused);
       else reject(new Error("FIN before the close frame"));
     });
     sock.on("error", (e) => fail(String(e)));

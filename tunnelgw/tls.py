@@ -58,6 +58,10 @@ def context_factory(listener: TLSListener, key: str) -> ssl.CertificateOptions:
         privateKey=private_key,
         certificate=crypto.X509.from_cryptography(chain[0]),
         extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+        # the ticket keys are the context's own, made with it: a reload
+        # (a new context) changes them, and a ticket works only on the
+        # process that issued it (elsewhere: a full handshake)
+        enableSessionTickets=listener.session_tickets,
         **verification,
     )
     try:

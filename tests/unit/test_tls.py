@@ -30,6 +30,17 @@ class ContextFactoryTests(SynchronousTestCase):
         connection = ReloadableServerTLS(options).serverConnectionForTLS(None)
         self.assertIsNotNone(connection)
 
+    def test_session_tickets_on_by_default_and_off_when_asked(self) -> None:
+        from OpenSSL import SSL
+
+        on = context_factory(TLSListener("tcp:8443", str(self.cert), str(self.key)), "t")
+        # set_options(0) answers the options as they are (pyOpenSSL has no getter)
+        self.assertFalse(on.getContext().set_options(0) & SSL.OP_NO_TICKET)
+        off = context_factory(
+            TLSListener("tcp:8443", str(self.cert), str(self.key), session_tickets=False), "t"
+        )
+        self.assertTrue(off.getContext().set_options(0) & SSL.OP_NO_TICKET)
+
     def test_a_key_that_is_not_the_certificates(self) -> None:
         with self.assertRaises(ConfigError) as e:
             context_factory(

@@ -198,6 +198,7 @@ def _tls_listeners(gateway: Table) -> tuple[Any, ...]:
             private_key=t.require("private_key", string_value),
             client_ca=t.take("client_ca", string_value, None),
             require_client_certificate=t.take("require_client_certificate", bool_value, False),
+            session_tickets=t.take("session_tickets", bool_value, True),
         )
         t.done()
         if listener.require_client_certificate and listener.client_ca is None:

@@ -187,6 +187,8 @@ class TLSListener:
     private_key: str
     client_ca: str | None = None
     require_client_certificate: bool = False
+    session_tickets: bool = True
+    """Resume TLS sessions by ticket (RFC 5077; TLS 1.3's tickets): a returning client skips the full handshake."""
 
 
 @dataclass(frozen=True)
