@@ -43,6 +43,8 @@ class RabbitMQ:
         self.state = state
         self.amqp_port = free_port()
         self.stomp_port = free_port()
+        self.web_stomp_port = free_port()
+        """RabbitMQ's own STOMP over WebSocket (rabbitmq_web_stomp, at C{/ws}): what bench/adapters.py compares with."""
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.nodename = f"rabbit-tgw{self.stomp_port}@localhost"
@@ -89,10 +91,11 @@ class RabbitMQ:
         (s / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}\n"
+            f"web_stomp.tcp.ip = 127.0.0.1\nweb_stomp.tcp.port = {self.web_stomp_port}\n"
             f"load_definitions = {s / 'definitions.json'}\n"
             "log.console = true\nlog.console.level = info\nlog.file = false\n"
         )
-        (s / "enabled_plugins").write_text("[rabbitmq_stomp].\n")
+        (s / "enabled_plugins").write_text("[rabbitmq_stomp,rabbitmq_web_stomp].\n")
 
     def start(self) -> RabbitMQ:
         self._write_config()
