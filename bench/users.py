@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,10 @@ def certificate(work: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def gateway_config(port: int, tls_port: int, echo: int, cert: Path, key: Path) -> str:
+def gateway_config(port: int, tls_port: int, echo: int, cert: Path, key: Path, listener: str = "tcp") -> str:
     return f"""
 [gateway]
-listen = ["tcp:{port}:interface=127.0.0.1:backlog=4096"]
+listen = ["{listener}:{port}:interface=127.0.0.1:backlog=4096"]
 max_connections = 20000
 max_connections_per_address = 20000
 handshake_rate_per_address = 1000000
@@ -129,6 +130,23 @@ def main() -> int:
         gateway = procs.start(
             [*twistd, "tunnelgw", "--config", str(config)], ports["gw"], GATEWAY_CPUS, cwd=work
         )
+        # two worker processes on one reuseport: port (tunnelgw workers),
+        # not pinned: the kernel spreads them and the load over both cores
+        workers_config = work / "workers.toml"
+        ports["workers"], ports["workers_tls"] = free_port(), free_port()
+        workers_config.write_text(
+            gateway_config(ports["workers"], ports["workers_tls"], echo, cert, key, "reuseport").replace(
+                f'endpoint = "tcp:{ports["workers_tls"]}', f'endpoint = "reuseport:{ports["workers_tls"]}'
+            )
+        )
+        two = procs.start(
+            [str(BIN / "tunnelgw"), "workers", "--count", "2", "--config", str(workers_config)]
+            + ["--logger", "tunnelgw.logs.json_observer"],
+            ports["workers"],
+            None,
+            cwd=work,
+        )
+        time.sleep(2)  # the second worker listens too
         websockify = str(BIN / "websockify")
         wsfy = procs.start(
             [websockify, f"127.0.0.1:{ports['wsfy']}", f"127.0.0.1:{echo}"], ports["wsfy"], GATEWAY_CPUS
@@ -153,12 +171,15 @@ def main() -> int:
             "tunnelgw_tls": (gateway, ["--url", f"wss://127.0.0.1:{ports['gw_tls']}/raw"]),
             "websockify_tls": (wsfy_tls, ["--url", f"wss://127.0.0.1:{ports['wsfy_tls']}/"]),
             "twisted_tcp_proxy_tls": (proxy_tls, ["--tcp", f"127.0.0.1:{ports['floor_tls']}", "--tls", "1"]),
+            "tunnelgw_2_workers": (two, ["--url", f"ws://127.0.0.1:{ports['workers']}/raw"]),
         }
         for round_number in range(options.rounds):
             for key_ in LOADS:
                 names = [n for n in targets if not (key_.startswith("handshakes") and "proxy" in n)]
                 if key_.endswith("resumed"):
                     names = [n for n in names if n.endswith("_tls")]
+                if key_ not in ("bulk_8", "small_1k", "handshakes_100"):
+                    names = [n for n in names if n != "tunnelgw_2_workers"]
                 for name in names if round_number % 2 == 0 else names[::-1]:
                     proc, target = targets[name]
                     result = measure(proc, key_, target, options.seconds)
@@ -197,10 +218,11 @@ def table(m: dict[str, dict[str, dict[str, float]]]) -> str:
     ]
     for name in m:
         mb = 1.048576  # MiB/s to MB/s
-        bulk1 = m[name]["bulk_1"]["mib_per_s"] * mb
+        bulk1 = m[name].get("bulk_1", {}).get("mib_per_s")
         bulk8 = m[name]["bulk_8"]["mib_per_s"] * mb
         lines.append(
-            f"| {name} | {bulk1:,.0f} | {cell(name, 'bulk_1', 'cpu_ms_per_mb', '.2f')}"
+            f"| {name} | {'—' if bulk1 is None else format(bulk1 * mb, ',.0f')}"
+            f" | {cell(name, 'bulk_1', 'cpu_ms_per_mb', '.2f')}"
             f" | {bulk8:,.0f} | {cell(name, 'bulk_8', 'cpu_ms_per_mb', '.2f')}"
             f" | {cell(name, 'small_32', 'msgs_per_s', ',.0f')} | {cell(name, 'small_32', 'cpu_us_per_msg', '.1f')}"
             f" | {cell(name, 'small_1k', 'msgs_per_s', ',.0f')} | {cell(name, 'small_1k', 'cpu_us_per_msg', '.1f')}"
