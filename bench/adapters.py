@@ -1,11 +1,13 @@
 """
-An adapter against the broker's own WebSocket endpoint, in one run:
+Each adapter against the server's own WebSocket endpoint, in one run:
 STOMP publish/subscribe through tunnelgw's C{stomp} adapter to RabbitMQ's
-STOMP port, against RabbitMQ's own Web-STOMP plugin, with the same load
-client (bench/stomp_load.js: 4 connections, each subscribed to its own
-topic and publishing 1 KiB bodies to it, 64 in flight).  Messages
-received per second, and the gateway's CPU per message.  Rounds alternate
-the two.
+STOMP port against RabbitMQ's own Web-STOMP plugin (bench/stomp_load.js:
+4 connections, each subscribed to its own topic and publishing 1 KiB
+bodies to it, 64 in flight); XMPP message stanzas through the C{xmpp}
+adapter to prosody's client port against prosody's own C{mod_websocket}
+(bench/xmpp_load.js: 4 logged-in connections, each sending 1 KiB
+messages to its own full JID, 64 in flight).  Messages received per
+second, and the gateway's CPU per message.  Rounds alternate each pair.
 
     bash bench/setup.sh && .venv/bin/python bench/adapters.py [--seconds 5] [--rounds 3]
 """
@@ -27,10 +29,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port  # noqa: E402
 
+from tests.integration.prosody import DOMAIN, USERS, Prosody  # noqa: E402
 from tests.integration.rabbitmq import RabbitMQ  # noqa: E402
 
 
-def config(port: int, stomp_port: int) -> str:
+def config(port: int, stomp_port: int, c2s_port: int = 9) -> str:
     return f"""
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
@@ -54,12 +57,23 @@ policy = "all"
 upstream = "tcp:127.0.0.1:{stomp_port}"
 subprotocols = ["v12.stomp"]
 allow_missing_origin = true
+
+[services.xmpp]
+path = "/xmpp"
+adapter = "xmpp"
+realm = "public"
+upstream = "tcp:127.0.0.1:{c2s_port}"
+subprotocols = ["xmpp"]
+allow_missing_origin = true
+[services.xmpp.xmpp]
+domain = "{DOMAIN}"
+backend_tls = "off"
 """
 
 
-def stomp_load(url: str, seconds: float) -> dict[str, Any]:
+def load(script: str, url: str, seconds: float, *extra: str) -> dict[str, Any]:
     out = subprocess.run(
-        ["node", str(HERE / "stomp_load.js"), "--url", url, "--seconds", str(seconds)],
+        ["node", str(HERE / script), "--url", url, "--seconds", str(seconds), *extra],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -82,41 +96,58 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tunnelgw-adapters-bench-"))
     broker = RabbitMQ(work / "rabbitmq")
     (work / "rabbitmq").mkdir()
+    (work / "prosody").mkdir()
+    prosody = Prosody(work / "prosody")
     procs = Processes()
-    runs: dict[str, list[dict[str, Any]]] = {"stomp adapter": [], "RabbitMQ Web-STOMP": []}
+    pairs = {
+        "stomp": ("stomp adapter", "RabbitMQ Web-STOMP"),
+        "xmpp": ("xmpp adapter", "prosody mod_websocket"),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for pair in pairs.values() for name in pair}
     try:
         broker.start()
+        prosody.start()
         port = free_port()
         path = work / "gw.toml"
-        path.write_text(config(port, broker.stomp_port))
+        path.write_text(config(port, broker.stomp_port, prosody.c2s_port))
         twistd = [str(BIN / "twistd"), "-n", "--pidfile=", "--logger", "tunnelgw.logs.json_observer"]
         gateway = procs.start([*twistd, "tunnelgw", "--config", str(path)], port, GATEWAY_CPUS, cwd=work)
-        urls = {
-            "stomp adapter": f"ws://127.0.0.1:{port}/stomp",
-            "RabbitMQ Web-STOMP": f"ws://127.0.0.1:{broker.web_stomp_port}/ws",
+        xmpp_login = ("--domain", DOMAIN, "--user", "alice", "--password", USERS["alice"])
+        loads: dict[str, tuple[str, str, tuple[str, ...]]] = {
+            "stomp adapter": ("stomp_load.js", f"ws://127.0.0.1:{port}/stomp", ()),
+            "RabbitMQ Web-STOMP": ("stomp_load.js", f"ws://127.0.0.1:{broker.web_stomp_port}/ws", ()),
+            "xmpp adapter": ("xmpp_load.js", f"ws://127.0.0.1:{port}/xmpp", xmpp_login),
+            "prosody mod_websocket": (
+                "xmpp_load.js",
+                f"ws://127.0.0.1:{prosody.http_port}/xmpp-websocket",
+                xmpp_login,
+            ),
         }
         for round_number in range(options.rounds):
-            names = list(urls) if round_number % 2 == 0 else list(urls)[::-1]
-            for name in names:
-                before = cpu_seconds(gateway)
-                result = stomp_load(urls[name], options.seconds)
-                if name == "stomp adapter":
-                    # the warm-up second and the set-up are in it too: an upper bound
-                    result["cpu_us_per_msg"] = (
-                        (cpu_seconds(gateway) - before) * 1e6 / max(1, result["received"])
-                    )
-                runs[name].append(result)
+            for pair in pairs.values():
+                for name in pair if round_number % 2 == 0 else pair[::-1]:
+                    script, url, extra = loads[name]
+                    before = cpu_seconds(gateway)
+                    result = load(script, url, options.seconds, *extra)
+                    if name.endswith("adapter"):
+                        # the warm-up second and the log-ins are in it too: an upper bound
+                        spent = cpu_seconds(gateway) - before
+                        result["cpu_us_per_msg"] = spent * 1e6 / max(1, result["received"])
+                    runs[name].append(result)
     finally:
         procs.stop()
+        prosody.stop()
         broker.stop()
     rates = {name: statistics.median(r["msgs_per_s"] for r in results) for name, results in runs.items()}
-    cpu = statistics.median(r["cpu_us_per_msg"] for r in runs["stomp adapter"])
     print("| endpoint | messages/s (1 KiB, 4 connections) | gateway CPU µs/message |")
     print("| --- | ---: | ---: |")
-    print(f"| tunnelgw `stomp` adapter → RabbitMQ STOMP | {rates['stomp adapter']:,.0f} | {cpu:.1f} |")
-    print(f"| RabbitMQ Web-STOMP | {rates['RabbitMQ Web-STOMP']:,.0f} | — |")
+    for adapter, server in pairs.values():
+        cpu = statistics.median(r["cpu_us_per_msg"] for r in runs[adapter])
+        print(f"| tunnelgw `{adapter.split()[0]}` adapter | {rates[adapter]:,.0f} | {cpu:.1f} |")
+        print(f"| {server} | {rates[server]:,.0f} | — |")
     print()
-    print(f"stomp adapter: {rates['stomp adapter'] / rates['RabbitMQ Web-STOMP']:.2f}× Web-STOMP")
+    for adapter, server in pairs.values():
+        print(f"{adapter}: {rates[adapter] / rates[server]:.2f}× {server}")
     return 0
 
 
