@@ -349,6 +349,26 @@ class SiteTests(_SiteCase):
         # one write a read, each before the backend's half-close
         self.assertEqual(writes, [(b"onetwo", False), (b"three", False)])
 
+    def test_a_tls_read_reaches_autobahn_whole_and_before_the_close(self) -> None:
+        """
+        The plaintext a TLS layer hands over record by record during one
+        read (L{tunnelgw.websocket.tls_reads}) is parsed once, whole; one
+        still waiting when the connection is lost is parsed before.
+        """
+        _, transport = self.upgrade("/raw", "Sec-WebSocket-Protocol: binary\r\n")
+        _, backend_transport = self.endpoint.succeed()
+        ws = transport.protocol
+        frames = client_frame(0x2, b"one") + client_frame(0x2, b"two")
+        ws.batch = []
+        ws.dataReceived(frames[:5])  # records cut anywhere
+        ws.dataReceived(frames[5:])
+        self.assertEqual(backend_transport.value(), b"")
+        ws.deliver_batch()
+        self.assertEqual(backend_transport.value(), b"onetwo")
+        ws.batch = [client_frame(0x2, b"three")]
+        ws.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(backend_transport.value(), b"onetwothree")
+
     def test_frames_sent_before_the_101_reach_the_backend(self) -> None:
         """
         Bytes the client sent after its head, before its 101 (the backend
@@ -659,3 +679,47 @@ class FastPathTests(_SiteCase):
         self.assertTrue(transport.disconnecting)
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.site.limiter.total, 0)
+
+
+class TLSReadBatcherTests(SynchronousTestCase):
+    def test_one_read_one_delivery_the_rest_is_the_tls_layers(self) -> None:
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+        from zope.interface import directlyProvides
+
+        from tunnelgw.websocket.tls_reads import TLSReadBatcher
+
+        delivered: list[bytes] = []
+
+        class Leg:
+            batch: list[bytes] | None = None
+
+            def dataReceived(self, data: bytes) -> None:
+                if self.batch is not None:
+                    self.batch.append(data)
+                else:
+                    delivered.append(data)
+
+            def deliver_batch(self) -> None:
+                batch, self.batch = self.batch, None
+                if batch:
+                    self.dataReceived(b"".join(batch))
+
+        leg = Leg()
+        lost: list[object] = []
+
+        class TLS:
+            def dataReceived(self, data: bytes) -> None:  # two records of plaintext
+                leg.dataReceived(data[:2])
+                leg.dataReceived(data[2:])
+
+            def connectionLost(self, reason: object) -> None:
+                lost.append(reason)
+
+        tls = TLS()
+        directlyProvides(tls, IHalfCloseableProtocol)
+        batcher = TLSReadBatcher(tls, leg)  # type: ignore[arg-type]
+        batcher.dataReceived(b"abcd")
+        self.assertEqual(delivered, [b"abcd"])
+        self.assertTrue(IHalfCloseableProtocol.providedBy(batcher))
+        batcher.connectionLost("gone")
+        self.assertEqual(lost, ["gone"])

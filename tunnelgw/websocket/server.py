@@ -26,6 +26,7 @@ from tunnelgw.tunnel.deadlines import Deadline, deadlines
 from tunnelgw.tunnel.registry import TunnelRegistry
 from tunnelgw.tunnel.relay import Tunnel
 from tunnelgw.websocket.leg import WebSocketLeg
+from tunnelgw.websocket.tls_reads import batch_tls_reads
 
 __all__ = ["TunnelWebSocket", "make_factory", "AdmittedFactory", "start_tunnel"]
 
@@ -124,8 +125,21 @@ class TunnelWebSocket(ServerInternals, WebSocketLeg, WebSocketServerProtocol):  
             self.factory.tunnelgw_policy,
             self.session_id,
         )
+        batch_tls_reads(self)
+
+    batch: list[bytes] | None = None
+    """While a TLS read is decrypted: its plaintext, delivered whole after (L{tls_reads})."""
+
+    def deliver_batch(self) -> None:
+        batch, self.batch = self.batch, None
+        if batch:
+            self.dataReceived(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def dataReceived(self, data: bytes) -> None:
+        batch = self.batch
+        if batch is not None:
+            batch.append(data)
+            return
         tunnel = self.tunnel
         if tunnel is None:
             super().dataReceived(data)
@@ -173,6 +187,9 @@ class TunnelWebSocket(ServerInternals, WebSocketLeg, WebSocketServerProtocol):  
         return False
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        # the TLS layer may end the connection in the read whose plaintext
+        # waits in the batch: that plaintext first
+        self.deliver_batch()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""
+One TCP read of a TLS connection, one read for the WebSocket: Twisted's
+TLS layer hands its protocol the plaintext one TLS record at a time (16
+KiB at most), so a 64 KiB read became four passes through autobahn's
+parser, the tunnel and the adapter.  L{batch_tls_reads} puts a
+L{TLSReadBatcher} between the TCP connection and the TLS layer: it
+passes each read on to the TLS layer as before, while the client leg
+keeps what the TLS layer delivers, and gets it whole once the read is
+done.  Only public attributes are used: the TCP connection's C{protocol}
+(which autobahn's resource and the upgrade fast path set the same way)
+and the TLS protocol's C{transport}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import directlyProvides, providedBy
+
+__all__ = ["TLSReadBatcher", "batch_tls_reads"]
+
+
+class TLSReadBatcher:
+    """
+    The TCP connection's protocol in place of the TLS layer: reads go to
+    the TLS layer inside one batch of the client leg's (its C{batch} and
+    C{deliver_batch}); everything else is the TLS layer's.
+    """
+
+    def __init__(self, tls: TLSMemoryBIOProtocol, leg: Any) -> None:
+        self._tls = tls
+        self._leg = leg
+        # what the TCP connection asks of its protocol (half-close, handshake listener)
+        directlyProvides(self, providedBy(tls))
+
+    def dataReceived(self, data: bytes) -> None:
+        leg = self._leg
+        leg.batch = []
+        try:
+            self._tls.dataReceived(data)
+        finally:
+            leg.deliver_batch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tls, name)
+
+
+def batch_tls_reads(leg: Any) -> bool:
+    """
+    Batch the TLS reads of C{leg}'s connection, if it is one of Twisted's
+    TLS layers over a TCP connection whose protocol it is.
+    """
+    tls: Any = leg.transport
+    if not isinstance(tls, TLSMemoryBIOProtocol):
+        return False
+    layer: TLSMemoryBIOProtocol = tls
+    tcp: Any = layer.transport
+    if getattr(tcp, "protocol", None) is not layer:
+        return False
+    tcp.protocol = TLSReadBatcher(layer, leg)
+    return True
