@@ -15,9 +15,7 @@ second, and the gateway's CPU per message.  Rounds alternate each pair.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port  # noqa: E402
+from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port, node_json  # noqa: E402
 
 from tests.integration.prosody import DOMAIN, USERS, Prosody  # noqa: E402
 from tests.integration.rabbitmq import RabbitMQ  # noqa: E402
@@ -72,18 +70,7 @@ backend_tls = "off"
 
 
 def load(script: str, url: str, seconds: float, *extra: str) -> dict[str, Any]:
-    out = subprocess.run(
-        ["node", str(HERE / script), "--url", url, "--seconds", str(seconds), *extra],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        cwd=HERE,
-    )
-    lines = out.stdout.strip().splitlines()
-    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": out.stderr}
-    if "error" in result:
-        raise RuntimeError(f"{url}: {result['error']}")
-    return result
+    return node_json(script, ["--url", url, "--seconds", str(seconds), *extra], seconds + 60)
 
 
 def main() -> int:

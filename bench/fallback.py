@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import BIN, GATEWAY_CPUS, PEER_CPUS, REPO, Processes, cpu_seconds, free_port, pinned  # noqa: E402
+from run import BIN, GATEWAY_CPUS, REPO, Processes, cpu_seconds, free_port, node_json  # noqa: E402
 
 CLIENT = REPO / "tunnelgw" / "fallback" / "client" / "tunnelsocket.js"
 
@@ -50,20 +49,8 @@ fallback = true
 
 def exchange(url: str, transport: str, nbytes: int) -> dict[str, Any]:
     cfg = {"url": url, "transport": transport, "bytes": nbytes, "pings": 300}
-    out = subprocess.run(
-        ["node", str(HERE / "fallback_load.mjs"), json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=HERE,
-        env={**os.environ, "TUNNELSOCKET": str(CLIENT)},
-        preexec_fn=pinned(PEER_CPUS),
-    )
-    lines = out.stdout.strip().splitlines()
-    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": out.stderr}
-    if "error" in result:
-        raise RuntimeError(f"{transport}: {result['error']}")
-    return result
+    env = {**os.environ, "TUNNELSOCKET": str(CLIENT)}
+    return node_json("fallback_load.mjs", [json.dumps(cfg)], 300, env)
 
 
 def main() -> int:

@@ -105,6 +105,29 @@ class Processes:
                 proc.kill()
 
 
+def node_json(
+    script: str, args: list[str], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """
+    Run a Node client of bench/ (on the peers' cores) to its end: the JSON
+    object of its last line; an C{error} in it, or none at all, raises.
+    """
+    out = subprocess.run(
+        ["node", str(HERE / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=HERE,
+        env=env,
+        preexec_fn=pinned(PEER_CPUS),
+    )
+    lines = out.stdout.strip().splitlines()
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": out.stderr}
+    if "error" in result:
+        raise RuntimeError(f"{script} {' '.join(args)}: {result['error']}")
+    return result
+
+
 def load(*args: str, timeout: float = 120) -> dict[str, Any]:
     out = subprocess.run(
         ["node", str(HERE / "load.js"), *args],

@@ -11,21 +11,11 @@
 
 const WebSocket = require("ws");
 
-const args = { conns: 4, size: 1024, window: 64, seconds: 5, warmup: 1 };
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) {
-  const value = argv[i + 1];
-  args[argv[i].replace(/^--/, "")] = /^\d+(\.\d+)?$/.test(value) ? Number(value) : value;
-}
-const fail = (why) => {
-  process.stdout.write(JSON.stringify({ error: String(why) }) + "\n");
-  process.exit(1);
-};
+const { parse, run } = require("./paced");
 
-let counting = false;
-let received = 0;
+const args = parse({});
 
-function connection(index) {
+function connection(index, received) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(args.url, ["v12.stomp"], { perMessageDeflate: false });
     const topic = `/topic/bench.${process.pid}.${index}`;
@@ -52,7 +42,7 @@ function connection(index) {
           setTimeout(() => { pump(); resolve(ws); }, 200);
         } else if (command === "MESSAGE") {
           outstanding--;
-          if (counting) received++;
+          received();
           pump();
         } else if (command === "ERROR") {
           reject(new Error(frame));
@@ -64,15 +54,4 @@ function connection(index) {
   });
 }
 
-(async () => {
-  const sockets = await Promise.all(Array.from({ length: args.conns }, (_, i) => connection(i)));
-  await new Promise((r) => setTimeout(r, args.warmup * 1000));
-  counting = true;
-  const start = process.hrtime.bigint();
-  await new Promise((r) => setTimeout(r, args.seconds * 1000));
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  counting = false;
-  sockets.forEach((ws) => ws.terminate());
-  process.stdout.write(JSON.stringify({ received, seconds, msgs_per_s: received / seconds }) + "\n");
-  process.exit(0);
-})().catch(fail);
+run(args, connection);

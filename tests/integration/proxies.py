@@ -26,6 +26,19 @@ def _need(program: str) -> str:
     return path
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 class Nginx:
     """
     nginx in front of a gateway: C{/pages/} from C{pages} (static files),
@@ -104,17 +117,11 @@ http {{
         self.start()
 
     def log(self) -> str:
-        path = self.workdir / "logs" / "access.log"
-        return path.read_text() if path.exists() else ""
+        return _read(self.workdir / "logs" / "access.log")
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            _terminate(self.process)
             self.process = None
             wait_for(lambda: not port_open(self.port), 10, "nginx stopped")
 
@@ -163,16 +170,10 @@ http_access deny all
         return self
 
     def log(self) -> str:
-        path = self.workdir / "access.log"
-        return path.read_text() if path.exists() else ""
+        return _read(self.workdir / "access.log")
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            _terminate(self.process)
             self.process = None
         shutil.rmtree(self.workdir, ignore_errors=True)
