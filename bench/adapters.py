@@ -29,6 +29,7 @@ from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port, node_json 
 
 from tests.integration.prosody import DOMAIN, USERS, Prosody  # noqa: E402
 from tests.integration.rabbitmq import RabbitMQ  # noqa: E402
+from tunnelgw.testing import public_realm  # noqa: E402
 
 
 def config(port: int, stomp_port: int, c2s_port: int = 9) -> str:
@@ -36,10 +37,7 @@ def config(port: int, stomp_port: int, c2s_port: int = 9) -> str:
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
+{public_realm()}
 
 [policies.all]
 [[policies.all.rules]]

@@ -24,6 +24,8 @@ sys.path.insert(0, str(HERE))
 
 from run import BIN, GATEWAY_CPUS, REPO, Processes, cpu_seconds, free_port, node_json  # noqa: E402
 
+from tunnelgw.testing import public_realm  # noqa: E402
+
 CLIENT = REPO / "tunnelgw" / "fallback" / "client" / "tunnelsocket.js"
 
 
@@ -32,10 +34,7 @@ def config(port: int) -> str:
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
+{public_realm()}
 
 [services.echo]
 path = "/echo"

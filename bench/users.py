@@ -38,6 +38,8 @@ from run import (  # noqa: E402
     load,
 )
 
+from tunnelgw.testing import public_realm  # noqa: E402
+
 LOADS: dict[str, tuple[str, ...]] = {
     "bulk_1": ("--mode", "throughput", "--conns", "1"),
     "bulk_8": ("--mode", "throughput", "--conns", "8"),
@@ -75,10 +77,7 @@ endpoint = "tcp:{tls_port}:interface=127.0.0.1:backlog=4096"
 certificate = "{cert}"
 private_key = "{key}"
 
-[realms.public]
-[[realms.public.modules]]
-module = "anonymous"
-flag = "required"
+{public_realm()}
 
 [services.raw]
 path = "/raw"

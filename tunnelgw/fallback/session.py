@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.python.failure import Failure
 
 from tunnelgw.errors import CloseCode
 from tunnelgw.fallback.framing import BINARY, CLOSE, TEXT, Frame, FrameParser, FramingError
@@ -326,7 +325,3 @@ class FallbackSession:
         ended, self._ended = self._ended, None
         if ended is not None:
             ended(self)
-
-    def lost(self, reason: Failure) -> None:
-        """The gateway stops (or the table is cleared): end as a lost connection."""
-        self.abort()

@@ -37,7 +37,7 @@ from tunnelgw.fallback.framing import FramingError
 from tunnelgw.fallback.session import FallbackSession
 from tunnelgw.front.channel import _new_conn_id
 from tunnelgw.front.forward import FORWARDED
-from tunnelgw.front.requests import _refuse, admission_request
+from tunnelgw.front.requests import _refuse, admission_request, answerable
 from tunnelgw.front.sessions import FallbackSessions, binding_of
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
@@ -140,7 +140,7 @@ class FallbackEndpoint:
         request.notifyFinish().addErrback(lambda _: d.cancel())
 
         def admitted(admission: Admission) -> None:
-            if request.finished or request.channel is None:
+            if not answerable(request):
                 admission.abandon()
                 lease.release()
                 return
@@ -186,7 +186,7 @@ class FallbackEndpoint:
             if f.check(defer.CancelledError):
                 return
             f.trap(Refusal)
-            if not request.finished and request.channel is not None:
+            if answerable(request):
                 _refuse(request, cast(Refusal, f.value))
 
         d.addCallbacks(admitted, refused)
@@ -254,7 +254,7 @@ class FallbackEndpoint:
         def owner(url: str | None) -> None:
             if url is None:
                 self._refuse(request, areq, Refusal(404, "no such fallback session"))
-            elif not request.finished and request.channel is not None:
+            elif answerable(request):
                 self.site.fallback.forwarder(self.site.clock).forward(request, url, body)
 
         engine.fallback_owner(tag).addCallback(owner).addErrback(
@@ -290,7 +290,7 @@ class FallbackEndpoint:
         body = request.content.read() if request.content is not None else b""
 
         def answer() -> None:
-            if not request.finished and request.channel is not None:
+            if answerable(request):
                 request.setHeader("X-Tunnel-Ack", str(session.inbox.last))
                 # how far down it has gone: a client whose stream lags behind polls
                 request.setHeader("X-Tunnel-Sent", str(session.outbox.last))
@@ -332,5 +332,5 @@ class FallbackEndpoint:
             status=refusal.status,
             reason=refusal.reason,
         )
-        if not request.finished and request.channel is not None:
+        if answerable(request):
             _refuse(request, refusal)

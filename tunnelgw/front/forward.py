@@ -20,7 +20,7 @@ from twisted.web import server
 from twisted.web.http_headers import Headers
 
 from tunnelgw.errors import Refusal
-from tunnelgw.front.requests import _refuse
+from tunnelgw.front.requests import _refuse, answerable
 from tunnelgw.logs import Logger
 
 __all__ = ["FORWARDED", "Forwarder"]
@@ -51,7 +51,7 @@ class _Relay(Protocol):
         self._done = done
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._request.finished and self._request.channel is not None:
+        if answerable(self._request):
             self._request.write(data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
@@ -108,7 +108,7 @@ class Forwarder:
             return done
 
         def finish(_: object) -> None:
-            if not request.finished and request.channel is not None:
+            if answerable(request):
                 request.finish()
 
         def failed(f: Failure) -> None:
@@ -120,9 +120,9 @@ class Forwarder:
                 owner=base,
                 why=f.getErrorMessage(),
             )
-            if not request.finished and request.channel is not None and not request.startedWriting:
+            if answerable(request) and not request.startedWriting:
                 _refuse(request, Refusal(502, "the instance of this session did not answer"))
-            elif not request.finished and request.channel is not None:
+            elif answerable(request):
                 request.finish()
 
         d.addCallback(answered).addCallbacks(finish, failed)

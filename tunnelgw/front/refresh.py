@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from tunnelgw.admission.checks import check_origin
 from tunnelgw.admission.request import AdmissionRequest
 from tunnelgw.errors import Refusal
-from tunnelgw.front.requests import _refuse, admission_request
+from tunnelgw.front.requests import _refuse, admission_request, answerable
 from tunnelgw.logs import Logger
 from tunnelgw.security import Subject
 
@@ -106,5 +106,5 @@ class RefreshResource(Resource):
         self, request: server.Request, areq: AdmissionRequest, tunnel: Any, refusal: Refusal
     ) -> None:
         self._decision(areq, tunnel, "refuse", refusal.status, refusal.reason, None)
-        if not request.finished and request.channel is not None:  # None: the client is gone
+        if answerable(request):
             _refuse(request, refusal)

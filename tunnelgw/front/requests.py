@@ -17,7 +17,7 @@ from tunnelgw.front.upgrade import (
     status_phrase,
 )
 
-__all__ = ["admission_request"]
+__all__ = ["admission_request", "answerable"]
 
 
 def admission_request(request: server.Request) -> AdmissionRequest:
@@ -38,6 +38,14 @@ def admission_request(request: server.Request) -> AdmissionRequest:
         query=_decoded_args(request.args),
         peer_certificate=_peer_certificate(channel.transport),
     )
+
+
+def answerable(request: server.Request) -> bool:
+    """
+    C{request} may still be answered: nothing finished it, and its client
+    is still there (twisted.web drops the channel when it goes).
+    """
+    return not request.finished and request.channel is not None
 
 
 def _detach(request: server.Request) -> None:
