@@ -16,7 +16,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnelgw._compat.twisted import plain_and_idle as _plain_and_idle
+from tunnelgw._compat.writes import plain_and_idle as _plain_and_idle
 from tunnelgw.tunnel.flow import close_now, half_close_now, pending_bytes, write_now
 
 

@@ -45,6 +45,13 @@ SHORTCUTS: dict[str, str] = {
         " (tcp.Connection's _tempDataLen, _writeDisconnecting);"
         " public: write, loseWriteConnection, loseConnection"
     ),
+    "tls_writes": (
+        "twisted: a write on an idle TLS connection is encrypted whole and"
+        " goes to the kernel now, not gathered for the reactor's next turn"
+        " and cut in 16 KiB writes (TLSMemoryBIOProtocol's _tlsConnection,"
+        " _handshakeDone, _appSendBuffer; BufferingTLSTransport's"
+        " _aggregator); public: write"
+    ),
     "handshake": (
         "autobahn: the admitted head is answered without a second parse"
         " (_wskey, succeedHandshake); public: onConnect"

@@ -2,8 +2,8 @@
 What tunnelgw does with Twisted's private names (see L{tunnelgw._compat}).
 
 Shortcuts:
-  - C{write_now}: L{write_now}, L{half_close_now}, L{close_now}.
   - C{reactor}: L{QuietEPollReactor}.
+  - C{write_now} and C{tls_writes}: in L{tunnelgw._compat.writes}.
 
 Fixes:
   - L{buffered}, L{app_buffered}: the bytes a transport holds, which
@@ -30,18 +30,12 @@ from twisted.internet import tcp
 from twisted.python import log
 from twisted.words.xish import domish
 
-from tunnelgw._compat import enabled
-
 __all__ = [
     "layers",
     "buffered",
     "app_buffered",
     "held_bytes",
     "release_connector",
-    "write_now",
-    "half_close_now",
-    "close_now",
-    "plain_and_idle",
     "QuietEPollReactor",
     "early_bytes",
     "BoundedExpatStream",
@@ -49,9 +43,8 @@ __all__ = [
 
 _MAX_DEPTH = 4
 
-# Twisted's own TCP connections, whose attributes held_bytes and
-# plain_and_idle read directly (any other transport is looked at layer by
-# layer, with care)
+# Twisted's own TCP connections, whose attributes held_bytes reads
+# directly (any other transport is looked at layer by layer, with care)
 _TCP = frozenset({tcp.Server, tcp.Client})
 
 
@@ -165,145 +158,6 @@ def early_bytes(channel: Any) -> bytes:
     would otherwise drop.
     """
     return b"".join(getattr(channel, "_dataBuffer", None) or ())
-
-
-# -- shortcut "write_now" -------------------------------------------------------
-
-_WRITE_NOW = enabled("write_now")
-
-
-def plain_and_idle(connection: Any) -> bool:
-    """
-    C{connection} is one of Twisted's TCP connections, open for writing,
-    with no TLS started on it and nothing waiting in its buffers, read
-    directly; any other transport, or a missing attribute (another
-    Twisted), means no.
-    """
-    if type(connection) not in _TCP:
-        return False
-    try:
-        return (
-            connection.TLS is False
-            and connection._writeDisconnecting is False
-            and bool(connection.connected)
-            and not connection.disconnecting
-            and connection._tempDataLen == 0
-            and len(connection.dataBuffer) == connection.offset
-        )
-    except AttributeError:
-        return False
-
-
-def _socket_layer(transport: Any) -> tcp.Connection | None:
-    for layer in layers(transport):
-        if isinstance(layer, tcp.Connection):
-            return layer
-    return None
-
-
-def _open(layer: tcp.Connection) -> bool:
-    return bool(layer.connected) and not layer.disconnecting
-
-
-def _send(layer: tcp.Connection, data: bytes) -> None:
-    """
-    A plain TCP connection with nothing waiting: straight into the kernel,
-    as the transport's doWrite would (writeSomeData), without registering
-    for writability first.  What does not fit waits in the transport for
-    the reactor; an error, found by Twisted's own write path, ends the
-    connection on the reactor's next turn.
-    """
-    sent = layer.writeSomeData(data)
-    if type(sent) is int and 0 <= sent:
-        if sent < len(data):
-            layer.write(data[sent:])
-        return
-    layer.write(data)
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """
-    C{transport.write(data)}, and when nothing was waiting to be sent
-    before it, the bytes go to the kernel now instead of on the reactor's
-    next turn.
-
-    A Twisted transport only buffers a write and sends it when the reactor
-    next finds the socket writable: one more pass through the reactor (and
-    two more epoll calls) for every message a tunnel relays.  Sending at
-    once is what the reactor would do next: on a plain TCP connection, its
-    C{writeSomeData}; under TLS, the TCP connection's own C{doWrite} (its
-    IWriteDescriptor method) once the TLS layer has written to it.  Order,
-    high-water pausing and half-closes behave as before.  If the send
-    fails, the transport is left registered for writing and the reactor
-    finds the failure on its next turn as it always would.  When something
-    was already waiting, the write only joins it.
-    """
-    if not _WRITE_NOW:
-        transport.write(data)
-        return
-    if plain_and_idle(transport):
-        _send(transport, data)  # the usual case, told in a few reads
-        return
-    layer = _socket_layer(transport)
-    if layer is None or buffered(layer) != 0:
-        transport.write(data)
-        return
-    if transport is layer and plain(layer):
-        _send(layer, data)
-        return
-    transport.write(data)
-    if _open(layer) and buffered(layer) != 0:
-        layer.doWrite()
-
-
-def half_close_now(transport: Any) -> None:
-    """
-    C{transport.loseWriteConnection()}, and on one of Twisted's plain TCP
-    connections with nothing waiting, the half-close (the FIN) now rather
-    than on the reactor's next turn: the transport's own C{doWrite}, what
-    the reactor would call next, with nothing to send.  Otherwise (data
-    waiting, TLS, another transport) the reactor does it, after the data.
-    """
-    now = _WRITE_NOW and plain_and_idle(transport)
-    transport.loseWriteConnection()
-    if now:
-        # a failure is left to the reactor, which finds the transport
-        # still registered for writing and gets it again
-        transport.doWrite()
-
-
-def close_now(transport: Any) -> bool:
-    """
-    End a connection now if it is one of Twisted's plain TCP connections
-    with nothing waiting and no producer: the FIN at once (L{half_close_now}),
-    then C{loseConnection}, which Twisted makes at once for a connection
-    whose write side is shut (its C{connectionLost} runs before this
-    returns).  C{loseConnection} alone would end it on the reactor's next
-    turn.
-
-    @return: C{True} if the connection is over; C{False} if it is not (it
-        was not such a connection, or the shortcut is off, and nothing was
-        done; or the half-close failed and the reactor will find out): then
-        the caller closes it as it would have.
-    """
-    if not _WRITE_NOW or not plain_and_idle(transport) or transport.producer is not None:
-        return False
-    half_close_now(transport)
-    transport.loseConnection()
-    return not transport.connected
-
-
-def plain(layer: tcp.Connection) -> bool:
-    """
-    Bytes given to this connection may go to its socket as they are: it
-    is open for writing and carries no TLS started on it.  Any doubt (an
-    attribute gone in another version) means no.
-    """
-    return (
-        getattr(layer, "TLS", True) is False
-        and getattr(layer, "_writeDisconnecting", True) is False
-        and _open(layer)
-    )
 
 
 # -- shortcut "reactor" ---------------------------------------------------------

@@ -15,14 +15,8 @@ from typing import Any
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from zope.interface import implementer
 
-from tunnelgw._compat.twisted import (
-    close_now,
-    half_close_now,
-    held_bytes,
-    layers,
-    release_connector,
-    write_now,
-)
+from tunnelgw._compat.twisted import held_bytes, layers, release_connector
+from tunnelgw._compat.writes import close_now, half_close_now, write_now
 
 __all__ = [
     "pending_bytes",

@@ -17,8 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from tunnelgw._compat.autobahn import ServerInternals, class_options, install_lazy_debug
-from tunnelgw._compat.twisted import close_now
 from tunnelgw._compat.txaio import TIMER_GRANULARITY, autobahn_seconds
+from tunnelgw._compat.writes import close_now
 from tunnelgw.admission.request import Admission
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.limits import Lease
