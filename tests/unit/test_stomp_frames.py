@@ -151,3 +151,17 @@ def test_round_trip_any_split_any_packing(
         assert got.command == want.command
         assert got.body == want.body
         assert [h for h in got.headers if h[0] != "content-length"] == want.headers
+
+
+def test_serialize_refuses_what_a_broker_would_read_otherwise() -> None:
+    for command, version in (("SEND", "1.2"), ("SEND", "1.0"), ("CONNECT", "1.2")):
+        with pytest.raises(FrameError, match="NUL byte"):
+            serialize(Frame(command, [("h", "a\x00b")]), version)
+        with pytest.raises(FrameError, match="NUL byte"):
+            serialize(Frame(command, [("h\x00", "v")]), version)
+    with pytest.raises(FrameError, match="cannot carry a newline"):
+        serialize(Frame("CONNECT", [("login", "a\nb")]))
+    with pytest.raises(FrameError, match="cannot carry a newline"):
+        serialize(Frame("CONNECTED", [("a:b", "v")]))
+    # 1.0 has no escaping: what is given is written
+    assert serialize(Frame("SEND", [("k", "a:b")]), "1.0") == b"SEND\nk:a:b\n\n\x00"

@@ -117,12 +117,6 @@ _UNESCAPES_12 = {"\\": "\\", "n": "\n", "c": ":", "r": "\r"}
 _UNESCAPES_11 = {"\\": "\\", "n": "\n", "c": ":"}
 
 
-def _escape(text: str, version: str) -> str:
-    if version == "1.0":
-        return text
-    return text.translate(_ESCAPE_12 if version == "1.2" else _ESCAPE_11)
-
-
 def _unescape(text: str, version: str) -> str:
     if version == "1.0" or "\\" not in text:
         return text
@@ -149,19 +143,24 @@ def serialize(frame: Frame, version: str = "1.2") -> bytes:
     C{version}; a C{content-length} is added when the body contains NUL.
     """
     escaped = frame.command not in UNESCAPED_COMMANDS
+    table = None if not escaped or version == "1.0" else _ESCAPE_12 if version == "1.2" else _ESCAPE_11
     lines = [frame.command]
-    has_length = any(key == "content-length" for key, _ in frame.headers)
+    has_length = False
     for key, value in frame.headers:
-        if "\x00" in key or "\x00" in value:
-            raise FrameError(_NUL_IN_HEAD)
-        if escaped:
-            key, value = _escape(key, version), _escape(value, version)
-        elif "\n" in key + value or ":" in key:
+        if key == "content-length":
+            has_length = True
+        if table is not None:
+            lines.append(f"{key.translate(table)}:{value.translate(table)}")
+            continue
+        if not escaped and ("\n" in key or "\n" in value or ":" in key):
             raise FrameError(f"{frame.command} headers cannot carry a newline or a colon in a name")
         lines.append(f"{key}:{value}")
+    head = "\n".join(lines)
+    if "\x00" in head:  # escaping leaves a NUL as it is
+        raise FrameError(_NUL_IN_HEAD)
     if b"\x00" in frame.body and not has_length:
-        lines.append(f"content-length:{len(frame.body)}")
-    return ("\n".join(lines) + "\n\n").encode("utf-8") + frame.body + b"\x00"
+        head += f"\ncontent-length:{len(frame.body)}"
+    return (head + "\n\n").encode("utf-8") + frame.body + b"\x00"
 
 
 class Parser:
@@ -249,25 +248,30 @@ class Parser:
             text = head.decode("utf-8")
         except UnicodeDecodeError:
             raise FrameError("frame headers are not UTF-8") from None
-        lines = text.replace("\r\n", "\n").split("\n")
+        lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")
         command = lines[0]
         if command not in self.commands:
             raise FrameError(f"unknown or unexpected command {command[:32]!r}")
         if len(lines) - 1 > self.limits.max_headers:
             raise FrameError(f"more than {self.limits.max_headers} headers", too_big=True)
-        escaped = command not in UNESCAPED_COMMANDS
+        version = self.version
+        # no backslash in the head: nothing to unescape in any header
+        escaped = command not in UNESCAPED_COMMANDS and version != "1.0" and "\\" in text
+        max_line = self.limits.max_line
         headers = []
+        length_text = None  # the first content-length, as Frame.get reads it
         for line in lines[1:]:
-            if len(line) > self.limits.max_line:
-                raise FrameError(f"a header line is longer than {self.limits.max_line} bytes", too_big=True)
+            if len(line) > max_line:
+                raise FrameError(f"a header line is longer than {max_line} bytes", too_big=True)
             key, sep, value = line.partition(":")
             if not sep:
                 raise FrameError("a header line has no colon")
             if escaped:
-                key, value = _unescape(key, self.version), _unescape(value, self.version)
+                key, value = _unescape(key, version), _unescape(value, version)
+            if length_text is None and key == "content-length":
+                length_text = value
             headers.append((key, value))
         frame = Frame(command, headers)
-        length_text = frame.get("content-length")
         if length_text is not None:
             if not (length_text.isascii() and length_text.isdigit()):
                 raise FrameError("content-length is not a number")
