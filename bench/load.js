@@ -154,6 +154,10 @@ const crypto = require("crypto");
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 let lastSession = null; // the previous TLS session, for --resume
+// one TLS context for every connection, as a browser keeps one: without
+// it Node builds an OpenSSL context per connection, and that, not the
+// gateway, limited the rate of TLS handshakes
+let secureContext = null;
 
 function handshakeOnce(url) {
   return new Promise((resolve, reject) => {
@@ -171,11 +175,12 @@ function handshakeOnce(url) {
           host: url.hostname,
           port: Number(url.port),
           rejectUnauthorized: false,
+          secureContext: (secureContext = secureContext || tls.createSecureContext({})),
           session: args.resume ? lastSession || undefined : undefined,
         })
       : net.connect({ host: url.hostname, port: Number(url.port) });
     let reused = false; // read at the handshake: the socket forgets it once destroyed
-    if (secure) sock.on("session", (session) => (lastSession = session));
+    if (secure && args.resume) sock.on("session", (session) => (lastSession = session));
     sock.setNoDelay(true);
     let head = null; // the response head, once whole
     let buffered = Buffer.alloc(0);

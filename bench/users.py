@@ -6,7 +6,11 @@ bulk (64 KiB messages, 1 and 8 connections), pipelined small messages
 (8 connections, 32 B and 1 KiB, 64 in flight on each), ping-pong (32 B),
 and bursts of 100 handshakes at once (over TLS, full and resumed).  The
 gateway's CPU is measured for each load: per MB, per message, per round
-trip, per handshake.  Rounds alternate the order of the targets.
+trip, per handshake.  Rounds alternate the order of the targets.  Also:
+one and two worker processes in the same conditions (neither pinned); a
+gateway whose TLS writes take the public path (the shortcut
+C{tls_writes} off), over TLS; and, after the rounds, the memory an idle
+tunnel holds over plain TCP and over TLS, each on a fresh gateway.
 
     bash bench/setup.sh && .venv/bin/python bench/users.py [--seconds 2] [--rounds 3]
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,9 +40,11 @@ from run import (  # noqa: E402
     Processes,
     cpu_seconds,
     free_port,
+    idle_tunnels,
     load,
 )
 
+from tunnelgw._compat import ENVIRONMENT  # noqa: E402
 from tunnelgw.testing import public_realm  # noqa: E402
 
 LOADS: dict[str, tuple[str, ...]] = {
@@ -114,6 +121,7 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle", type=int, default=5000, help="idle tunnels held, plain and TLS")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tunnelgw-users-bench-"))
     cert, key = certificate(work)
@@ -145,6 +153,31 @@ def main() -> int:
             None,
             cwd=work,
         )
+        one_config = work / "one.toml"
+        ports["one"], ports["one_tls"] = free_port(), free_port()
+        one_config.write_text(
+            gateway_config(ports["one"], ports["one_tls"], echo, cert, key, "reuseport").replace(
+                f'endpoint = "tcp:{ports["one_tls"]}', f'endpoint = "reuseport:{ports["one_tls"]}'
+            )
+        )
+        one = procs.start(
+            [str(BIN / "tunnelgw"), "workers", "--count", "1", "--config", str(one_config)]
+            + ["--logger", "tunnelgw.logs.json_observer"],
+            ports["one"],
+            None,
+            cwd=work,
+        )
+        # the same gateway, its TLS writes through Twisted's TLS layer's own write
+        public_config = work / "public.toml"
+        ports["public"], ports["public_tls"] = free_port(), free_port()
+        public_config.write_text(gateway_config(ports["public"], ports["public_tls"], echo, cert, key))
+        public = procs.start(
+            [*twistd, "tunnelgw", "--config", str(public_config)],
+            ports["public"],
+            GATEWAY_CPUS,
+            cwd=work,
+            env={**os.environ, ENVIRONMENT: "tls_writes"},
+        )
         time.sleep(2)  # the second worker listens too
         websockify = str(BIN / "websockify")
         wsfy = procs.start(
@@ -171,6 +204,8 @@ def main() -> int:
             "websockify_tls": (wsfy_tls, ["--url", f"wss://127.0.0.1:{ports['wsfy_tls']}/"]),
             "twisted_tcp_proxy_tls": (proxy_tls, ["--tcp", f"127.0.0.1:{ports['floor_tls']}", "--tls", "1"]),
             "tunnelgw_2_workers": (two, ["--url", f"ws://127.0.0.1:{ports['workers']}/raw"]),
+            "tunnelgw_1_worker": (one, ["--url", f"ws://127.0.0.1:{ports['one']}/raw"]),
+            "tunnelgw_tls_public_writes": (public, ["--url", f"wss://127.0.0.1:{ports['public_tls']}/raw"]),
         }
         for round_number in range(options.rounds):
             for key_ in LOADS:
@@ -178,12 +213,25 @@ def main() -> int:
                 if key_.endswith("resumed"):
                     names = [n for n in names if n.endswith("_tls")]
                 if key_ not in ("bulk_8", "small_1k", "handshakes_100"):
-                    names = [n for n in names if n != "tunnelgw_2_workers"]
+                    names = [n for n in names if not n.endswith(("_workers", "_worker"))]
+                if key_ not in ("bulk_1", "small_1k", "rtt_32"):
+                    names = [n for n in names if n != "tunnelgw_tls_public_writes"]
                 for name in names if round_number % 2 == 0 else names[::-1]:
                     proc, target = targets[name]
                     result = measure(proc, key_, target, options.seconds)
                     runs.setdefault(name, {}).setdefault(key_, []).append(result)
             print(f"round {round_number + 1} done", file=sys.stderr, flush=True)
+        idle = {}
+        for name, scheme in (("tunnelgw", "ws"), ("tunnelgw_tls", "wss")):
+            port, tls_port = free_port(), free_port()
+            fresh_config = work / f"idle_{scheme}.toml"
+            fresh_config.write_text(gateway_config(port, tls_port, echo, cert, key))
+            fresh = procs.start(
+                [*twistd, "tunnelgw", "--config", str(fresh_config)], port, GATEWAY_CPUS, cwd=work
+            )
+            url = f"{scheme}://127.0.0.1:{tls_port if scheme == 'wss' else port}/raw"
+            idle[name] = idle_tunnels(url, options.idle, [fresh])
+            fresh.terminate()
     finally:
         procs.stop()
     medians = {
@@ -199,8 +247,14 @@ def main() -> int:
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "users.json").write_text(json.dumps({"medians": medians, "runs": runs}, indent=1))
+    (out / "users.json").write_text(json.dumps({"medians": medians, "runs": runs, "idle": idle}, indent=1))
     print(table(medians))
+    print()
+    for name, held in idle.items():
+        print(
+            f"idle {name}: {held['held']:,} held, {held['failures']} failures,"
+            f" {held['kib_per_tunnel']:.1f} KiB per tunnel"
+        )
     return 0
 
 
@@ -218,11 +272,11 @@ def table(m: dict[str, dict[str, dict[str, float]]]) -> str:
     for name in m:
         mb = 1.048576  # MiB/s to MB/s
         bulk1 = m[name].get("bulk_1", {}).get("mib_per_s")
-        bulk8 = m[name]["bulk_8"]["mib_per_s"] * mb
+        bulk8 = m[name].get("bulk_8", {}).get("mib_per_s")
         lines.append(
             f"| {name} | {'—' if bulk1 is None else format(bulk1 * mb, ',.0f')}"
             f" | {cell(name, 'bulk_1', 'cpu_ms_per_mb', '.2f')}"
-            f" | {bulk8:,.0f} | {cell(name, 'bulk_8', 'cpu_ms_per_mb', '.2f')}"
+            f" | {'—' if bulk8 is None else format(bulk8 * mb, ',.0f')} | {cell(name, 'bulk_8', 'cpu_ms_per_mb', '.2f')}"
             f" | {cell(name, 'small_32', 'msgs_per_s', ',.0f')} | {cell(name, 'small_32', 'cpu_us_per_msg', '.1f')}"
             f" | {cell(name, 'small_1k', 'msgs_per_s', ',.0f')} | {cell(name, 'small_1k', 'cpu_us_per_msg', '.1f')}"
             f" | {cell(name, 'rtt_32', 'p50_us', ',.0f')} | {cell(name, 'rtt_32', 'cpu_us_per_rtt', ',.0f')}"
