@@ -53,9 +53,13 @@ $(FLOORS_STAMP): setup.cfg pyproject.toml tests/floors.txt Makefile
 floors: $(FLOORS_STAMP)
 	$(FLOORS)/bin/python -m pytest tests/unit -p no:cacheprovider
 
+# every figure of docs/benchmarks.md but the comparisons (make compare):
+# ARGS go to bench/run.py; --write-docs to each
 bench: $(STAMP)
 	bash bench/setup.sh
 	$(BIN)/python bench/run.py $(ARGS)
+	$(BIN)/python bench/users.py $(filter --write-docs,$(ARGS))
+	$(BIN)/python bench/adapters.py $(filter --write-docs,$(ARGS))
 
 # tunnelgw against tunnelgw: ARGS='--ablation' (each shortcut of
 # tunnelgw._compat against its public fallback) or ARGS='--ref REF'

@@ -15,6 +15,7 @@ second, and the gateway's CPU per message.  Rounds alternate each pair.
 from __future__ import annotations
 
 import argparse
+import datetime
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port, node_json  # noqa: E402
+from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port, node_json, write_section  # noqa: E402
 
 from tests.integration.prosody import DOMAIN, USERS, Prosody  # noqa: E402
 from tests.integration.rabbitmq import RabbitMQ  # noqa: E402
@@ -77,6 +78,7 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true", help="the table into docs/benchmarks.md")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tunnelgw-adapters-bench-"))
     broker = RabbitMQ(work / "rabbitmq")
@@ -124,15 +126,26 @@ def main() -> int:
         prosody.stop()
         broker.stop()
     rates = {name: statistics.median(r["msgs_per_s"] for r in results) for name, results in runs.items()}
-    print("| endpoint | messages/s (1 KiB, 4 connections) | gateway CPU µs/message |")
-    print("| --- | ---: | ---: |")
+    lines = [
+        f"Produced by `make bench` (`bench/adapters.py --seconds {options.seconds:g} --rounds"
+        f" {options.rounds}`) on {datetime.date.today().isoformat()}: medians of {options.rounds} rounds.",
+        "",
+        "| endpoint | messages/s (1 KiB, 4 connections) | gateway CPU µs/message |",
+        "| --- | ---: | ---: |",
+    ]
     for adapter, server in pairs.values():
         cpu = statistics.median(r["cpu_us_per_msg"] for r in runs[adapter])
-        print(f"| tunnelgw `{adapter.split()[0]}` adapter | {rates[adapter]:,.0f} | {cpu:.1f} |")
-        print(f"| {server} | {rates[server]:,.0f} | — |")
-    print()
+        lines.append(f"| tunnelgw `{adapter.split()[0]}` adapter | {rates[adapter]:,.0f} | {cpu:.1f} |")
+        lines.append(f"| {server} | {rates[server]:,.0f} | — |")
+    lines.append("")
     for adapter, server in pairs.values():
-        print(f"{adapter}: {rates[adapter] / rates[server]:.2f}× {server}")
+        lines.append(
+            f"- `{adapter.split()[0]}`: {rates[adapter] / rates[server]:.2f}× {server} (target ≥ 1.0×)"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if options.write_docs:
+        write_section("bench:adapters", text)
     return 0
 
 

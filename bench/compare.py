@@ -40,12 +40,10 @@ from run import (  # noqa: E402
     load,
     pinned,
     start_gateway,
+    write_section,
 )
 
 from tunnelgw._compat import ENVIRONMENT, SHORTCUTS  # noqa: E402
-
-BEGIN = "<!-- compare:{kind} -->"
-END = "<!-- /compare:{kind} -->"
 
 
 def worktree(ref: str) -> Path:
@@ -181,14 +179,7 @@ def markdown(results: dict[str, Any], options: argparse.Namespace) -> str:
 
 
 def write_docs(kind: str, text: str) -> None:
-    path = REPO / "docs" / "benchmarks.md"
-    doc = path.read_text()
-    begin, end = BEGIN.format(kind=kind), END.format(kind=kind)
-    if begin not in doc:
-        raise SystemExit(f"docs/benchmarks.md has no {begin} ... {end} section")
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+    write_section(f"compare:{kind}", text)
 
 
 def main() -> int:

@@ -751,6 +751,21 @@ def main() -> int:
 COMPARISONS = "\n## tunnelgw against tunnelgw\n"
 
 
+def write_section(marker: str, text: str) -> None:
+    """
+    Replace what docs/benchmarks.md holds between C{<!-- marker -->} and
+    C{<!-- /marker -->} by C{text}.
+    """
+    path = REPO / "docs" / "benchmarks.md"
+    doc = path.read_text()
+    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if begin not in doc:
+        raise SystemExit(f"docs/benchmarks.md has no {begin} ... {end} section")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
+
+
 def kept_comparisons(doc: str) -> str:
     """
     The section bench/compare.py writes, kept as it is when this script

@@ -20,6 +20,7 @@ Results: bench/results/users.json, and a markdown table on stdout.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -42,6 +43,7 @@ from run import (  # noqa: E402
     free_port,
     idle_tunnels,
     load,
+    write_section,
 )
 
 from tunnelgw._compat import ENVIRONMENT  # noqa: E402
@@ -122,6 +124,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle", type=int, default=5000, help="idle tunnels held, plain and TLS")
+    parser.add_argument("--write-docs", action="store_true", help="the tables into docs/benchmarks.md")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tunnelgw-users-bench-"))
     cert, key = certificate(work)
@@ -248,14 +251,120 @@ def main() -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "users.json").write_text(json.dumps({"medians": medians, "runs": runs, "idle": idle}, indent=1))
-    print(table(medians))
-    print()
-    for name, held in idle.items():
-        print(
-            f"idle {name}: {held['held']:,} held, {held['failures']} failures,"
-            f" {held['kib_per_tunnel']:.1f} KiB per tunnel"
-        )
+    text = (
+        f"Produced by `make bench` (`bench/users.py --seconds {options.seconds:g} --rounds {options.rounds}`)"
+        f" on {datetime.date.today().isoformat()}: medians of {options.rounds} rounds of"
+        f" {options.seconds:g} s; idle tunnels: {options.idle:,} on a fresh gateway each.\n\n"
+        + table(medians)
+        + "\n\n"
+        + targets(medians, idle)
+    )
+    print(text)
+    if options.write_docs:
+        write_section("bench:users", text)
     return 0
+
+
+def targets(m: dict[str, dict[str, dict[str, float]]], idle: dict[str, dict[str, Any]]) -> str:
+    """Each target the project set itself, and where this run stands."""
+
+    def get(name: str, key: str, field: str) -> float:
+        return m.get(name, {}).get(key, {}).get(field, float("nan"))
+
+    def ratio(a: str, b: str, key: str, field: str) -> str:
+        return f"{get(a, key, field) / get(b, key, field):.2f}×"
+
+    tls_writes = [
+        f"{get('tunnelgw_tls_public_writes', k, f) / get('tunnelgw_tls', k, f) - 1:+.0%}"
+        for k, f in (
+            ("bulk_1", "cpu_ms_per_mb"),
+            ("rtt_32", "cpu_us_per_rtt"),
+            ("small_1k", "cpu_us_per_msg"),
+        )
+    ]
+    rows = [
+        (
+            "gateway CPU per message, pipelined, 32 B",
+            "websockify",
+            "≤ 0.8×",
+            f"{ratio('tunnelgw', 'websockify', 'small_32', 'cpu_us_per_msg')};"
+            f" TLS {ratio('tunnelgw_tls', 'websockify_tls', 'small_32', 'cpu_us_per_msg')}",
+        ),
+        (
+            "gateway CPU per message, pipelined, 1 KiB",
+            "websockify",
+            "≤ 0.8×",
+            f"{ratio('tunnelgw', 'websockify', 'small_1k', 'cpu_us_per_msg')};"
+            f" TLS {ratio('tunnelgw_tls', 'websockify_tls', 'small_1k', 'cpu_us_per_msg')}",
+        ),
+        (
+            "gateway CPU per round trip, 32 B",
+            "websockify",
+            "≤ 0.8×",
+            f"{ratio('tunnelgw', 'websockify', 'rtt_32', 'cpu_us_per_rtt')};"
+            f" TLS {ratio('tunnelgw_tls', 'websockify_tls', 'rtt_32', 'cpu_us_per_rtt')};"
+            f" the floor {ratio('twisted_tcp_proxy', 'websockify', 'rtt_32', 'cpu_us_per_rtt')}",
+        ),
+        (
+            "gateway CPU per MB, bulk, 1 / 8 connections",
+            "Twisted TCP proxy",
+            "≤ 1.1×",
+            f"{ratio('tunnelgw', 'twisted_tcp_proxy', 'bulk_1', 'cpu_ms_per_mb')} /"
+            f" {ratio('tunnelgw', 'twisted_tcp_proxy', 'bulk_8', 'cpu_ms_per_mb')}; TLS"
+            f" {ratio('tunnelgw_tls', 'twisted_tcp_proxy_tls', 'bulk_1', 'cpu_ms_per_mb')} /"
+            f" {ratio('tunnelgw_tls', 'twisted_tcp_proxy_tls', 'bulk_8', 'cpu_ms_per_mb')}",
+        ),
+        (
+            "throughput over TLS, 1 / 8 connections",
+            "websockify over TLS",
+            "≥ 2×",
+            f"{ratio('tunnelgw_tls', 'websockify_tls', 'bulk_1', 'mib_per_s')} /"
+            f" {ratio('tunnelgw_tls', 'websockify_tls', 'bulk_8', 'mib_per_s')}",
+        ),
+        (
+            "full TLS handshakes, 100 at once",
+            "websockify over TLS",
+            "≥ 10×",
+            f"{ratio('tunnelgw_tls', 'websockify_tls', 'handshakes_100', 'per_s')},"
+            f" p99 {get('tunnelgw_tls', 'handshakes_100', 'p99_ms'):.0f} ms",
+        ),
+        (
+            "idle TLS tunnel",
+            "",
+            "≤ 24 KiB",
+            f"{idle['tunnelgw_tls']['kib_per_tunnel']:.1f} KiB (plain: {idle['tunnelgw']['kib_per_tunnel']:.1f} KiB)",
+        ),
+        (
+            "handshakes, 100 at once",
+            "websockify",
+            "≥ 16×, p99 < 150 ms",
+            f"{ratio('tunnelgw', 'websockify', 'handshakes_100', 'per_s')},"
+            f" p99 {get('tunnelgw', 'handshakes_100', 'p99_ms'):.0f} ms",
+        ),
+        (
+            "2 workers' CPU per MB (8 connections) / per handshake",
+            "1 worker",
+            "≤ 1.1×",
+            f"{ratio('tunnelgw_2_workers', 'tunnelgw_1_worker', 'bulk_8', 'cpu_ms_per_mb')} /"
+            f" {ratio('tunnelgw_2_workers', 'tunnelgw_1_worker', 'handshakes_100', 'cpu_us_per_handshake')}",
+        ),
+        (
+            "8-connection throughput, 2 workers",
+            "websockify",
+            "≥ 2.5×",
+            f"{ratio('tunnelgw_2_workers', 'websockify', 'bulk_8', 'mib_per_s')}"
+            f" (1 worker {ratio('tunnelgw_1_worker', 'websockify', 'bulk_8', 'mib_per_s')})",
+        ),
+        (
+            "`tls_writes` off: CPU per MB / per round trip / per 1 KiB message",
+            "shortcut on",
+            "≥ +3%",
+            " / ".join(tls_writes),
+        ),
+    ]
+    lines = ["| measure | tunnelgw against | target | this run |", "| --- | --- | ---: | ---: |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
 
 
 def table(m: dict[str, dict[str, dict[str, float]]]) -> str:

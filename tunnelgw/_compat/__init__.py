@@ -14,8 +14,9 @@ Two kinds of entry:
     and each can be switched off: C{TUNNELGW_PUBLIC_API=name,name} (or
     C{all}) in the gateway's environment makes it use that public API
     instead.  C{bench/compare.py --ablation} measures every shortcut
-    against its fallback in one run (docs/benchmarks.md, "Ablation"); one
-    that saves under 3% on its bench is removed.
+    against its fallback in one run (docs/benchmarks.md, "Ablation";
+    C{tls_writes}, which only TLS shows, in C{bench/users.py}); one that
+    saves under 3% on its bench is removed.
   - B{fixes}: behaviour the public API does not offer (a bound, nothing
     lost).  They are not switched off: the gateway's invariants rest on
     them.
