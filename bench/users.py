@@ -257,7 +257,7 @@ def main() -> int:
         f" {options.seconds:g} s; idle tunnels: {options.idle:,} on a fresh gateway each.\n\n"
         + table(medians)
         + "\n\n"
-        + targets(medians, idle)
+        + target_table(medians, idle)
     )
     print(text)
     if options.write_docs:
@@ -265,7 +265,7 @@ def main() -> int:
     return 0
 
 
-def targets(m: dict[str, dict[str, dict[str, float]]], idle: dict[str, dict[str, Any]]) -> str:
+def target_table(m: dict[str, dict[str, dict[str, float]]], idle: dict[str, dict[str, Any]]) -> str:
     """Each target the project set itself, and where this run stands."""
 
     def get(name: str, key: str, field: str) -> float:
