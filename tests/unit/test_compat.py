@@ -35,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 
 import tunnelgw._compat as compat
-from tunnelgw._compat.autobahn import LAZY_NAMES, class_options
+from tunnelgw._compat.autobahn import LAZY_NAMES, SMALL_FRAME, SmallMasker, class_options
 from tunnelgw._compat.twisted import (
     BoundedExpatStream,
     QuietEPollReactor,
@@ -403,6 +403,29 @@ class AutobahnInternalsTests(SynchronousTestCase):
         self.assertEqual(Loud.formatted, 0)
         self.assertEqual(str(value), "loud")
         self.assertEqual(Loud.formatted, 1)
+
+    def test_frames_are_unmasked_by_the_factory_the_shortcut_replaces(self) -> None:
+        """
+        autobahn reads C{create_xor_masker} from its protocol module for
+        every masked frame it parses; the shortcut's masker unmasks as
+        NVX's does, a payload in one piece or in many.
+        """
+        import os
+
+        from autobahn.nvx._xormasker import create_xor_masker as nvx_masker
+
+        self.assertIn("self.current_frame_masker = create_xor_masker(", inspect.getsource(autobahn_protocol))
+        factory = autobahn_protocol.create_xor_masker
+        self.assertTrue(getattr(factory, "small_masks", False))  # installed with the server leg
+        self.assertIsInstance(factory(b"abcd", SMALL_FRAME - 1), SmallMasker)
+        self.assertNotIsInstance(factory(b"abcd", SMALL_FRAME), SmallMasker)
+        for size in (1, 3, 4, 5, 32, 125, 1000, SMALL_FRAME - 1):
+            mask, data = os.urandom(4), os.urandom(size)
+            cuts = sorted({0, size, *(int.from_bytes(os.urandom(2), "big") % size for _ in range(3))})
+            ours, theirs = SmallMasker(mask), nvx_masker(mask, size)
+            pieces = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+            self.assertEqual(b"".join(ours.process(p) for p in pieces), theirs.process(data))
+            self.assertEqual(ours.pointer(), size)
 
     def test_the_leftovers_and_the_send_queue(self) -> None:
         protocol = WebSocketServerProtocol()

@@ -62,6 +62,12 @@ SHORTCUTS: dict[str, str] = {
         " and thread ids, TLS channel binding; its connectionMade without"
         " them: _connectionMade); public: connectionMade"
     ),
+    "small_masks": (
+        "autobahn: a frame under 2 KiB unmasked in Python (two integers"
+        " XORed) rather than by an NVX masker made for it"
+        " (autobahn.websocket.protocol's create_xor_masker);"
+        " public: autobahn's masker"
+    ),
     "class_options": (
         "autobahn: a service's options on its protocol class, not copied"
         " per connection (CONFIG_ATTRS); public: the factory's copy"
