@@ -35,7 +35,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 
 import tunnelgw._compat as compat
-from tunnelgw._compat.autobahn import LAZY_NAMES, SMALL_FRAME, SmallMasker, class_options
+from tunnelgw._compat.autobahn import LAZY_NAMES, class_options
+from tunnelgw._compat.payloads import SMALL_FRAME, SmallMasker, TextValidator
 from tunnelgw._compat.twisted import (
     BoundedExpatStream,
     QuietEPollReactor,
@@ -426,6 +427,41 @@ class AutobahnInternalsTests(SynchronousTestCase):
             pieces = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
             self.assertEqual(b"".join(ours.process(p) for p in pieces), theirs.process(data))
             self.assertEqual(ours.pointer(), size)
+
+    def test_text_is_validated_by_the_class_the_shortcut_replaces(self) -> None:
+        """
+        autobahn makes its UTF-8 validators from the C{Utf8Validator} of
+        its protocol module; the shortcut's answers as NVX's does, piece
+        by piece: valid so far, ends on a code point.
+        """
+        import random
+
+        from autobahn.nvx._utf8validator import Utf8Validator as NvxValidator
+
+        source = inspect.getsource(autobahn_protocol)
+        self.assertIn("self.utf8validator = Utf8Validator()", source)
+        self.assertIn("self.utf8validator.validate(payload)", source)
+        self.assertIs(autobahn_protocol.Utf8Validator, TextValidator)  # installed with the server leg
+        rng = random.Random(6455)
+        texts = ["ascii only", "é日本語🎉", "a\u0000b", "\U0010ffff"]
+        # bytes that are no UTF-8: surrogates, overlong forms, past U+10FFFF, lone bytes
+        bad = [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xff", b"\x80", b"\xe0\x80\xaf"]
+        for _ in range(400):
+            data = b"".join(
+                rng.choice(texts).encode() if rng.random() < 0.8 else rng.choice(bad)
+                for _ in range(rng.randint(1, 5))
+            )
+            cuts = sorted({0, len(data), *(rng.randrange(len(data) + 1) for _ in range(3))})
+            ours, theirs = TextValidator(), NvxValidator()
+            for a, b in zip(cuts, cuts[1:], strict=False):
+                mine, nvx = ours.validate(data[a:b]), theirs.validate(data[a:b])
+                self.assertEqual(mine[:2], nvx[:2], (data, a, b))
+                if not nvx[0]:
+                    # where: the bad sequence's start, NVX's its bad byte
+                    self.assertIn(nvx[3] - mine[3], range(4), (data, a, b))
+                    break
+        ours.reset()
+        self.assertEqual(ours.validate(b"ok"), (True, True, 2, 2))
 
     def test_the_leftovers_and_the_send_queue(self) -> None:
         protocol = WebSocketServerProtocol()

@@ -68,6 +68,12 @@ SHORTCUTS: dict[str, str] = {
         " (autobahn.websocket.protocol's create_xor_masker);"
         " public: autobahn's masker"
     ),
+    "utf8_text": (
+        "autobahn: text checked as UTF-8 by CPython's incremental decoder"
+        " rather than NVX's byte-by-byte validator"
+        " (autobahn.websocket.protocol's Utf8Validator);"
+        " public: autobahn's validator"
+    ),
     "class_options": (
         "autobahn: a service's options on its protocol class, not copied"
         " per connection (CONFIG_ATTRS); public: the factory's copy"

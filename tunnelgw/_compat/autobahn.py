@@ -10,7 +10,7 @@ off):
   - C{transport_details}: L{ServerInternals.connectionMade}.
   - C{quiet_io}: L{LegInternals.dataReceived}, L{LegInternals.onMessageEnd}.
   - C{lean_tunnels}: L{ServerInternals.forget_handshake}, L{NO_SEND_QUEUE}.
-  - C{small_masks}: L{install_small_masks}.
+  - C{small_masks}, C{utf8_text}: in L{tunnelgw._compat.payloads}.
 
 Fixes:
   - L{LegInternals.fail_too_big}: after a C{1009}, nothing more from the
@@ -36,9 +36,6 @@ from tunnelgw._compat import enabled
 
 __all__ = [
     "install_lazy_debug",
-    "install_small_masks",
-    "SmallMasker",
-    "SMALL_FRAME",
     "class_options",
     "LegInternals",
     "ServerInternals",
@@ -93,66 +90,6 @@ def install_lazy_debug() -> None:
         function = getattr(module, name)
         if not isinstance(function, functools.partial):
             setattr(module, name, functools.partial(_Lazy, function))
-
-
-# -- shortcut "small_masks" -----------------------------------------------------
-
-SMALL_FRAME = 2048
-"""Frames shorter than this (bytes) are unmasked by L{SmallMasker}."""
-
-
-class SmallMasker:
-    """
-    autobahn's frame masker (C{pointer}, C{reset}, C{process}) for a short
-    frame: the payload and the repeated key XORed as two integers, three
-    calls into C.  NVX's masker makes a C object per frame (allocated,
-    tied to the collector, configured) and copies the payload in and
-    out: for a 32-byte frame that is five times the work.
-    """
-
-    __slots__ = ("_mask", "_ptr")
-
-    def __init__(self, mask: bytes) -> None:
-        self._mask = bytes(mask)
-        self._ptr = 0
-
-    def pointer(self) -> int:
-        return self._ptr
-
-    def reset(self) -> None:
-        self._ptr = 0
-
-    def process(self, data: bytes) -> bytes:
-        size = len(data)
-        mask = self._mask
-        shift = self._ptr & 3  # a frame's payload may come in pieces
-        if shift:
-            mask = mask[shift:] + mask[:shift]
-        self._ptr += size
-        key = (mask * ((size >> 2) + 1))[:size]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
-
-
-def install_small_masks() -> None:
-    """
-    autobahn makes a masker per masked frame with C{create_xor_masker}
-    (read from its protocol module's globals): frames shorter than
-    L{SMALL_FRAME} get a L{SmallMasker}, longer ones autobahn's own.
-    Idempotent.
-    """
-    if not enabled("small_masks"):
-        return
-    own: Callable[..., Any] = _autobahn_protocol.create_xor_masker
-    if getattr(own, "small_masks", False):
-        return
-
-    def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
-        if length is not None and length < SMALL_FRAME:
-            return SmallMasker(mask)
-        return own(mask, length)
-
-    create_xor_masker.small_masks = True  # type: ignore[attr-defined]
-    _autobahn_protocol.create_xor_masker = create_xor_masker
 
 
 # -- shortcut "class_options" ---------------------------------------------------

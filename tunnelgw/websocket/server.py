@@ -16,12 +16,8 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from tunnelgw._compat.autobahn import (
-    ServerInternals,
-    class_options,
-    install_lazy_debug,
-    install_small_masks,
-)
+from tunnelgw._compat.autobahn import ServerInternals, class_options, install_lazy_debug
+from tunnelgw._compat.payloads import install_small_masks, install_text_validator
 from tunnelgw._compat.txaio import TIMER_GRANULARITY, autobahn_seconds
 from tunnelgw._compat.writes import close_now
 from tunnelgw.admission.request import Admission
@@ -71,7 +67,8 @@ def start_tunnel(
 
 
 install_lazy_debug()  # shortcut lazy_debug (tunnelgw._compat.autobahn)
-install_small_masks()  # shortcut small_masks (tunnelgw._compat.autobahn)
+install_small_masks()  # shortcut small_masks (tunnelgw._compat.payloads)
+install_text_validator()  # shortcut utf8_text (tunnelgw._compat.payloads)
 
 
 class TunnelWebSocket(ServerInternals, WebSocketLeg, WebSocketServerProtocol):  # type: ignore[misc]
