@@ -174,6 +174,30 @@ class SiteTests(_SiteCase):
         self.assertEqual(len(self.site.registry), 1)
         self.assertEqual(self.site.limiter.total, 1)  # the lease went with the tunnel
 
+    def test_text_that_cannot_be_utf8_closes_1007_at_once(self) -> None:
+        """
+        RFC 6455 8.1: a text message that is no UTF-8 fails the connection
+        with 1007, at the frame that makes it so, not at the message's end.
+        """
+        for first, second in ((b"ok \xed", b"\xa0\x80"), (b"ok \xf4", b"\x90"), (b"ok \xc3", b"\x28")):
+            channel, transport = self.upgrade("/echo")
+            transport.clear()
+            ws = transport.protocol
+            ws.dataReceived(client_frame(0x1, first, fin=False))
+            self.assertEqual(transport.value(), b"")
+            ws.dataReceived(client_frame(0x0, second, fin=False))
+            ((opcode, payload),) = server_frames(transport.value())
+            self.assertEqual((opcode, struct.unpack("!H", payload[:2])[0]), (0x8, 1007), (first, second))
+
+    def test_a_code_point_cut_between_frames_is_text(self) -> None:
+        channel, transport = self.upgrade("/echo")
+        transport.clear()
+        ws = transport.protocol
+        ws.dataReceived(
+            client_frame(0x1, "h\u00e9".encode()[:2], fin=False) + client_frame(0x0, b"\xa9", fin=True)
+        )
+        self.assertEqual(server_frames(transport.value()), [(0x1, "h\u00e9".encode())])
+
     def test_max_fragments_frames_make_a_message_one_more_closes_1009(self) -> None:
         """
         limits.max_fragments (1024 by default): a message may come in that
