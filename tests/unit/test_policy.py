@@ -52,6 +52,24 @@ def test_rules(roles: list[str], action: str, resource: str, allowed: bool) -> N
     assert policy().permits(Subject.of("u", roles), "svc", action, resource) is allowed
 
 
+def test_decisions_are_remembered_by_roles_action_resource_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tunnelgw.security.policy as module
+
+    p = policy()
+    trader, ops = Subject.of("a", roles=["traders"]), Subject.of("b", roles=["ops"])
+    for _ in range(2):  # the second time, from memory: the same answers
+        assert p.permits(trader, "s", "send", "/topic/public.x")
+        assert not p.permits(ops, "s", "send", "/topic/public.x")
+        assert p.permits(ops, "s", "send", "/queue/a")
+        assert not p.permits(trader, "s", "send", "/queue/a")
+    monkeypatch.setattr(module, "DECISIONS_KEPT", 3)
+    for i in range(10):
+        assert p.permits(ops, "s", "ack", f"/queue/{i}")
+        assert len(p._decided) <= 3
+
+
 def test_interfaces() -> None:
     assert verifyObject(IPolicyFactory, RulesPolicyFactory())
     assert verifyObject(IAuthorizationPolicy, policy())

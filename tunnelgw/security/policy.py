@@ -36,20 +36,42 @@ class Rule:
     resources: tuple[str, ...]
 
     def allows(self, subject: Subject, action: str, resource: str) -> bool:
-        if "*" not in self.roles and not (self.roles & subject.roles):
+        return self.allows_roles(subject.roles, action, resource)
+
+    def allows_roles(self, roles: frozenset[str], action: str, resource: str) -> bool:
+        if "*" not in self.roles and not (self.roles & roles):
             return False
         if "*" not in self.actions and action not in self.actions:
             return False
         return any(fnmatchcase(resource, pattern) for pattern in self.resources)
 
 
+DECISIONS_KEPT = 4096
+"""The decisions a rules policy remembers (roles, action, resource); then it starts over."""
+
+
 @implementer(IAuthorizationPolicy)
 class RulesPolicy:
+    """
+    The rules, and the decisions they made: a STOMP tunnel asks once a
+    message, mostly about the same few destinations, and the answer
+    depends on the roles, the action and the resource only (the rules
+    never change: a reload makes a new policy).
+    """
+
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
+        self._decided: dict[tuple[frozenset[str], str, str], bool] = {}
 
     def permits(self, subject: Subject, service: str, action: str, resource: str) -> bool:
-        return any(rule.allows(subject, action, resource) for rule in self.rules)
+        key = (subject.roles, action, resource)
+        decided = self._decided.get(key)
+        if decided is None:
+            decided = any(rule.allows_roles(key[0], action, resource) for rule in self.rules)
+            if len(self._decided) >= DECISIONS_KEPT:
+                self._decided.clear()
+            self._decided[key] = decided
+        return decided
 
 
 @implementer(IPolicyFactory)
