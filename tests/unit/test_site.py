@@ -710,7 +710,7 @@ class TLSReadBatcherTests(SynchronousTestCase):
         from twisted.internet.interfaces import IHalfCloseableProtocol
         from zope.interface import directlyProvides
 
-        from tunnelgw.websocket.tls_reads import TLSReadBatcher
+        from tunnelgw.websocket.tls_reads import HalfCloseableBatcher, TLSReadBatcher
 
         delivered: list[bytes] = []
 
@@ -741,7 +741,8 @@ class TLSReadBatcherTests(SynchronousTestCase):
 
         tls = TLS()
         directlyProvides(tls, IHalfCloseableProtocol)
-        batcher = TLSReadBatcher(tls, leg)  # type: ignore[arg-type]
+        batcher = HalfCloseableBatcher(tls, leg)  # type: ignore[arg-type]
+        self.assertFalse(IHalfCloseableProtocol.providedBy(TLSReadBatcher(tls, leg)))  # type: ignore[arg-type]
         batcher.dataReceived(b"abcd")
         self.assertEqual(delivered, [b"abcd"])
         self.assertTrue(IHalfCloseableProtocol.providedBy(batcher))
