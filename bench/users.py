@@ -140,36 +140,25 @@ def main() -> int:
         gateway = procs.start(
             [*twistd, "tunnelgw", "--config", str(config)], ports["gw"], GATEWAY_CPUS, cwd=work
         )
-        # two worker processes on one reuseport: port (tunnelgw workers),
-        # not pinned: the kernel spreads them and the load over both cores
-        workers_config = work / "workers.toml"
-        ports["workers"], ports["workers_tls"] = free_port(), free_port()
-        workers_config.write_text(
-            gateway_config(ports["workers"], ports["workers_tls"], echo, cert, key, "reuseport").replace(
-                f'endpoint = "tcp:{ports["workers_tls"]}', f'endpoint = "reuseport:{ports["workers_tls"]}'
+        # one and two worker processes on one reuseport: port each (tunnelgw
+        # workers), not pinned: the kernel spreads them and the load over both cores
+        workers: dict[int, subprocess.Popen[bytes]] = {}
+        for count, name in ((2, "workers"), (1, "one")):
+            port, tls_port = ports[name], ports[f"{name}_tls"] = free_port(), free_port()
+            path = work / f"{name}.toml"
+            path.write_text(
+                gateway_config(port, tls_port, echo, cert, key, "reuseport").replace(
+                    f'endpoint = "tcp:{tls_port}', f'endpoint = "reuseport:{tls_port}'
+                )
             )
-        )
-        two = procs.start(
-            [str(BIN / "tunnelgw"), "workers", "--count", "2", "--config", str(workers_config)]
-            + ["--logger", "tunnelgw.logs.json_observer"],
-            ports["workers"],
-            None,
-            cwd=work,
-        )
-        one_config = work / "one.toml"
-        ports["one"], ports["one_tls"] = free_port(), free_port()
-        one_config.write_text(
-            gateway_config(ports["one"], ports["one_tls"], echo, cert, key, "reuseport").replace(
-                f'endpoint = "tcp:{ports["one_tls"]}', f'endpoint = "reuseport:{ports["one_tls"]}'
+            workers[count] = procs.start(
+                [str(BIN / "tunnelgw"), "workers", "--count", str(count), "--config", str(path)]
+                + ["--logger", "tunnelgw.logs.json_observer"],
+                port,
+                None,
+                cwd=work,
             )
-        )
-        one = procs.start(
-            [str(BIN / "tunnelgw"), "workers", "--count", "1", "--config", str(one_config)]
-            + ["--logger", "tunnelgw.logs.json_observer"],
-            ports["one"],
-            None,
-            cwd=work,
-        )
+        two, one = workers[2], workers[1]
         # the same gateway, its TLS writes through Twisted's TLS layer's own write
         public_config = work / "public.toml"
         ports["public"], ports["public_tls"] = free_port(), free_port()
