@@ -96,36 +96,39 @@ class TextValidator:
     on CPython's incremental UTF-8 decoder, which is strict as RFC 6455
     asks (no surrogates, no overlong forms, nothing past U+10FFFF) and,
     with the one check it defers added, fails at the first byte that
-    cannot begin or continue a code point, as NVX's does.  NVX's goes byte by byte (37 us for 16 KiB of text);
-    the decoder takes ASCII a word at a time (2.4 us).
+    cannot begin or continue a code point, as NVX's does.  NVX's goes
+    byte by byte (37 us for 16 KiB of text); the decoder takes ASCII a
+    word at a time (2.4 us).
     """
 
-    __slots__ = ("_decoder", "_total")
+    __slots__ = ("_decoder", "_total", "_held")
 
     def __init__(self) -> None:
         self._decoder = _UTF8()
-        self._total = 0
+        self.reset()
 
     def reset(self) -> None:
         self._decoder.reset()
-        self._total = 0
+        self._total = 0  # bytes of the message so far
+        self._held = 0  # of them, the start of a code point the decoder holds
 
     def validate(self, data: bytes) -> tuple[bool, bool, int, int]:
-        held = len(self._decoder.getstate()[0])  # the start of a code point, from the last piece
+        start = self._total  # this piece's place in the message
         try:
             self._decoder.decode(data)
         except UnicodeDecodeError as e:
             # where the bad sequence starts (NVX names its bad byte: the
             # same, or up to three bytes on)
-            where = self._total - held + e.start
-            return False, False, max(0, e.start - held), where
-        self._total += len(data)
+            where = start - self._held + e.start
+            return False, False, max(0, where - start), where
+        self._total = start + len(data)
         pending = self._decoder.getstate()[0]
-        if len(pending) >= 2 and pending[0] == 0xED and pending[1] > 0x9F:
+        self._held = len(pending)
+        if self._held >= 2 and pending[0] == 0xED and pending[1] > 0x9F:
             # a surrogate (U+D800 to U+DFFF): the decoder waits for its
             # third byte to say so, NVX does not
-            where = self._total - len(pending)
-            return False, False, max(0, where - (self._total - len(data))), where
+            where = self._total - self._held
+            return False, False, max(0, where - start), where
         return True, not pending, len(data), self._total
 
 
