@@ -249,15 +249,16 @@ def encrypt(tls: Any, data: bytes) -> bytes | None:
         return None
     view = memoryview(data)
     total, done = len(data), 0
+    room = total + _OVERHEAD * (total // _RECORD + 1)  # every record's, in one read
     try:
         while done < total:
             done += connection.send(view[done:])  # a record at a time (partial writes)
     except WantReadError:
-        tcp.write(_drain(connection, total + _OVERHEAD))
+        tcp.write(_drain(connection, room))
         tls._bufferedWrite(bytes(view[done:]))
         return b""
     except Error:
-        tcp.write(_drain(connection, total + _OVERHEAD))
+        tcp.write(_drain(connection, room))
         tls._tlsShutdownFinished(Failure())
         return b""
-    return _drain(connection, total + _OVERHEAD * (total // _RECORD + 1))
+    return _drain(connection, room)
