@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 import tests.unit.test_rfb_adapter as rfb_tests
 import tests.unit.test_site as site_tests
 import tests.unit.test_xmpp_adapter as xmpp_tests
-from tunnelgw.adapters.stomp.frames import CLIENT_COMMANDS, FrameError, Limits, Parser
+from tunnelgw.adapters.stomp.frames import CLIENT_COMMANDS, FrameError, Limits
+from tunnelgw.adapters.stomp.parser import Parser
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1014}

@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.adapters.stomp.adapter import StompOptions
 from tunnelgw.adapters.stomp.factory import StompAdapterFactory
-from tunnelgw.adapters.stomp.frames import HEARTBEAT, SERVER_COMMANDS, Frame, Parser, serialize
+from tunnelgw.adapters.stomp.frames import HEARTBEAT, SERVER_COMMANDS, Frame, serialize
+from tunnelgw.adapters.stomp.parser import Parser
 from tunnelgw.config.loader import loads
 from tunnelgw.config.model import ServiceConfig
 from tunnelgw.config.values import ConfigError

@@ -46,9 +46,9 @@ from tunnelgw.adapters.stomp.frames import (
     Frame,
     FrameError,
     Limits,
-    Parser,
     serialize,
 )
+from tunnelgw.adapters.stomp.parser import Parser
 from tunnelgw.interfaces import IAdapter, ITunnel
 from tunnelgw.logs import Logger
 
@@ -61,6 +61,10 @@ PROTOCOL_ERROR = 1002
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 BAD_GATEWAY = 1014
+
+# broker frames read in full: CONNECTED fixes the version, ERROR is logged;
+# the rest (MESSAGE, RECEIPT) are only checked on their way to the client
+_INSPECTED = frozenset({"CONNECTED", "ERROR"})
 
 
 @dataclass(frozen=True)
@@ -290,32 +294,27 @@ class StompAdapter:
     def backend_data(self, data: bytes) -> None:
         if self._state is _State.FAILED:
             return
-        out = bytearray()
-        try:
-            for item, raw in self._broker.feed_spans(data):
-                if isinstance(item, Frame):
-                    self._broker_frame(item)
-                out += raw
-        except FrameError as e:
-            if out:
-                self._send_client(bytes(out))
-            self._state = _State.FAILED
-            reason = f"the broker sent a bad frame: {e.reason}"
-            self.log.warn(
-                "tunnel {conn_id}: {reason}",
-                event="stomp_backend_error",
-                conn_id=self._tunnel.conn_id,
-                reason=reason,
-            )
-            body = reason.encode()
-            error = Frame(
-                "ERROR", [("message", "bad frame from the broker"), ("content-length", str(len(body)))], body
-            )
-            self._send_client(serialize(error, self._version))
-            self._tunnel.fail(BAD_GATEWAY, reason)
+        whole, frames, error = self._broker.relay(data, _INSPECTED)
+        for frame in frames:
+            self._broker_frame(frame)
+        if whole:
+            self._send_client(whole)
+        if error is None:
             return
-        if out:
-            self._send_client(bytes(out))
+        self._state = _State.FAILED
+        reason = f"the broker sent a bad frame: {error.reason}"
+        self.log.warn(
+            "tunnel {conn_id}: {reason}",
+            event="stomp_backend_error",
+            conn_id=self._tunnel.conn_id,
+            reason=reason,
+        )
+        body = reason.encode()
+        bad = Frame(
+            "ERROR", [("message", "bad frame from the broker"), ("content-length", str(len(body)))], body
+        )
+        self._send_client(serialize(bad, self._version))
+        self._tunnel.fail(BAD_GATEWAY, reason)
 
     def _broker_frame(self, frame: Frame) -> None:
         if frame.command == "CONNECTED":
@@ -334,6 +333,9 @@ class StompAdapter:
     def _send_client(self, data: bytes) -> None:
         if self._options.message_type == "binary":
             self._tunnel.send_client(data, True)
+            return
+        if data.isascii():
+            self._tunnel.send_client(data, False)
             return
         try:
             data.decode("utf-8")

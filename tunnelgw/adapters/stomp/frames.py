@@ -1,12 +1,6 @@
 """
-STOMP frames (1.0, 1.1, 1.2): an incremental, bounded parser and a
-serializer.
-
-The parser takes bytes cut anywhere (a frame split across WebSocket
-messages, several frames in one) and yields whole frames and heart-beats.
-Every size is bounded: the command and header lines, the number of
-headers, the body.  Anything malformed raises L{FrameError} with a reason
-fit for a STOMP C{ERROR} frame's C{message} header.
+STOMP frames (1.0, 1.1, 1.2): what a frame is, its limits and its
+serializer (the parser is L{tunnelgw.adapters.stomp.parser}).
 
 Header escaping follows the version: 1.2 and 1.1 escape C{\\n}, C{\\c} (colon)
 and C{\\\\} (1.2 also C{\\r}); 1.0 has no escaping; CONNECT and CONNECTED
@@ -15,7 +9,6 @@ frames are never escaped (the version is not yet agreed when they pass).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -25,8 +18,9 @@ __all__ = [
     "FrameError",
     "HEARTBEAT",
     "Limits",
-    "Parser",
+    "NUL_IN_HEAD",
     "serialize",
+    "unescape",
 ]
 
 CLIENT_COMMANDS = frozenset(
@@ -117,7 +111,8 @@ _UNESCAPES_12 = {"\\": "\\", "n": "\n", "c": ":", "r": "\r"}
 _UNESCAPES_11 = {"\\": "\\", "n": "\n", "c": ":"}
 
 
-def _unescape(text: str, version: str) -> str:
+def unescape(text: str, version: str) -> str:
+    """C{text} of a header read in C{version}, its escapes undone."""
     if version == "1.0" or "\\" not in text:
         return text
     table = _UNESCAPES_12 if version == "1.2" else _UNESCAPES_11
@@ -134,7 +129,7 @@ def _unescape(text: str, version: str) -> str:
     return "".join(out)
 
 
-_NUL_IN_HEAD = "a NUL byte in the frame's command or headers"
+NUL_IN_HEAD = "a NUL byte in the frame's command or headers"
 
 
 def serialize(frame: Frame, version: str = "1.2") -> bytes:
@@ -144,152 +139,27 @@ def serialize(frame: Frame, version: str = "1.2") -> bytes:
     """
     escaped = frame.command not in UNESCAPED_COMMANDS
     table = None if not escaped or version == "1.0" else _ESCAPE_12 if version == "1.2" else _ESCAPE_11
-    lines = [frame.command]
-    has_length = False
-    for key, value in frame.headers:
-        if key == "content-length":
-            has_length = True
-        if table is not None:
-            lines.append(f"{key.translate(table)}:{value.translate(table)}")
-            continue
-        if not escaped and ("\n" in key or "\n" in value or ":" in key):
-            raise FrameError(f"{frame.command} headers cannot carry a newline or a colon in a name")
-        lines.append(f"{key}:{value}")
-    head = "\n".join(lines)
+    headers = frame.headers
+    lines = [f"{key}:{value}" for key, value in headers]
+    if not escaped:
+        for key, value in headers:
+            if "\n" in key or "\n" in value or ":" in key:
+                raise FrameError(f"{frame.command} headers cannot carry a newline or a colon in a name")
+    elif table is not None:
+        text = "\n".join(lines)
+        # the usual frame has nothing to escape: a colon a line, no newline
+        # in a name or value, no backslash, no CR (translate is then the
+        # identity, and a slow one)
+        if (
+            text.count(":") != len(lines)
+            or text.count("\n") != len(lines) - 1
+            or "\\" in text
+            or "\r" in text
+        ):
+            lines = [f"{key.translate(table)}:{value.translate(table)}" for key, value in headers]
+    head = "\n".join([frame.command, *lines])
     if "\x00" in head:  # escaping leaves a NUL as it is
-        raise FrameError(_NUL_IN_HEAD)
-    if b"\x00" in frame.body and not has_length:
+        raise FrameError(NUL_IN_HEAD)
+    if b"\x00" in frame.body and all(key != "content-length" for key, _ in headers):
         head += f"\ncontent-length:{len(frame.body)}"
     return (head + "\n\n").encode("utf-8") + frame.body + b"\x00"
-
-
-class Parser:
-    """
-    Feed bytes, get frames.  C{version} (set once CONNECTED has fixed it)
-    decides header unescaping; C{commands} are those this side accepts.
-    """
-
-    def __init__(
-        self, commands: frozenset[str] = CLIENT_COMMANDS, limits: Limits | None = None, version: str = "1.2"
-    ) -> None:
-        self.commands = commands
-        self.limits = limits or Limits()
-        self.version = version
-        self._buffer = bytearray()
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def feed(self, data: bytes) -> Iterator[Frame | object]:
-        """
-        Add C{data}; yield every complete frame (or L{HEARTBEAT}) it finishes.
-
-        @raise FrameError: malformed or oversized input; the parser must not
-            be fed again.
-        """
-        self._buffer += data
-        while True:
-            item = self._next()
-            if item is None:
-                return
-            del self._buffer[: item[1]]
-            yield item[0]
-
-    def feed_spans(self, data: bytes) -> Iterator[tuple[Frame | object, bytes]]:
-        """
-        As L{feed}, with the exact bytes of each frame or heart-beat, for a
-        relay that forwards what it inspected unchanged.
-        """
-        self._buffer += data
-        while True:
-            item = self._next()
-            if item is None:
-                return
-            raw = bytes(self._buffer[: item[1]])
-            del self._buffer[: item[1]]
-            yield item[0], raw
-
-    def _next(self) -> tuple[Frame | object, int] | None:
-        """
-        The next frame or heart-beat at the start of the buffer and its
-        length in bytes (the caller removes them), or C{None} for "not yet".
-        """
-        buf = self._buffer
-        # heart-beats: EOLs between frames
-        if buf[:1] == b"\n":
-            return HEARTBEAT, 1
-        if buf[:2] == b"\r\n":
-            return HEARTBEAT, 2
-        if buf[:1] == b"\r" and len(buf) == 1:
-            return None
-        end = buf.find(b"\n\n")
-        # a CRLF head ends before the first LF LF, or there is none: not
-        # searched past it (the buffer may hold many frames)
-        crlf = buf.find(b"\r\n\r\n", 0, len(buf) if end == -1 else end + 4)
-        if crlf != -1 and (end == -1 or crlf < end):
-            head_end, body_start = crlf, crlf + 4
-        elif end != -1:
-            head_end, body_start = end, end + 2
-        else:
-            if buf.find(b"\x00") != -1:
-                raise FrameError(_NUL_IN_HEAD)
-            limit = self.limits.max_line * (self.limits.max_headers + 1)
-            if len(buf) > limit:
-                raise FrameError("frame headers too large", too_big=True)
-            return None
-        # A NUL ends a frame: one in the command or a header is where a
-        # broker that reads up to the first NUL would see a frame end (and
-        # the rest as a second frame, never inspected here).
-        if buf.find(b"\x00", 0, head_end) != -1:
-            raise FrameError(_NUL_IN_HEAD)
-        head = bytes(buf[:head_end])
-        try:
-            text = head.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FrameError("frame headers are not UTF-8") from None
-        lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")
-        command = lines[0]
-        if command not in self.commands:
-            raise FrameError(f"unknown or unexpected command {command[:32]!r}")
-        if len(lines) - 1 > self.limits.max_headers:
-            raise FrameError(f"more than {self.limits.max_headers} headers", too_big=True)
-        version = self.version
-        # no backslash in the head: nothing to unescape in any header
-        escaped = command not in UNESCAPED_COMMANDS and version != "1.0" and "\\" in text
-        max_line = self.limits.max_line
-        headers = []
-        length_text = None  # the first content-length, as Frame.get reads it
-        for line in lines[1:]:
-            if len(line) > max_line:
-                raise FrameError(f"a header line is longer than {max_line} bytes", too_big=True)
-            key, sep, value = line.partition(":")
-            if not sep:
-                raise FrameError("a header line has no colon")
-            if escaped:
-                key, value = _unescape(key, version), _unescape(value, version)
-            if length_text is None and key == "content-length":
-                length_text = value
-            headers.append((key, value))
-        frame = Frame(command, headers)
-        if length_text is not None:
-            if not (length_text.isascii() and length_text.isdigit()):
-                raise FrameError("content-length is not a number")
-            length = int(length_text)
-            if length > self.limits.max_body:
-                raise FrameError(f"body larger than {self.limits.max_body} bytes", too_big=True)
-            if len(buf) < body_start + length + 1:
-                return None
-            if buf[body_start + length] != 0:
-                raise FrameError("the body is not followed by NUL where content-length says")
-            body_end = body_start + length
-        else:
-            body_end = buf.find(b"\x00", body_start)
-            if body_end == -1:
-                if len(buf) - body_start > self.limits.max_body:
-                    raise FrameError(f"body larger than {self.limits.max_body} bytes", too_big=True)
-                return None
-            if body_end - body_start > self.limits.max_body:
-                raise FrameError(f"body larger than {self.limits.max_body} bytes", too_big=True)
-        frame.body = bytes(buf[body_start:body_end])
-        return frame, body_end + 1
