@@ -35,6 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 
 import tunnelgw._compat as compat
+from tunnelgw._compat import reads
 from tunnelgw._compat.autobahn import LAZY_NAMES, class_options
 from tunnelgw._compat.payloads import SMALL_FRAME, SmallMasker, TextValidator
 from tunnelgw._compat.twisted import (
@@ -464,6 +465,38 @@ class AutobahnInternalsTests(SynchronousTestCase):
                     break
         ours.reset()
         self.assertEqual(ours.validate(b"ok"), (True, True, 2, 2))
+
+    def test_what_whole_frames_reads_and_skips(self) -> None:
+        # the state it reads, as autobahn has it on an open connection
+        protocol = WebSocketServerProtocol()
+        protocol.factory = WebSocketServerFactory()
+        protocol.makeConnection(StringTransport())
+        self.assertIs(reads._OPEN, autobahn_protocol.WebSocketProtocol.STATE_OPEN)
+        for name in ("_perMessageCompress", "trackedTimings", "data"):
+            self.assertIn(name, vars(protocol), name)
+        opened = inspect.getsource(autobahn_protocol.WebSocketServerProtocol.succeedHandshake)
+        self.assertIn("self.inside_message = False", opened)
+        self.assertIn("self.current_frame = None", opened)
+        for name in ("logFrames", "logOctets", "applyMask", "maxFramePayloadSize", "maxMessagePayloadSize"):
+            self.assertTrue(hasattr(protocol, name), name)
+        for name in ("utf8validateIncoming", "autoPingTimeoutCall", "autoPingRestartOnAnyTraffic"):
+            self.assertTrue(hasattr(protocol, name), name)
+        self.assertTrue(protocol.factory.isServer)
+        self.assertTrue(callable(protocol._cancelAutoPingTimeoutCall))
+        self.assertTrue(callable(autobahn_protocol.create_xor_masker))
+        self.assertEqual(protocol.utf8validator.validate(b"caf\xc3")[:2], (True, False))
+        # the path it skips: every hook is autobahn's method, and a single
+        # frame's message goes through them to _onMessage
+        for name in reads.HOOKS:
+            self.assertTrue(callable(getattr(WebSocketServerProtocol, name)), name)
+            self.assertTrue(getattr(WebSocketServerProtocol, name).__module__.startswith("autobahn."), name)
+        self.assertIn(
+            "self.current_frame = None", inspect.getsource(autobahn_protocol.WebSocketProtocol.onFrameEnd)
+        )
+        self.assertIn(
+            "self.autoPingRestartOnAnyTraffic",
+            inspect.getsource(autobahn_protocol.WebSocketProtocol.onFrameEnd),
+        )
 
     def test_the_leftovers_and_the_send_queue(self) -> None:
         protocol = WebSocketServerProtocol()

@@ -74,6 +74,13 @@ SHORTCUTS: dict[str, str] = {
         " (autobahn.websocket.protocol's Utf8Validator);"
         " public: autobahn's validator"
     ),
+    "whole_frames": (
+        "autobahn: a message of one frame, whole in the read that brings it,"
+        " goes to the leg's _onMessage in one pass over the read, not through"
+        " autobahn's per-frame parse and hooks (processData, current_frame,"
+        " inside_message, _perMessageCompress, _cancelAutoPingTimeoutCall);"
+        " public: dataReceived"
+    ),
     "class_options": (
         "autobahn: a service's options on its protocol class, not copied"
         " per connection (CONFIG_ATTRS); public: the factory's copy"

@@ -11,6 +11,8 @@ off):
   - C{quiet_io}: L{LegInternals.dataReceived}, L{LegInternals.onMessageEnd}.
   - C{lean_tunnels}: L{ServerInternals.forget_handshake}, L{NO_SEND_QUEUE}.
   - C{small_masks}, C{utf8_text}: in L{tunnelgw._compat.payloads}.
+  - C{whole_frames}: L{LegInternals.dataReceived}, with
+    L{tunnelgw._compat.reads}.
 
 Fixes:
   - L{LegInternals.fail_too_big}: after a C{1009}, nothing more from the
@@ -33,6 +35,7 @@ import autobahn.websocket.protocol as _autobahn_protocol
 from autobahn.twisted.util import peer2str
 
 from tunnelgw._compat import enabled
+from tunnelgw._compat.reads import take_messages, whole_frames
 
 __all__ = [
     "install_lazy_debug",
@@ -147,9 +150,16 @@ class LegInternals:
     discarding = False
     """The connection failed (too big, too many frames): input is dropped."""
 
+    whole_frame_hooks: frozenset[str] = frozenset({"LegInternals.onMessageEnd"})
+    """The hooks of this class that a message of one frame may skip (L{take_messages})."""
+
     def dataReceived(self, data: bytes) -> None:
         if self.discarding:
             return
+        if whole_frames(type(self)):
+            data = take_messages(self, data)
+            if not data or self.discarding:
+                return
         if _QUIET_IO:
             # autobahn's own dataReceived builds the arguments of a debug
             # line (type names, highlighting) on every read

@@ -69,8 +69,13 @@ class WebSocketLeg(LegInternals):
         super().sendData(data, sync, chopsize)  # type: ignore[misc]
 
     max_fragments = DEFAULT_MAX_FRAGMENTS
-    """Frames one message may come in; one more closes with 1009."""
+    """Frames one message may come in (at least one); one more closes with 1009."""
     _fragments = 0
+    # a message of one frame passes both (max_fragments is at least 1)
+    whole_frame_hooks = LegInternals.whole_frame_hooks | {
+        "WebSocketLeg.onMessageBegin",
+        "WebSocketLeg.onMessageFrameBegin",
+    }
 
     def onMessageBegin(self, isBinary: bool) -> None:
         self._fragments = 0

@@ -1,0 +1,157 @@
+"""
+What a leg's reads do with autobahn's frame parser (see
+L{tunnelgw._compat}).
+
+Shortcut C{whole_frames}: L{take_messages}.  autobahn parses what a leg
+reads one frame at a time and in two passes (the header, then the
+payload), through some twenty method calls per message, and it slices
+what is left of the read twice per frame: a read of many small messages
+is copied over and over.  Most messages are one frame, whole in the read
+that brings them.  L{take_messages} hands each such message at the front
+of a read to the leg's C{_onMessage}, as autobahn's message end would,
+and leaves the rest of the read to autobahn from the first frame that is
+anything else: a control frame, a fragment, a frame not yet whole, one
+over a size limit or masked the wrong way, text that is not UTF-8, a
+connection no longer open, a compressed or logged connection.  autobahn
+then parses that frame from its first byte, as it would have, and
+answers it (a pong, a close code) itself.
+
+What autobahn would have done besides, for such a message, and is not
+done: its traffic counters (tunnelgw reads none) and the per-message
+hooks of the leg's class (C{onMessageBegin}, C{onMessageFrameBegin}...),
+which is why L{whole_frames} first checks that every such hook is
+autobahn's own or one its class vouches for (C{whole_frame_hooks}: a
+hook that does nothing to a message of one frame).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import autobahn.websocket.protocol as _autobahn_protocol
+
+from tunnelgw._compat import enabled
+
+__all__ = ["HOOKS", "take_messages", "whole_frames"]
+
+_ENABLED = enabled("whole_frames")
+_OPEN = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
+_TEXT, _BINARY = 0x81, 0x82  # FIN, no RSV bit, opcode 1 or 2
+
+HOOKS = (
+    "_dataReceived",
+    "consumeData",
+    "processData",
+    "onFrameBegin",
+    "onFrameData",
+    "onFrameEnd",
+    "_onMessageBegin",
+    "onMessageBegin",
+    "_onMessageFrameBegin",
+    "onMessageFrameBegin",
+    "_onMessageFrameData",
+    "onMessageFrameData",
+    "_onMessageFrameEnd",
+    "onMessageFrameEnd",
+    "_onMessageFrame",
+    "onMessageFrame",
+    "_onMessageEnd",
+    "onMessageEnd",
+)
+"""What autobahn calls between a read and C{_onMessage}: the path skipped."""
+
+# per leg class (they come and go with reloads)
+_CHECKED: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def whole_frames(cls: type) -> bool:
+    """
+    Whether L{take_messages} may serve the legs of C{cls}: the shortcut is
+    on and every method of L{HOOKS} is autobahn's or named in the class's
+    C{whole_frame_hooks} (C{"Class.method"}).
+    """
+    known = _CHECKED.get(cls)
+    if known is None:
+        vouched: frozenset[str] = getattr(cls, "whole_frame_hooks", frozenset())
+        known = _CHECKED[cls] = _ENABLED and all(
+            (method := getattr(cls, name, None)) is not None
+            and (
+                getattr(method, "__module__", "").startswith("autobahn.")
+                or getattr(method, "__qualname__", None) in vouched
+            )
+            for name in HOOKS
+        )
+    return known
+
+
+def _ready(leg: Any) -> bool:
+    """Between messages, open, and nothing autobahn does per frame is asked for."""
+    return (
+        leg.state == _OPEN
+        and leg.current_frame is None
+        and not leg.inside_message
+        and leg._perMessageCompress is None
+        and not leg.logFrames
+        and not leg.logOctets
+        and not leg.trackedTimings
+        and not leg.failedByMe
+    )
+
+
+def take_messages(leg: Any, data: bytes) -> bytes:
+    """
+    Deliver the whole single-frame messages at the front of what autobahn
+    holds and C{data}; what is left, from the first frame they do not
+    cover, is for autobahn's C{_dataReceived} (autobahn's own buffer is
+    then empty).  C{leg} is a leg for which L{whole_frames} holds.
+    """
+    if not _ready(leg):
+        return data
+    held = leg.data
+    if held:
+        data = held + data
+        leg.data = b""
+    masked = bool(leg.factory.isServer)  # a server reads masked frames only
+    max_frame, max_message = leg.maxFramePayloadSize, leg.maxMessagePayloadSize
+    validate = leg.utf8validateIncoming
+    size = len(data)
+    at = 0
+    while size - at >= 2:
+        first, second = data[at], data[at + 1]
+        if (first != _TEXT and first != _BINARY) or bool(second & 0x80) is not masked:
+            break
+        length, start = second & 0x7F, at + 2
+        if length == 126:
+            if size - at < 4:
+                break
+            length, start = data[at + 2] << 8 | data[at + 3], at + 4
+            if length < 126:  # not the shortest encoding: autobahn refuses it
+                break
+        elif length == 127:
+            break
+        if 0 < max_frame < length or 0 < max_message < length:
+            break
+        end = start + (4 if masked else 0) + length
+        if end > size:
+            break
+        if masked:
+            payload = data[start + 4 : end]
+            if length and leg.applyMask:
+                masker = _autobahn_protocol.create_xor_masker(data[start : start + 4], length)
+                payload = masker.process(payload)
+        else:
+            payload = data[start:end]
+        if first == _TEXT and validate:
+            validator = leg.utf8validator
+            validator.reset()
+            valid, whole = validator.validate(payload)[:2]
+            if not (valid and whole):
+                break
+        at = end
+        if leg.autoPingTimeoutCall and leg.autoPingRestartOnAnyTraffic:
+            leg._cancelAutoPingTimeoutCall()  # as autobahn's frame end
+        leg._onMessage(payload, first == _BINARY)
+        if not _ready(leg) or leg.discarding:
+            break
+    return data[at:] if at else data
