@@ -477,6 +477,11 @@ class AutobahnInternalsTests(SynchronousTestCase):
         opened = inspect.getsource(autobahn_protocol.WebSocketServerProtocol.succeedHandshake)
         self.assertIn("self.inside_message = False", opened)
         self.assertIn("self.current_frame = None", opened)
+        # a frame it leaves autobahn to end: its length, and what is unmasked
+        self.assertEqual(autobahn_protocol.FrameHeader(2, True, 0, 7, b"mask").length, 7)
+        self.assertIn(
+            "self.current_frame_masker.pointer()", inspect.getsource(WebSocketServerProtocol.processData)
+        )
         for name in ("logFrames", "logOctets", "applyMask", "maxFramePayloadSize", "maxMessagePayloadSize"):
             self.assertTrue(hasattr(protocol, name), name)
         for name in ("utf8validateIncoming", "autoPingTimeoutCall", "autoPingRestartOnAnyTraffic"):

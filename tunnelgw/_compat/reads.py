@@ -104,8 +104,19 @@ def take_messages(leg: Any, data: bytes) -> bytes:
     Deliver the whole single-frame messages at the front of what autobahn
     holds and C{data}; what is left, from the first frame they do not
     cover, is for autobahn's C{_dataReceived} (autobahn's own buffer is
-    then empty).  C{leg} is a leg for which L{whole_frames} holds.
+    then empty).  A frame autobahn began in an earlier read is its to
+    end first.  C{leg} is a leg for which L{whole_frames} holds.
     """
+    if leg.state == _OPEN and leg.current_frame is not None and not leg.data:
+        # autobahn began a frame in an earlier read: it ends it, and only
+        # it (else the whole of this read would be its, frame by frame)
+        rest = leg.current_frame.length - leg.current_frame_masker.pointer()
+        if rest >= len(data):
+            return data
+        leg._dataReceived(data[:rest])
+        data = data[rest:]
+        if leg.discarding:
+            return b""
     if not _ready(leg):
         return data
     held = leg.data
