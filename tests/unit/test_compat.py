@@ -482,7 +482,8 @@ class AutobahnInternalsTests(SynchronousTestCase):
         self.assertIn(
             "self.current_frame_masker.pointer()", inspect.getsource(WebSocketServerProtocol.processData)
         )
-        for name in ("logFrames", "logOctets", "applyMask", "maxFramePayloadSize", "maxMessagePayloadSize"):
+        for name in ("logFrames", "logOctets", "applyMask", "maxFramePayloadSize", "maxMessagePayloadSize",
+                     "maskServerFrames", "autoFragmentSize"):  # fmt: skip
             self.assertTrue(hasattr(protocol, name), name)
         for name in ("utf8validateIncoming", "autoPingTimeoutCall", "autoPingRestartOnAnyTraffic"):
             self.assertTrue(hasattr(protocol, name), name)

@@ -1,7 +1,8 @@
 """
-The C{whole_frames} shortcut (tunnelgw._compat.reads) against autobahn's
-own parse: the same frames, cut the same way, to the same echo service
-with the shortcut on and off, must get the same bytes back (echoes,
+The C{whole_frames} and C{whole_sends} shortcuts (tunnelgw._compat.reads,
+L{LegInternals.send_whole}) against autobahn's own parse and framing: the
+same frames, cut the same way, to the same echo service with the
+shortcuts on and off, must get the same bytes back (echoes,
 pongs, close frames) and leave the connection in the same state, whatever
 the frames are (single, fragmented, control, bad, over a limit, invalid
 text, past the message rate) and wherever the reads cut them.
@@ -18,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import txaio
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 import tunnelgw._compat.autobahn as compat_autobahn
 from tunnelgw._compat import reads
@@ -28,6 +30,7 @@ from tunnelgw.config.loader import loads
 from tunnelgw.front.site import GatewaySite
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, client_frame, public_realm
+from tunnelgw.websocket.leg import WebSocketLeg
 from tunnelgw.websocket.server import TunnelWebSocket
 
 CONFIG = (
@@ -76,10 +79,13 @@ def run(reads_: list[bytes], shortcut: bool, burst: int = 100) -> tuple[bytes, b
         assert transport.value().startswith(b"HTTP/1.1 101 "), transport.value()[:100]
         transport.clear()
         ws = transport.protocol
-        switch = mock.patch.object(
+        reading = mock.patch.object(
             compat_autobahn, "whole_frames", lambda cls: reads.whole_frames(cls) and shortcut
         )
-        with switch:
+        sending = mock.patch.object(
+            compat_autobahn, "_WHOLE_SENDS", compat_autobahn._WHOLE_SENDS and shortcut
+        )
+        with reading, sending:
             for data in reads_:
                 ws.dataReceived(data)
                 reactor.advance(0)
@@ -212,3 +218,41 @@ def test_many_messages_in_one_read_each_arrive_once() -> None:
         echoed.append(written[start : start + length])
         at = start + length
     assert echoed == messages and not closing
+
+
+class _Leg(WebSocketLeg, WebSocketServerProtocol):  # type: ignore[misc]
+    pass
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+@pytest.mark.parametrize("is_binary", [True, False])
+def test_a_whole_send_is_the_frame_autobahn_sends(size: int, is_binary: bool) -> None:
+    payload = bytes(i % 251 for i in range(size)) if is_binary else b"a" * size
+    sent = []
+    for whole in (True, False):
+        leg = _Leg()
+        leg.factory = WebSocketServerFactory()
+        leg.makeConnection(StringTransport())
+        leg.state = leg.STATE_OPEN
+        with mock.patch.object(compat_autobahn, "_WHOLE_SENDS", whole):
+            assert leg.send_whole(payload, is_binary) is whole
+            if not whole:
+                leg.send_message(payload, is_binary)
+        sent.append(leg.transport.value())
+    assert sent[0] == sent[1] and sent[0].endswith(payload)
+
+
+def test_what_a_whole_send_leaves_to_autobahn() -> None:
+    leg = _Leg()
+    leg.factory = WebSocketServerFactory()
+    leg.makeConnection(StringTransport())
+    assert not leg.send_whole(b"x", True)  # not open yet
+    leg.state = leg.STATE_OPEN
+    leg.maxMessagePayloadSize = 3
+    assert not leg.send_whole(b"four", True)  # over the limit: sendMessage raises
+    leg.maxMessagePayloadSize, leg.autoFragmentSize = 0, 2
+    assert not leg.send_whole(b"four", True)  # fragments
+    leg.autoFragmentSize, leg.maskServerFrames = 0, True
+    assert not leg.send_whole(b"four", True)
+    leg.maskServerFrames = False
+    assert leg.send_whole(b"four", True) and leg.transport.value() == b"\x82\x04four"

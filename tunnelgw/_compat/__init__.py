@@ -81,6 +81,12 @@ SHORTCUTS: dict[str, str] = {
         " inside_message, _perMessageCompress, _cancelAutoPingTimeoutCall);"
         " public: dataReceived"
     ),
+    "whole_sends": (
+        "autobahn: a server's message of one frame framed in two lines and"
+        " given to sendData, not through sendMessage's and sendFrame's"
+        " general case (state, maskServerFrames, _perMessageCompress,"
+        " autoFragmentSize); public: sendMessage"
+    ),
     "class_options": (
         "autobahn: a service's options on its protocol class, not copied"
         " per connection (CONFIG_ATTRS); public: the factory's copy"

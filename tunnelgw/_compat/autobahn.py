@@ -13,6 +13,7 @@ off):
   - C{small_masks}, C{utf8_text}: in L{tunnelgw._compat.payloads}.
   - C{whole_frames}: L{LegInternals.dataReceived}, with
     L{tunnelgw._compat.reads}.
+  - C{whole_sends}: L{LegInternals.send_whole}.
 
 Fixes:
   - L{LegInternals.fail_too_big}: after a C{1009}, nothing more from the
@@ -133,6 +134,8 @@ autobahn could append to it.
 """
 
 _QUIET_IO = enabled("quiet_io")
+_WHOLE_SENDS = enabled("whole_sends")
+_OPEN = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
 
 
 class LegInternals:
@@ -146,6 +149,14 @@ class LegInternals:
     data: bytes
     transport: Any
     send_queue: Any
+    state: Any
+    factory: Any
+    maskServerFrames: bool
+    _perMessageCompress: Any
+    trackedTimings: Any
+    logFrames: bool
+    autoFragmentSize: int
+    maxMessagePayloadSize: int
 
     discarding = False
     """The connection failed (too big, too many frames): input is dropped."""
@@ -177,6 +188,40 @@ class LegInternals:
         if not self.failedByMe:
             self._onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
         self.message_data = None
+
+    def send_whole(self, payload: bytes, is_binary: bool) -> bool:
+        """
+        Shortcut C{whole_sends}: a server's message that autobahn's
+        C{sendMessage} would send as one unmasked frame, framed here and
+        handed to C{sendData} (autobahn asserts its arguments' types, keeps
+        traffic counters and builds the frame through C{sendFrame}'s
+        general case: masks, repeats, fragments).  C{False}, with nothing
+        sent, when the message is not such a one (the connection is not
+        open, is a client's, compresses, fragments, logs frames, or the
+        message is over the size limit): then C{sendMessage} it is.
+        """
+        size = len(payload)
+        if not (
+            _WHOLE_SENDS
+            and self.state == _OPEN
+            and self.factory.isServer
+            and not self.maskServerFrames
+            and self._perMessageCompress is None
+            and not self.trackedTimings
+            and not self.logFrames
+            and not 0 < self.autoFragmentSize < size
+            and not 0 < self.maxMessagePayloadSize < size
+        ):
+            return False
+        first = 0x82 if is_binary else 0x81
+        if size < 126:
+            head = bytes((first, size))
+        elif size < 0x10000:
+            head = bytes((first, 126, size >> 8, size & 0xFF))
+        else:
+            head = bytes((first, 127)) + size.to_bytes(8, "big")
+        self.sendData(head + payload)  # type: ignore[attr-defined]
+        return True
 
     def send_queue_for_use(self) -> None:
         """

@@ -96,7 +96,8 @@ class WebSocketLeg(LegInternals):
         super().onMessageFrameBegin(length)  # type: ignore[misc]
 
     def send_message(self, payload: bytes, is_binary: bool) -> None:
-        self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]
+        if not self.send_whole(payload, is_binary):
+            self.sendMessage(payload, is_binary)  # type: ignore[attr-defined]
 
     def close(self, code: int, reason: str) -> None:
         """
