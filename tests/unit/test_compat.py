@@ -37,7 +37,7 @@ from twisted.web.http import HTTPChannel, Request
 import tunnelgw._compat as compat
 from tunnelgw._compat import reads
 from tunnelgw._compat.autobahn import LAZY_NAMES, class_options
-from tunnelgw._compat.payloads import SMALL_FRAME, SmallMasker, TextValidator
+from tunnelgw._compat.payloads import SMALL_FRAME, SmallMasker, TextValidator, unmask
 from tunnelgw._compat.twisted import (
     BoundedExpatStream,
     QuietEPollReactor,
@@ -429,6 +429,9 @@ class AutobahnInternalsTests(SynchronousTestCase):
             pieces = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
             self.assertEqual(b"".join(ours.process(p) for p in pieces), theirs.process(data))
             self.assertEqual(ours.pointer(), size)
+        for size in (0, 1, 5, SMALL_FRAME - 1, SMALL_FRAME, 70000):  # a whole payload, either side
+            mask, data = os.urandom(4), os.urandom(size)
+            self.assertEqual(unmask(mask, data), nvx_masker(mask, size).process(data) if size else b"")
 
     def test_text_is_validated_by_the_class_the_shortcut_replaces(self) -> None:
         """

@@ -28,6 +28,7 @@ __all__ = ["SMALL_FRAME", "SmallMasker", "TextValidator", "install_small_masks",
 
 SMALL_FRAME = 2048
 """Frames shorter than this (bytes) are unmasked by L{SmallMasker}."""
+_SMALL_MASKS = enabled("small_masks")
 
 
 class SmallMasker:
@@ -52,14 +53,29 @@ class SmallMasker:
         self._ptr = 0
 
     def process(self, data: bytes) -> bytes:
-        size = len(data)
         mask = self._mask
         shift = self._ptr & 3  # a frame's payload may come in pieces
         if shift:
             mask = mask[shift:] + mask[:shift]
-        self._ptr += size
-        key = (mask * ((size >> 2) + 1))[:size]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
+        self._ptr += len(data)
+        return _xor(mask, data)
+
+
+def _xor(mask: bytes, data: bytes) -> bytes:
+    size = len(data)
+    key = (mask * ((size >> 2) + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
+
+
+def unmask(mask: bytes, payload: bytes) -> bytes:
+    """
+    A whole frame's C{payload} unmasked with its C{mask}: by L{SmallMasker}'s
+    XOR when short (shortcut C{small_masks}), else by autobahn's masker.
+    """
+    size = len(payload)
+    if _SMALL_MASKS and size < SMALL_FRAME:
+        return _xor(mask, payload)
+    return _autobahn_protocol.create_xor_masker(mask, size).process(payload)  # type: ignore[no-any-return]
 
 
 def install_small_masks() -> None:
@@ -69,7 +85,7 @@ def install_small_masks() -> None:
     L{SMALL_FRAME} get a L{SmallMasker}, longer ones autobahn's own.
     Idempotent.
     """
-    if not enabled("small_masks"):
+    if not _SMALL_MASKS:
         return
     own: Callable[..., Any] = _autobahn_protocol.create_xor_masker
     if getattr(own, "small_masks", False):

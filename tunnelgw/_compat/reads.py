@@ -26,12 +26,12 @@ hook that does nothing to a message of one frame).
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import autobahn.websocket.protocol as _autobahn_protocol
 
 from tunnelgw._compat import enabled
+from tunnelgw._compat.payloads import unmask
 
 __all__ = ["HOOKS", "take_messages", "whole_frames"]
 
@@ -61,8 +61,7 @@ HOOKS = (
 )
 """What autobahn calls between a read and C{_onMessage}: the path skipped."""
 
-# per leg class (they come and go with reloads)
-_CHECKED: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+_VERDICT = "_tunnelgw_whole_frames"  # on each leg class, once asked
 
 
 def whole_frames(cls: type) -> bool:
@@ -71,10 +70,10 @@ def whole_frames(cls: type) -> bool:
     on and every method of L{HOOKS} is autobahn's or named in the class's
     C{whole_frame_hooks} (C{"Class.method"}).
     """
-    known = _CHECKED.get(cls)
+    known: bool | None = cls.__dict__.get(_VERDICT)
     if known is None:
         vouched: frozenset[str] = getattr(cls, "whole_frame_hooks", frozenset())
-        known = _CHECKED[cls] = _ENABLED and all(
+        known = _ENABLED and all(
             (method := getattr(cls, name, None)) is not None
             and (
                 getattr(method, "__module__", "").startswith("autobahn.")
@@ -82,6 +81,7 @@ def whole_frames(cls: type) -> bool:
             )
             for name in HOOKS
         )
+        setattr(cls, _VERDICT, known)
     return known
 
 
@@ -149,8 +149,7 @@ def take_messages(leg: Any, data: bytes) -> bytes:
         if masked:
             payload = data[start + 4 : end]
             if length and leg.applyMask:
-                masker = _autobahn_protocol.create_xor_masker(data[start : start + 4], length)
-                payload = masker.process(payload)
+                payload = unmask(data[start : start + 4], payload)
         else:
             payload = data[start:end]
         if first == _TEXT and validate:
