@@ -99,6 +99,32 @@ def _ready(leg: Any) -> bool:
     )
 
 
+def _whole_frame(data: bytes, at: int, masked: bool) -> tuple[int, int, int] | None:
+    """
+    The frame at C{at} in C{data} if it is a whole message of one text or
+    binary frame, masked as C{masked} says, its length in its shortest
+    form (autobahn refuses any other): where its mask (or payload) starts,
+    its payload's length and its end; C{None} for any other frame, or one
+    not whole.
+    """
+    if len(data) - at < 2:
+        return None
+    first, second = data[at], data[at + 1]
+    if (first != _TEXT and first != _BINARY) or bool(second & 0x80) is not masked:
+        return None
+    length, start = second & 0x7F, at + 2
+    if length == 126:
+        if len(data) - at < 4:
+            return None
+        length, start = data[at + 2] << 8 | data[at + 3], at + 4
+        if length < 126:
+            return None
+    elif length == 127:
+        return None
+    end = start + (4 if masked else 0) + length
+    return (start, length, end) if end <= len(data) else None
+
+
 def take_messages(leg: Any, data: bytes) -> bytes:
     """
     Deliver the whole single-frame messages at the front of what autobahn
@@ -107,45 +133,32 @@ def take_messages(leg: Any, data: bytes) -> bytes:
     then empty).  A frame autobahn began in an earlier read is its to
     end first.  C{leg} is a leg for which L{whole_frames} holds.
     """
+    masked = bool(leg.factory.isServer)  # a server reads masked frames only
+    at = 0
     if leg.state == _OPEN and leg.current_frame is not None and not leg.data:
         # autobahn began a frame in an earlier read: it ends it, and only
-        # it (else the whole of this read would be its, frame by frame)
+        # it (else the whole of this read would be its, frame by frame),
+        # when a message of one whole frame follows (else all is its)
         rest = leg.current_frame.length - leg.current_frame_masker.pointer()
-        if rest >= len(data):
+        if rest >= len(data) or _whole_frame(data, rest, masked) is None:
             return data
         leg._dataReceived(data[:rest])
-        data = data[rest:]
         if leg.discarding:
             return b""
+        at = rest
     if not _ready(leg):
-        return data
+        return data[at:] if at else data
     held = leg.data
     if held:
-        data = held + data
+        data, at = held + data[at:], 0
         leg.data = b""
-    masked = bool(leg.factory.isServer)  # a server reads masked frames only
     max_frame, max_message = leg.maxFramePayloadSize, leg.maxMessagePayloadSize
     validate = leg.utf8validateIncoming
-    size = len(data)
-    at = 0
-    while size - at >= 2:
-        first, second = data[at], data[at + 1]
-        if (first != _TEXT and first != _BINARY) or bool(second & 0x80) is not masked:
-            break
-        length, start = second & 0x7F, at + 2
-        if length == 126:
-            if size - at < 4:
-                break
-            length, start = data[at + 2] << 8 | data[at + 3], at + 4
-            if length < 126:  # not the shortest encoding: autobahn refuses it
-                break
-        elif length == 127:
-            break
+    while (frame := _whole_frame(data, at, masked)) is not None:
+        start, length, end = frame
         if 0 < max_frame < length or 0 < max_message < length:
             break
-        end = start + (4 if masked else 0) + length
-        if end > size:
-            break
+        first = data[at]
         if masked:
             payload = data[start + 4 : end]
             if length and leg.applyMask:
