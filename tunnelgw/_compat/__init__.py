@@ -77,7 +77,7 @@ SHORTCUTS: dict[str, str] = {
     "whole_frames": (
         "autobahn: a message of one frame, whole in the read that brings it,"
         " goes to the leg's _onMessage in one pass over the read, not through"
-        " autobahn's per-frame parse and hooks (processData, current_frame,"
+        " autobahn's per-frame parse, hooks and 'message' event (current_frame,"
         " inside_message, _perMessageCompress, _cancelAutoPingTimeoutCall);"
         " public: dataReceived"
     ),
@@ -94,11 +94,6 @@ SHORTCUTS: dict[str, str] = {
     "lazy_debug": (
         "autobahn: the arguments of its debug lines formatted only when"
         " logged (its modules' pformat, hltype, hlval); public: as autobahn does"
-    ),
-    "quiet_io": (
-        "autobahn: reads and whole messages without the debug line and the"
-        " 'message' event per read and message (_dataReceived, _onMessage);"
-        " public: dataReceived, onMessageEnd"
     ),
     "lean_tunnels": (
         "autobahn: what an open tunnel does not need is dropped (the send"

@@ -8,7 +8,6 @@ off):
   - C{class_options}: L{class_options}.
   - C{handshake}: L{ServerInternals.processHandshake}.
   - C{transport_details}: L{ServerInternals.connectionMade}.
-  - C{quiet_io}: L{LegInternals.dataReceived}, L{LegInternals.onMessageEnd}.
   - C{lean_tunnels}: L{ServerInternals.forget_handshake}, L{NO_SEND_QUEUE}.
   - C{small_masks}, C{utf8_text}: in L{tunnelgw._compat.payloads}.
   - C{whole_frames}: L{LegInternals.dataReceived}, with
@@ -133,7 +132,6 @@ reads it; L{LegInternals.send_queue_for_use} puts a deque back before
 autobahn could append to it.
 """
 
-_QUIET_IO = enabled("quiet_io")
 _WHOLE_SENDS = enabled("whole_sends")
 _OPEN = _autobahn_protocol.WebSocketProtocol.STATE_OPEN
 
@@ -161,7 +159,7 @@ class LegInternals:
     discarding = False
     """The connection failed (too big, too many frames): input is dropped."""
 
-    whole_frame_hooks: frozenset[str] = frozenset({"LegInternals.onMessageEnd"})
+    whole_frame_hooks: frozenset[str] = frozenset()
     """The hooks of this class that a message of one frame may skip (L{take_messages})."""
 
     def dataReceived(self, data: bytes) -> None:
@@ -171,23 +169,7 @@ class LegInternals:
             data = take_messages(self, data)
             if not data or self.discarding:
                 return
-        if _QUIET_IO:
-            # autobahn's own dataReceived builds the arguments of a debug
-            # line (type names, highlighting) on every read
-            self._dataReceived(data)  # type: ignore[attr-defined]
-        else:
-            super().dataReceived(data)  # type: ignore[misc]
-
-    def onMessageEnd(self) -> None:
-        if not _QUIET_IO:
-            super().onMessageEnd()  # type: ignore[misc]
-            return
-        # autobahn's, less the "message" event it fires for observers
-        # registered with on("message"): a leg registers none, and the
-        # event made a Deferred (and an errback on it) for every message.
-        if not self.failedByMe:
-            self._onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
-        self.message_data = None
+        super().dataReceived(data)  # type: ignore[misc]
 
     def send_whole(self, payload: bytes, is_binary: bool) -> bool:
         """

@@ -17,8 +17,9 @@ then parses that frame from its first byte, as it would have, and
 answers it (a pong, a close code) itself.
 
 What autobahn would have done besides, for such a message, and is not
-done: its traffic counters (tunnelgw reads none) and the per-message
-hooks of the leg's class (C{onMessageBegin}, C{onMessageFrameBegin}...),
+done: its traffic counters (tunnelgw reads none), the C{"message"}
+event it fires for observers (a leg registers none; it cost a Deferred
+a message) and the per-message hooks of the leg's class (C{onMessageBegin}, C{onMessageFrameBegin}...),
 which is why L{whole_frames} first checks that every such hook is
 autobahn's own or one its class vouches for (C{whole_frame_hooks}: a
 hook that does nothing to a message of one frame).
