@@ -23,30 +23,21 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+import tests.unit.test_site as site_tests
 import tunnelgw._compat.autobahn as compat_autobahn
 from tunnelgw._compat import reads
 from tunnelgw.admission.pipeline import AdmissionPipeline
 from tunnelgw.config.loader import loads
 from tunnelgw.front.site import GatewaySite
 from tunnelgw.security import PassThroughAuthenticator
-from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, client_frame, public_realm
+from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, client_frame
 from tunnelgw.websocket.leg import WebSocketLeg
 from tunnelgw.websocket.server import TunnelWebSocket
 
+# the site tests' echo service, with small limits and a message rate
 CONFIG = (
-    """
-[gateway]
-listen = ["tcp:0"]
-"""
-    + public_realm()
+    site_tests.CONFIG
     + """
-[services.echo]
-path = "/echo"
-adapter = "echo"
-realm = "public"
-allow_no_subprotocol = true
-allow_missing_origin = true
-
 [services.echo.limits]
 max_frame_size = 300
 max_message_size = 400
@@ -55,10 +46,7 @@ max_messages_per_second = 1
 message_burst = {burst}
 """
 )
-UPGRADE = (
-    b"GET /echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
+UPGRADE = site_tests.UPGRADE.format(path="/echo", extra="").encode()
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 
 
