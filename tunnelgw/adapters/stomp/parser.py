@@ -233,7 +233,9 @@ class Parser:
         line is too long) of ASCII with no NUL, CR or backslash, a command
         this side accepts, no more headers than allowed, a colon on every
         header line, and a content-length (its first) that is a number
-        within the limit and followed by NUL.
+        within the limit and followed by NUL.  A body with no
+        content-length is found as the full parse finds it (L{_body_end}),
+        refusal included.
         """
         buf, limits = self._buffer, self.limits
         if head_end - start > limits.max_line:
@@ -247,11 +249,8 @@ class Parser:
         if buf.count(b"\n", start, head_end) > limits.max_headers:
             return None
         at = buf.find(b"\ncontent-length:", start, head_end)
-        if at == -1:
-            body_end = buf.find(b"\x00", body_start)
-            if body_end == -1:
-                return None if len(buf) - body_start > limits.max_body else -1
-            return None if body_end - body_start > limits.max_body else body_end
+        if at == -1:  # the head passed: the full parse would refuse the body alike
+            return self._body_end(body_start)
         value = buf[at + 16 : head_end].split(b"\n", 1)[0]
         if not value.isdigit():
             return None
