@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port, node_json, write_section  # noqa: E402
+from harness import BIN, GATEWAY_CPUS, Processes, cpu_seconds, free_port, node_json, write_section  # noqa: E402
 
 from tests.integration.prosody import DOMAIN, USERS, Prosody  # noqa: E402
 from tests.integration.rabbitmq import RabbitMQ  # noqa: E402

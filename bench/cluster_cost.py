@@ -23,7 +23,7 @@ import jwt
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import BIN, GATEWAY_CPUS, Processes, free_port, handshake_slices  # noqa: E402
+from harness import BIN, GATEWAY_CPUS, Processes, free_port, handshake_slices  # noqa: E402
 
 SECRET = "bench-secret-bench-secret-bench-secret"
 

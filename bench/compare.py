@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import (  # noqa: E402
+from harness import (  # noqa: E402
     BIN,
     GATEWAY_CPUS,
     REPO,
@@ -56,7 +56,7 @@ def worktree(ref: str) -> Path:
 def variants(options: argparse.Namespace) -> dict[str, dict[str, str]]:
     """Each variant's name and the environment its gateway runs in."""
     if options.ablation:
-        found = {"all shortcuts": {}}
+        found: dict[str, dict[str, str]] = {"all shortcuts": {}}
         found.update({f"without {name}": {ENVIRONMENT: name} for name in SHORTCUTS})
         return found
     tree = worktree(options.ref)

@@ -22,7 +22,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import BIN, GATEWAY_CPUS, REPO, Processes, cpu_seconds, free_port, node_json  # noqa: E402
+from harness import BIN, GATEWAY_CPUS, REPO, Processes, cpu_seconds, free_port, node_json  # noqa: E402
 
 from tunnelgw.testing import public_realm  # noqa: E402
 

@@ -39,6 +39,7 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Backend(protocol.Protocol):
+    transport: Any  # connected: a TCP connection
     client: Any = None
 
     def dataReceived(self, data: bytes) -> None:
@@ -82,6 +83,7 @@ class AutobahnFloor(WebSocketServerProtocol):  # type: ignore[misc]
 
 
 class TwistedFloor(protocol.Protocol):
+    transport: Any  # connected: a TCP connection
     backend_port = 0
 
     def connectionMade(self) -> None:

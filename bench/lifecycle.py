@@ -67,7 +67,8 @@ CLIENT_MESSAGE = (
 class Gateway:
     def __init__(self) -> None:
         self.reactor = MemoryReactorClock()
-        txaio.config.loop = self.reactor  # autobahn's timers on the memory clock
+        # autobahn's timers on the memory clock
+        txaio.config.loop = self.reactor  # type: ignore[attr-defined]
         self.site = build_site(loads(CONFIG), self.reactor)
 
     def open(self) -> tuple[Any, HalfCloseStringTransport, Any, HalfCloseStringTransport]:
@@ -78,6 +79,7 @@ class Gateway:
         channel.dataReceived(HEAD)
         factory = self.reactor.tcpClients.pop()[2]
         backend_protocol = factory.buildProtocol(BACKEND)
+        assert backend_protocol is not None
         backend = HalfCloseStringTransport()
         backend_protocol.makeConnection(backend)
         self.reactor.advance(0)

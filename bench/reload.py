@@ -81,7 +81,7 @@ resources = {resources}
 class Gateway:
     def __init__(self) -> None:
         self.reactor = MemoryReactorClock()
-        txaio.config.loop = self.reactor
+        txaio.config.loop = self.reactor  # type: ignore[attr-defined]
         self.service = GatewayService(loads(config(False)), self.reactor)
         self.site = self.service.site
 
@@ -93,6 +93,7 @@ class Gateway:
         channel.dataReceived(HEAD.format(path=path).encode())
         factory = self.reactor.tcpClients.pop()[2]
         backend_protocol = factory.buildProtocol(BACKEND)
+        assert backend_protocol is not None
         backend = HalfCloseStringTransport()
         backend_protocol.makeConnection(backend)
         self.reactor.advance(0)

@@ -34,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import (  # noqa: E402
+from harness import (  # noqa: E402
     BIN,
     GATEWAY_CPUS,
     PEER_CPUS,
