@@ -180,7 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         cert, key = certificate(Path(work))
         listener = TLSListener(endpoint="tcp:0", certificate=str(cert), private_key=str(key))
-        context = context_factory(listener, "tls").getContext()
+        context = context_factory(listener, "tls")
         measure(context, StdlibClient, 50)  # warm-up: the context's own first allocations
         measure(context, BundledClient, 50)
         results = {

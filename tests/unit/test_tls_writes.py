@@ -45,14 +45,14 @@ class TLSWritesTests(SynchronousTestCase):
     def setUp(self) -> None:
         directory = Path(tempfile.mkdtemp())
         cert, key = CA(directory).issue("gw", ["127.0.0.1"])
-        options = context_factory(TLSListener("tcp:0", str(cert), str(key)), "t")
+        context = context_factory(TLSListener("tcp:0", str(cert), str(key)), "t")
         ours, self.peer = socket.socketpair()
         for s in (ours, self.peer):
             s.setblocking(False)
             self.addCleanup(s.close)
         self.reactor = MemoryReactorClock()
         self.app = Recorder()
-        factory = TLSMemoryBIOFactory(ReloadableServerTLS(options), False, Factory.forProtocol(Protocol))
+        factory = TLSMemoryBIOFactory(ReloadableServerTLS(context), False, Factory.forProtocol(Protocol))
         factory._clock = self.reactor  # type: ignore[assignment]  # the aggregator's turn, by hand
         self.tls: Any = factory.buildProtocol(("127.0.0.1", 1))
         self.tls.wrappedProtocol = self.app

@@ -35,7 +35,7 @@ class ListenerSpec:
     """Its configuration key, for messages."""
     description: str
     tls: Any = None
-    """Its L{twisted.internet.ssl.CertificateOptions}, for a TLS listener."""
+    """Its TLS context (L{OpenSSL.SSL.Context}), for a TLS listener."""
     site: Any = None
     """What it serves, if not the gateway's site (the metrics)."""
 
@@ -143,7 +143,7 @@ class Listeners:
         renewed = []
         for key, spec in keys.items():
             if key in self.open and spec.tls is not None:
-                self._creators[spec.description].options = spec.tls
+                self._creators[spec.description].context = spec.tls
                 self.open[key] = (spec, self.open[key][1])
                 renewed.append(spec.description)
         stopped = []
