@@ -116,7 +116,8 @@ class SessionTransport:
 class FallbackSession:
     """
     One session: see the module docstring.  C{ended} is called once, when
-    the session is over (the table forgets it).
+    the session is over (the table forgets it); C{closing} once, when the
+    gateway closes it (the table finds it then by path and origin).
     """
 
     log = Logger()
@@ -133,6 +134,7 @@ class FallbackSession:
         clock: IReactorTime,
         idle_timeout: float,
         ended: Callable[[FallbackSession], None],
+        closing: Callable[[FallbackSession], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.service = service
@@ -142,9 +144,12 @@ class FallbackSession:
         self.peer = peer
         self.lease = lease
         self.principal: str | None = None
+        self.opened_by: Any = None
+        """The front's endpoint that opened it, which serves it once closed (a reload may have removed it)."""
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._ended: Callable[[FallbackSession], None] | None = ended
+        self._on_closing = closing
         self.transport = SessionTransport(self)
         limits = service.limits
         self.outbox = Outbox(limits.high_water, self.transport.full, self.transport.drained)
@@ -173,6 +178,8 @@ class FallbackSession:
         if self.closing or self.over:
             return
         self.closing = True
+        if self._on_closing is not None:
+            self._on_closing(self)
         self._send(self.outbox.push(CLOSE, _CODE.pack(code) + reason.encode("utf-8")[:123]))
         if self.closed:
             # the client closed first: this is the echo, and the tunnel knows

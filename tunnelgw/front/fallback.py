@@ -154,8 +154,10 @@ class FallbackEndpoint:
                 clock=site.clock,
                 idle_timeout=self._settings.idle_timeout,
                 ended=sessions.forget,
+                closing=sessions.closing,
             )
             session.principal = admission.subject.principal
+            session.opened_by = self
             sessions.add(session)
             site.pipeline.log_decision(
                 areq,

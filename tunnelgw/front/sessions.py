@@ -25,6 +25,7 @@ class FallbackSessions:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
         self._sessions: dict[str, FallbackSession] = {}
+        self._closing: set[FallbackSession] = set()
         self._forwarder: Forwarder | None = None
 
     def new_id(self, engine: Any) -> str:
@@ -51,8 +52,24 @@ class FallbackSessions:
         self._sessions[session.session_id] = session
 
     def forget(self, session: FallbackSession) -> None:
+        self._closing.discard(session)
         if self._sessions.get(session.session_id) is session:
             del self._sessions[session.session_id]
+
+    def closing(self, session: FallbackSession) -> None:
+        """The gateway closes C{session}: L{closing_at} finds it until it ends."""
+        if not session.over:
+            self._closing.add(session)
+
+    def closing_at(self, path: str, origin: str) -> FallbackSession | None:
+        """
+        A session the gateway is closing, of the service at C{path}, opened
+        from C{origin} (its client's preflights are answered as they were).
+        """
+        for session in self._closing:
+            if session.service.path == path and session.origin == origin:
+                return session
+        return None
 
 
 def binding_of(request: AdmissionRequest) -> bytes:

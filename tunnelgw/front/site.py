@@ -104,9 +104,10 @@ class _Router(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, routes: dict[bytes, Resource]) -> None:
+    def __init__(self, routes: dict[bytes, Resource], sessions: FallbackSessions | None = None) -> None:
         super().__init__()
         self._routes = routes
+        self._sessions = sessions
 
     def render(self, request: server.Request) -> Any:
         request.setHeader("Server", "tunnelgw")
@@ -114,10 +115,35 @@ class _Router(Resource):
             # RFC 9112 3.2: a request target has no fragment (and RFC 6455
             # 3: a WebSocket URI must not); the fast path leaves these here
             return self._refused(request, Refusal(400, "the request target has a fragment"))
-        target = self._routes.get(request.path)
+        target = self._closing_session(request) or self._routes.get(request.path)
         if target is not None:
             return target.render(request)
         return self._refused(request, Refusal(404, "no service at this path"))
+
+    def _closing_session(self, request: server.Request) -> Any:
+        """
+        The endpoint that opened the fallback session this request is of,
+        if the gateway has closed that session: whatever the configuration
+        says now (a reload that removed its service, withdrew its fallback
+        or its origin is what closed it), the client gets its close frame
+        and its close is taken, as a WebSocket's would be.
+        """
+        if self._sessions is None:
+            return None
+        session = None
+        if request.method == b"POST":
+            session_id = request.getHeader("x-tunnel-session")
+            session = self._sessions.get(session_id) if session_id is not None else None
+        elif request.method == b"OPTIONS":
+            # a preflight names no session: one from its origin at its path
+            origin = request.getHeader("origin")
+            if origin is not None:
+                session = self._sessions.closing_at(request.path.decode("utf-8", "replace"), origin)
+        if session is None or not session.closing or session.over:
+            return None
+        if session.service.path.encode("utf-8") != request.path:
+            return None
+        return session.opened_by  # a FallbackEndpoint
 
     def _refused(self, request: server.Request, refusal: Refusal) -> Any:
         self.log.info(
@@ -212,7 +238,7 @@ class GatewaySite(server.Site):
             routes[pool.config.path.encode("utf-8")] = LinkResource(self, pool)
         # the services' paths, for the upgrade fast path
         self.upgrades = {path: r for path, r in routes.items() if isinstance(r, ServiceResource)}
-        self.resource = _Router(routes)
+        self.resource = _Router(routes, self.fallback)
 
     def body_limit(self, path: bytes | str) -> int:
         """
