@@ -2,12 +2,16 @@
 Fallback sessions a reload closes: the client gets the close frame and
 code a WebSocket client would, though the new configuration has no
 fallback (or no service) at the session's path any more, or no longer
-allows its origin.
+allows its origin.  And a session's login that fails unexpectedly is
+answered all the same.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Any
+
+from twisted.logger import globalLogPublisher
 
 from tests.unit.test_fallback import CONFIG, ORIGIN, BearerUsers, FallbackCase
 from tunnelgw.admission.pipeline import AdmissionPipeline
@@ -85,3 +89,40 @@ class ClosedByReloadTests(FallbackCase):
         tunnel.end(1001, REMOVED)
         self.assertEqual(self.poll(session, path="/raw").status, 404)
         self.assertEqual(self.poll(session).frames()[0][0], CLOSE)
+
+    def test_a_closing_session_takes_its_own_credentials_only(self) -> None:
+        """
+        Others are not logged in again for it: what it still holds is its
+        user's, and its realm may be gone with the reload.
+        """
+        session = self.closed_by_reload(WITHOUT_ECHO, 1001, REMOVED)
+        self.assertEqual(self.poll(session, user="bob").status, 403)
+        # alice again, with other credentials (a cookie too): not logged in
+        refused = self.poll(session, extra="Cookie: tg=refreshed\r\n")
+        self.assertEqual(
+            (refused.status, refused.body), (403, b"this session is closing: its credentials cannot change\n")
+        )
+        self.assertEqual(self.poll(session).frames()[0][0], CLOSE)
+
+
+class Faulty(BearerUsers):
+    """C{Bearer boom} breaks the login: an error no module meant."""
+
+    def authenticate(self, request: Any, service: Any) -> Any:
+        if request.headers.get("authorization") == ["Bearer boom"]:
+            raise RuntimeError("a bug")
+        return super().authenticate(request, service)
+
+
+class UnexpectedErrorTests(FallbackCase):
+    def test_a_login_that_breaks_is_answered_500(self) -> None:
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.site.authenticator = Faulty()
+        session = self.open()
+        answer = self.poll(session, user="boom")
+        self.assertEqual((answer.status, answer.body), (500, b"internal error\n"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [refused] = [e for e in events if e.get("event") == "fallback_refused"]
+        self.assertEqual((refused["status"], refused["principal"]), (500, "alice"))

@@ -214,6 +214,10 @@ class FallbackEndpoint:
         if binding == session.binding:
             self._serve(request, areq, session, kind, ack)
             return
+        if session.closing:
+            # what it still holds goes to its credentials only; a session
+            # a reload closed may have no realm to log others in with
+            raise Refusal(403, "this session is closing: its credentials cannot change")
         # other credentials: they must log the same user in again (and
         # then refresh the tunnel's, as the refresh endpoint does)
         d = defer.maybeDeferred(self.site.authenticator.authenticate, areq, self.service)
@@ -231,7 +235,10 @@ class FallbackEndpoint:
             self._serve(request, areq, session, kind, ack)
 
         def refused(f: Failure) -> None:
-            f.trap(Refusal)
+            if not f.check(Refusal):
+                # answered all the same: the client is not left waiting
+                self.log.failure("fallback request of {conn_id} failed", f, conn_id=areq.conn_id)
+                f = Failure(Refusal(500, "internal error"))
             self._refuse(request, areq, cast(Refusal, f.value), session)
 
         d.addCallback(logged_in).addErrback(refused)
