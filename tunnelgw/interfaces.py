@@ -37,6 +37,9 @@ class ITunnel(Interface):
     subject = Attribute("The authenticated L{tunnelgw.security.Subject}.")
     subprotocol = Attribute("The negotiated subprotocol, or C{None}.")
     conn_id = Attribute("The connection id used in every log event of this tunnel.")
+    via = Attribute(
+        'How the client came: C{"websocket"} or C{"fallback"} (the C{transport} of its log events).'
+    )
 
     def send_client(payload: bytes, is_binary: bool) -> None:
         """

@@ -155,6 +155,7 @@ def judge_all(
             event="tunnel_rejudged",
             decision="close",
             conn_id=tunnel.conn_id,
+            transport=tunnel.via,
             principal=tunnel.subject.principal,
             service=tunnel.service.name,
             change=verdict.change,

@@ -276,7 +276,9 @@ def _realm(outcome: str, log: list[str], modules: int = 1) -> Any:
 def _request_and_service(roles: frozenset[str] = frozenset()) -> tuple[Any, Any]:
     from types import SimpleNamespace
 
-    request = SimpleNamespace(conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None)
+    request = SimpleNamespace(
+        conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None, transport="websocket"
+    )
     return request, SimpleNamespace(name="svc", realm="r", require_roles=roles)
 
 
@@ -315,7 +317,9 @@ def test_realm_ends_the_login_it_refuses_for_missing_roles() -> None:
         challenge="Basic",
     )
     authenticator = RealmAuthenticator(SimpleNamespace(realms=[realm]))  # type: ignore[arg-type]
-    request = SimpleNamespace(conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None)
+    request = SimpleNamespace(
+        conn_id="c", peer_host="192.0.2.1", headers={}, query={}, peer_certificate=None, transport="websocket"
+    )
     service = SimpleNamespace(name="admin", realm="r", require_roles=frozenset({"admin"}))
     with pytest.raises(Refusal) as refused:
         authenticator.authenticate(request, service)  # type: ignore[arg-type]

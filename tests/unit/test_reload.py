@@ -280,7 +280,10 @@ class ServiceReloadTests(SynchronousTestCase):
             frame.split(b"\n")[:2], [b"ERROR", b"message:configuration changed\\c service removed"]
         )
         [audit] = self.events_of("tunnel_rejudged")
-        self.assertEqual((audit["principal"], audit["change"]), ("alice", "service broker removed"))
+        self.assertEqual(
+            (audit["principal"], audit["change"], audit["transport"]),
+            ("alice", "service broker removed", "websocket"),
+        )
         self.assertEqual(self.service.reloads["closed"], 1)
 
     def test_a_tunnel_still_allowed_goes_on_with_the_new_policy(self) -> None:

@@ -158,6 +158,7 @@ class LocalEngineTests(SynchronousTestCase):
 
 class SimpleRequest:
     conn_id = "c1"
+    transport = "websocket"
 
 
 class AdminAPITests(SynchronousTestCase):

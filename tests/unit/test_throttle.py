@@ -156,7 +156,9 @@ def basic(user: str, password: str) -> str:
 
 def request(user: str = "alice", password: str = "bad", peer: str = "192.0.2.1", auth: bool = True) -> Any:
     headers = {"authorization": [basic(user, password)]} if auth else {}
-    return SimpleNamespace(conn_id="c", peer_host=peer, headers=headers, query={}, peer_certificate=None)
+    return SimpleNamespace(
+        conn_id="c", peer_host=peer, headers=headers, query={}, peer_certificate=None, transport="websocket"
+    )
 
 
 SERVICE = SimpleNamespace(name="svc", realm="r", require_roles=frozenset())

@@ -34,6 +34,7 @@ def log_refusal(log: Any, tunnel: Any, refused: Refused, protocol: str, format: 
         format,
         event=f"{protocol}_refused",
         conn_id=tunnel.conn_id,
+        transport=tunnel.via,
         principal=tunnel.subject.principal,
         code=refused.code,
         **fields,

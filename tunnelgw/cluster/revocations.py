@@ -171,6 +171,7 @@ def end_matching(
             by="revocation",
             outcome=outcome,
             conn_id=tunnel.conn_id,
+            transport=tunnel.via,
             principal=tunnel.subject.principal,
             service=tunnel.service.name,
             kind=revocation.kind,

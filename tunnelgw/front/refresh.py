@@ -5,6 +5,7 @@ for a tunnel's session id, and the tunnel lives on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, cast
 
@@ -47,7 +48,7 @@ class RefreshResource(Resource):
         return self.render_POST(request)
 
     def render_POST(self, request: server.Request) -> Any:
-        areq = admission_request(request)
+        areq = dataclasses.replace(admission_request(request), transport="refresh")
         tunnel = self._site.registry.by_session.get(areq.single("X-Tunnel-Session") or "")
         if tunnel is None:
             self._refused(request, areq, None, Refusal(404, "no such tunnel session"))

@@ -98,6 +98,7 @@ class RealmAuthenticator:
                 event="authorization",
                 decision="deny",
                 conn_id=request.conn_id,
+                transport=request.transport,
                 principal=subject.principal,
                 service=service.name,
                 required=sorted(service.require_roles),

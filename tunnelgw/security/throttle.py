@@ -106,6 +106,7 @@ class LoginGuard:
                     " by {kind} in {window:g}s; retry after {retry_after}s",
                     event="login_throttled",
                     conn_id=request.conn_id,
+                    transport=request.transport,
                     peer=address,
                     principal=user,
                     kind=kind,
@@ -146,6 +147,7 @@ class LoginGuard:
                 "login {conn_id} from {peer}: {pending} logins wait already; refused",
                 event="login_busy",
                 conn_id=request.conn_id,
+                transport=request.transport,
                 peer=request.peer_host,
                 pending=self.pending,
             )

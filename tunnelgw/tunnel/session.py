@@ -37,6 +37,7 @@ class TunnelSession(TunnelPart):
                 event="authorization",
                 decision="deny",
                 conn_id=self.conn_id,
+                transport=self.via,
                 principal=self.subject.principal,
                 service=self.service.name,
                 action=action,
@@ -63,6 +64,7 @@ class TunnelSession(TunnelPart):
             "tunnel {conn_id} refreshed by {principal}; expires {expires}",
             event="tunnel_refresh",
             conn_id=self.conn_id,
+            transport=self.via,
             principal=subject.principal,
             expires=subject.expires,
         )
@@ -119,6 +121,7 @@ class TunnelSession(TunnelPart):
                     event="tunnel_revoked",
                     by="revalidation",
                     conn_id=self.conn_id,
+                    transport=self.via,
                     principal=self.subject.principal,
                 )
                 self.end(CloseCode.POLICY_VIOLATION, "credentials revoked")

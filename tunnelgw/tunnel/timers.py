@@ -38,6 +38,7 @@ class TunnelPart:
     service: Any
     subject: Any
     conn_id: str
+    via: str
     log: Any
     _state: Any
 

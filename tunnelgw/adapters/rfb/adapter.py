@@ -207,6 +207,7 @@ class RfbAdapter:
                 "tunnel {conn_id}: RFB session of {principal} running (RFB {version}, security {security}{how})",
                 event="rfb_session",
                 conn_id=self._tunnel.conn_id,
+                transport=self._tunnel.via,
                 principal=self._tunnel.subject.principal,
                 version=".".join(map(str, self._version)),
                 security=TYPE_NAMES.get(self._chosen, str(self._chosen)),
@@ -369,6 +370,7 @@ class RfbAdapter:
                         "tunnel {conn_id}: view-only: input from {principal} dropped",
                         event="rfb_input_dropped",
                         conn_id=self._tunnel.conn_id,
+                        transport=self._tunnel.via,
                         principal=self._tunnel.subject.principal,
                     )
 

@@ -246,6 +246,7 @@ class StompAdapter:
             "tunnel {conn_id}: STOMP CONNECT of {principal} to virtual host {host}{how}",
             event="stomp_connect",
             conn_id=self._tunnel.conn_id,
+            transport=self._tunnel.via,
             principal=subject.principal,
             host=host,
             accept_version=",".join(allowed),

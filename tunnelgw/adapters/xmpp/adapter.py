@@ -186,6 +186,7 @@ class XmppAdapter(IdentityChecks):
                 "tunnel {conn_id}: XMPP stream of {principal} to {domain}",
                 event="xmpp_open",
                 conn_id=self._tunnel.conn_id,
+                transport=self._tunnel.via,
                 principal=self._tunnel.subject.principal,
                 domain=self._options.domain,
                 backend_tls=self._options.backend_tls,

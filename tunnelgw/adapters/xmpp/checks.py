@@ -61,6 +61,7 @@ class IdentityChecks:
             "tunnel {conn_id}: XMPP SASL {mechanism} as {identity} bound to {principal}",
             event="xmpp_auth",
             conn_id=self._tunnel.conn_id,
+            transport=self._tunnel.via,
             principal=self._tunnel.subject.principal,
             mechanism=mechanism,
             identity=names[0],

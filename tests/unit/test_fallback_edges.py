@@ -1,9 +1,10 @@
 """
-Fallback sessions a reload closes: the client gets the close frame and
-code a WebSocket client would, though the new configuration has no
-fallback (or no service) at the session's path any more, or no longer
-allows its origin.  And a session's login that fails unexpectedly is
-answered all the same.
+Fallback sessions at their edges.  One a reload closes: the client gets
+the close frame and code a WebSocket client would, though the new
+configuration has no fallback (or no service) at the session's path any
+more, or no longer allows its origin.  A session's login that fails
+unexpectedly is answered all the same.  A session's audit events say it
+is a fallback.
 """
 
 from __future__ import annotations
@@ -126,3 +127,20 @@ class UnexpectedErrorTests(FallbackCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         [refused] = [e for e in events if e.get("event") == "fallback_refused"]
         self.assertEqual((refused["status"], refused["principal"]), (500, "alice"))
+
+
+class AuditTests(FallbackCase):
+    def test_a_sessions_events_say_it_is_a_fallback(self) -> None:
+        from tunnelgw.cluster.engine import LocalEngine
+        from tunnelgw.cluster.revocations import Revocation
+
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        engine = self.site.pipeline.engine = LocalEngine(self.reactor, self.site.registry)
+        self.open()
+        engine.revoke(Revocation.new("user", "alice", 60, self.reactor.seconds()))
+        self.call("/echo", "open", protocol="echo")  # refused: revoked
+        [revoked] = [e for e in events if e.get("event") == "tunnel_revoked"]
+        [denied] = [e for e in events if e.get("event") == "authorization"]
+        self.assertEqual((revoked["transport"], denied["transport"]), ("fallback", "fallback"))
