@@ -3,8 +3,8 @@ Fallback sessions at their edges.  One a reload closes: the client gets
 the close frame and code a WebSocket client would, though the new
 configuration has no fallback (or no service) at the session's path any
 more, or no longer allows its origin.  A session's login that fails
-unexpectedly is answered all the same.  A session's audit events say it
-is a fallback.
+unexpectedly is answered all the same, and so is an open that breaks.
+A session's audit events say it is a fallback.
 """
 
 from __future__ import annotations
@@ -127,6 +127,20 @@ class UnexpectedErrorTests(FallbackCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         [refused] = [e for e in events if e.get("event") == "fallback_refused"]
         self.assertEqual((refused["status"], refused["principal"]), (500, "alice"))
+
+    def test_an_open_that_breaks_is_answered_500(self) -> None:
+        from tunnelgw.front import fallback
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        self.patch(fallback, "start_tunnel", broken)
+        answer = self.call("/echo", "open", protocol="echo")
+        self.assertEqual((answer.status, answer.body), (500, b"internal error\n"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.reactor.advance(30)  # the session it left is lost, its lease given back
+        self.assertEqual(len(self.site.fallback), 0)
+        self.assertEqual(self.site.limiter.total, 0)
 
 
 class AuditTests(FallbackCase):

@@ -191,8 +191,14 @@ class FallbackEndpoint:
             if answerable(request):
                 _refuse(request, cast(Refusal, f.value))
 
+        def broke(f: Failure) -> None:
+            # answered all the same: the client is not left waiting
+            self.log.failure("fallback open of {conn_id} failed", f, conn_id=areq.conn_id)
+            if answerable(request):
+                _refuse(request, Refusal(500, "internal error"))
+
         d.addCallbacks(admitted, refused)
-        d.addErrback(lambda f: self.log.failure("fallback open of {conn_id} failed", f, conn_id=areq.conn_id))
+        d.addErrback(broke)
 
     # -- a session's requests -----------------------------------------------
 
