@@ -33,13 +33,6 @@ _SigningKey = (
     | ed448.Ed448PrivateKey
     | dsa.DSAPrivateKey
 )
-_SIGNING_KEYS = (
-    rsa.RSAPrivateKey,
-    ec.EllipticCurvePrivateKey,
-    ed25519.Ed25519PrivateKey,
-    ed448.Ed448PrivateKey,
-    dsa.DSAPrivateKey,
-)
 """The private keys a server certificate's key can be (what pyOpenSSL takes)."""
 
 
@@ -59,7 +52,7 @@ def _private_key(key: str, path: str) -> _SigningKey:
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         # TypeError: encrypted (the gateway starts unattended: no passphrase)
         raise ConfigError(f"{key}: {path}: not an unencrypted PEM private key ({e})") from None
-    if not isinstance(private_key, _SIGNING_KEYS):
+    if not isinstance(private_key, _SigningKey):
         raise ConfigError(f"{key}: {path}: a {type(private_key).__name__} cannot sign a TLS handshake")
     return private_key
 
