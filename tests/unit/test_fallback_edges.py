@@ -10,6 +10,7 @@ A session's audit events say it is a fallback.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import globalLogPublisher
@@ -106,6 +107,14 @@ class ClosedByReloadTests(FallbackCase):
         self.assertEqual(self.poll(session).frames()[0][0], CLOSE)
 
 
+def recording(case: FallbackCase) -> Callable[[str], list[Any]]:
+    """The log events from now on, asked for by name (while C{case} runs)."""
+    events: list[Any] = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return lambda name: [e for e in events if e.get("event") == name]
+
+
 class Faulty(BearerUsers):
     """C{Bearer boom} breaks the login: an error no module meant."""
 
@@ -117,15 +126,13 @@ class Faulty(BearerUsers):
 
 class UnexpectedErrorTests(FallbackCase):
     def test_a_login_that_breaks_is_answered_500(self) -> None:
-        events: list[Any] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        logged = recording(self)
         self.site.authenticator = Faulty()
         session = self.open()
         answer = self.poll(session, user="boom")
         self.assertEqual((answer.status, answer.body), (500, b"internal error\n"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        [refused] = [e for e in events if e.get("event") == "fallback_refused"]
+        [refused] = logged("fallback_refused")
         self.assertEqual((refused["status"], refused["principal"]), (500, "alice"))
 
     def test_an_open_that_breaks_is_answered_500(self) -> None:
@@ -148,13 +155,11 @@ class AuditTests(FallbackCase):
         from tunnelgw.cluster.engine import LocalEngine
         from tunnelgw.cluster.revocations import Revocation
 
-        events: list[Any] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        logged = recording(self)
         engine = self.site.pipeline.engine = LocalEngine(self.reactor, self.site.registry)
         self.open()
         engine.revoke(Revocation.new("user", "alice", 60, self.reactor.seconds()))
         self.call("/echo", "open", protocol="echo")  # refused: revoked
-        [revoked] = [e for e in events if e.get("event") == "tunnel_revoked"]
-        [denied] = [e for e in events if e.get("event") == "authorization"]
+        [revoked] = logged("tunnel_revoked")
+        [denied] = logged("authorization")
         self.assertEqual((revoked["transport"], denied["transport"]), ("fallback", "fallback"))
