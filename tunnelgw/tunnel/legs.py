@@ -107,6 +107,9 @@ class BackendProtocol(Protocol):
     secure = False
     """The TLS handshake is done and the server verified."""
     _secured: defer.Deferred[BackendProtocol] | None = None
+    made: defer.Deferred[BackendProtocol] | None = None
+    """Fired with this protocol when its connection is made, if set (by a
+    connect that does not wrap it: L{tunnelgw.upstream.direct})."""
 
     def secured(self) -> defer.Deferred[BackendProtocol]:
         """
@@ -139,6 +142,10 @@ class BackendProtocol(Protocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        made = self.made
+        if made is not None:
+            del self.made  # the class's None again: no attribute kept per tunnel
+            made.callback(self)
 
     def attach(self, tunnel: TunnelSide) -> None:
         self.tunnel = tunnel

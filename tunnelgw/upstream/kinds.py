@@ -34,6 +34,7 @@ from tunnelgw.tunnel.legs import BackendProtocol
 from tunnelgw.upstream import check_tcp, endpoint_for
 from tunnelgw.upstream.chain import REVERSE, check_url
 from tunnelgw.upstream.chain import connect as connect_chain
+from tunnelgw.upstream.direct import address_of, connect_backend
 
 __all__ = [
     "BYTES",
@@ -138,6 +139,10 @@ def connect_stream(endpoint: IStreamClientEndpoint, upstream: UpstreamRequest) -
 
 
 def _connect_description(upstream: UpstreamRequest) -> defer.Deferred[Any]:
+    if upstream.endpoint_for is endpoint_for:
+        address = address_of(upstream.description)
+        if address is not None:  # an address literal: no endpoint needed
+            return connect_backend(upstream.reactor, address, upstream.timeout)  # type: ignore[arg-type]
     endpoint = upstream.endpoint_for(upstream.reactor, upstream.description, upstream.timeout)
     return connect_stream(endpoint, upstream)
 

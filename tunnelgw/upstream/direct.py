@@ -1,0 +1,95 @@
+"""
+A backend at an address literal (C{tcp:127.0.0.1:5900}), connected with
+the reactor's C{connectTCP} and no endpoint around it.
+
+Twisted's TCP endpoints wrap every connection's protocol in one of their
+own (C{_WrappingProtocol}) to learn when it is made: one more object per
+tunnel, one more call on every read from the backend, and at each connect
+a zope declaration made for the wrapper (C{directlyProvides}), which is
+about a tenth of the CPU a handshake spends outside OpenSSL.  The wrapper
+also declares only the last of the interfaces it copies, so a backend's
+half-close reached the tunnel as a full close.  Here the backend's own
+protocol (L{BackendProtocol}) is the connection's: it tells its
+L{BackendProtocol.made} when it is made.
+
+Names still go through Twisted's C{HostnameEndpoint} (resolution, IPv4 and
+IPv6 tried in turn), and every other description through its endpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from typing import Any
+
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IAddress, IConnector, IReactorTCP
+from twisted.internet.protocol import ClientFactory
+from twisted.python.failure import Failure
+
+from tunnelgw.tunnel.legs import BackendProtocol
+from tunnelgw.upstream import check_tcp
+
+__all__ = ["address_of", "connect_backend"]
+
+
+@functools.lru_cache(maxsize=256)
+def address_of(description: str) -> tuple[str, int] | None:
+    """
+    The address and port of a C{tcp:} description that names an address
+    literal (IPv4 or IPv6); C{None} for a name or another kind.
+    """
+    if not description.startswith("tcp:"):
+        return None
+    try:
+        host, port = check_tcp(description)
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return str(address), port
+
+
+class _Connecting(ClientFactory):
+    """
+    One connection attempt: its Deferred fires with the backend's protocol
+    once it is made, or fails with why it could not be (refused, timed
+    out, cancelled: the errors a Twisted endpoint gives).
+    """
+
+    noisy = False  # no "Starting/Stopping factory" line per backend connection
+
+    def __init__(self) -> None:
+        self.connector: IConnector | None = None
+        self.result: defer.Deferred[BackendProtocol] = defer.Deferred(self._cancel)
+
+    def _cancel(self, result: defer.Deferred[BackendProtocol]) -> None:
+        connector, self.connector = self.connector, None
+        if connector is None:
+            return
+        result.errback(error.ConnectingCancelledError(connector.getDestination()))
+        connector.stopConnecting()  # its clientConnectionFailed finds result called
+
+    def buildProtocol(self, addr: IAddress | None) -> BackendProtocol:  # noqa: N802
+        self.connector = None
+        protocol = BackendProtocol()
+        protocol.made = self.result  # fired by its connectionMade
+        return protocol
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:  # noqa: N802
+        self.connector = None
+        if not self.result.called:
+            self.result.errback(reason)
+
+
+def connect_backend(reactor: IReactorTCP, address: tuple[str, int], timeout: float) -> defer.Deferred[Any]:
+    """
+    Connect a byte-stream backend at C{address} (from L{address_of}): its
+    L{BackendProtocol}, once connected.  Cancelling it stops the attempt.
+    """
+    attempt = _Connecting()
+    host, port = address
+    try:
+        attempt.connector = reactor.connectTCP(host, port, attempt, timeout=timeout)
+    except Exception:
+        return defer.fail()
+    return attempt.result
