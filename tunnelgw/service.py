@@ -34,7 +34,7 @@ from tunnelgw.metrics import GatewayMetrics, MetricsPage, QuietSite
 from tunnelgw.notify import monotonic_usec, notify
 from tunnelgw.rejudge import Verdict, judge_all
 from tunnelgw.security.realm import RealmAuthenticator
-from tunnelgw.security.throttle import LoginGuard
+from tunnelgw.security.throttle import LoginGuard, Waiting
 from tunnelgw.upstream.dialer import LinkDialer
 from tunnelgw.upstream.links import LinkPool
 
@@ -54,14 +54,20 @@ def build_site(config: GatewayConfig, reactor: Any) -> GatewaySite:
 
 
 def build_front(
-    config: GatewayConfig, reactor: Any, store: Any, pools: dict[str, LinkPool]
+    config: GatewayConfig,
+    reactor: Any,
+    store: Any,
+    pools: dict[str, LinkPool],
+    waiting: Waiting | None = None,
 ) -> tuple[AdmissionPipeline, RealmAuthenticator]:
     """
     The admission pipeline and authenticator of C{config}: its realms'
-    modules, its login limits and its link pools (those of C{pools} whose
-    configuration is unchanged are kept, with their idle links).
+    modules, its login limits (counting the logins that wait in
+    C{waiting}, the gateway's, kept across reloads) and its link pools
+    (those of C{pools} whose configuration is unchanged are kept, with
+    their idle links).
     """
-    guard = LoginGuard(config.logins, store)
+    guard = LoginGuard(config.logins, store, waiting)
     authenticator = RealmAuthenticator(config, guard, reactor)
     links = {}
     for pool in config.links:
@@ -98,7 +104,9 @@ class GatewayService(MultiService):
         # failed logins counted across instances when there is a cluster
         # (its engine read at each count: a reload may add or change it)
         self.store = SharedLimitStore(MemoryLimitStore(reactor), lambda: self.engine, reactor)
-        pipeline, authenticator = build_front(config, reactor, self.store, {})
+        self.waiting = Waiting()
+        """The logins waiting for an asynchronous answer, counted across reloads."""
+        pipeline, authenticator = build_front(config, reactor, self.store, {}, self.waiting)
         self.site = GatewaySite(config, reactor, pipeline, authenticator)
         self.site.registry.late = self._late
         self.engine = self._engine(config.cluster)
@@ -254,7 +262,7 @@ class GatewayService(MultiService):
         old, self.config = self.config, config
         self._follow(trail)
         pipeline, authenticator = build_front(
-            config, self.reactor, self.store, dict(self.site.pipeline.links)
+            config, self.reactor, self.store, dict(self.site.pipeline.links), self.waiting
         )
         pipeline.draining = self.draining
         if config.cluster != old.cluster:

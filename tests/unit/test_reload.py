@@ -263,6 +263,14 @@ class ServiceReloadTests(SynchronousTestCase):
             (["tcp:8081:interface=127.0.0.1"], ["tcp:8080:interface=127.0.0.1"]),
         )
 
+    def test_the_count_of_waiting_logins_outlives_the_configuration(self) -> None:
+        guard = self.service.site.authenticator._guard
+        self.assertIs(guard.waiting, self.service.waiting)
+        self.service.reload(loads(STOMP.replace('path = "/stomp"', 'path = "/queue"')))
+        renewed = self.service.site.authenticator._guard
+        self.assertIsNot(renewed, guard)
+        self.assertIs(renewed.waiting, self.service.waiting)
+
     def test_new_requests_see_the_new_services(self) -> None:
         new = loads(STOMP.replace('path = "/stomp"', 'path = "/queue"'))
         self.service.reload(new)

@@ -30,7 +30,7 @@ from tunnelgw.limits import MemoryLimitStore
 from tunnelgw.security.jaas import Flag, LoginContext, LoginFailed, ModuleEntry
 from tunnelgw.security.modules.password_file import HASHER, PasswordFileFactory, dummy_hash, verify
 from tunnelgw.security.realm import RealmAuthenticator
-from tunnelgw.security.throttle import LoginGuard
+from tunnelgw.security.throttle import LoginGuard, Waiting
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -171,14 +171,14 @@ class GuardTests(SynchronousTestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def realm(self, factory: _Factory, **limits: Any) -> RealmAuthenticator:
+    def realm(self, factory: _Factory, waiting: Waiting | None = None, **limits: Any) -> RealmAuthenticator:
         realm = SimpleNamespace(
             name="r",
             modules=[ModuleEntry("m", factory, Flag.REQUIRED, {})],
             revalidate_interval=0.0,
             challenge="Basic",
         )
-        guard = LoginGuard(LoginLimits(**limits), MemoryLimitStore(self.clock))
+        guard = LoginGuard(LoginLimits(**limits), MemoryLimitStore(self.clock), waiting)
         return RealmAuthenticator(SimpleNamespace(realms=[realm]), guard)  # type: ignore[arg-type]
 
     def status(self, authenticator: RealmAuthenticator, req: Any) -> int:
@@ -278,6 +278,29 @@ class GuardTests(SynchronousTestCase):
         pending[3].callback(True)
         self.successResultOf(second)
         self.successResultOf(third)
+
+    def test_logins_waiting_under_a_guard_count_under_the_next(self) -> None:
+        # a reload makes a new guard: the logins begun before still wait
+        pending: list[defer.Deferred[bool]] = []
+        factory = _Factory(pending)
+        before = self.realm(factory, max_pending=2, max_failures_per_address=100)
+        first = before.authenticate(request(password="good"), SERVICE)
+        second = before.authenticate(request(password="good"), SERVICE)
+        waiting = before._guard.waiting  # type: ignore[union-attr]
+        after = self.realm(factory, waiting, max_pending=2, max_failures_per_address=100)
+        guard = after._guard
+        assert guard is not None and guard is not before._guard
+        self.assertEqual(self.status(after, request(password="good")), 503)
+        self.assertEqual([e["pending"] for e in self.events if e.get("event") == "login_busy"], [2])
+        pending[0].callback(True)  # one begun before the reload ends: room under the new guard
+        self.successResultOf(first)
+        third = after.authenticate(request(password="good"), SERVICE)
+        self.assertEqual(guard.pending, 2)
+        pending[1].callback(True)
+        pending[3].callback(True)
+        self.successResultOf(second)
+        self.successResultOf(third)
+        self.assertEqual(guard.pending, 0)
 
     def test_a_login_abandoned_by_its_client_is_no_failure(self) -> None:
         """

@@ -67,6 +67,17 @@ class LoginRefused(Exception):
         self.retry_after = retry_after
 
 
+class Waiting:
+    """
+    How many logins wait for an asynchronous answer: one count per
+    gateway, which the guard of each configuration shares, so that a
+    reload (a new guard) does not let C{max_pending} more in while the
+    logins begun before it still wait.
+    """
+
+    count = 0
+
+
 class LoginGuard:
     """
     See the module docstring.
@@ -74,10 +85,15 @@ class LoginGuard:
 
     log = Logger()
 
-    def __init__(self, limits: LoginLimits, store: ILimitStore) -> None:
+    def __init__(self, limits: LoginLimits, store: ILimitStore, waiting: Waiting | None = None) -> None:
         self.limits = limits
         self.store = store
-        self.pending = 0
+        self.waiting = Waiting() if waiting is None else waiting
+
+    @property
+    def pending(self) -> int:
+        """The logins that wait now (under every configuration's guard)."""
+        return self.waiting.count
 
     def before(self, request: Any, callbacks: Any) -> Attempt:
         """
@@ -152,10 +168,11 @@ class LoginGuard:
                 pending=self.pending,
             )
             raise LoginRefused(503, "too many logins in progress; try again later", 1)
-        self.pending += 1
+        waiting = self.waiting
+        waiting.count += 1
 
         def settled(result: Any) -> Any:
-            self.pending -= 1
+            waiting.count -= 1
             if not isinstance(result, Failure):
                 self.succeeded(attempt, result)
             return result
