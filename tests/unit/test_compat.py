@@ -257,6 +257,21 @@ class TwistedInternalsTests(SynchronousTestCase):
         self.assertEqual(buffered(fd), 5)  # _tempDataLen, not yet joined
         fd.stopWriting()
 
+    def test_a_write_side_ends_as_half_close_now_ends_it(self) -> None:
+        # what half_close_now does in place of doWrite's last lines: the
+        # flags doWrite sets and the method it calls, with these names
+        import inspect
+
+        source = inspect.getsource(FileDescriptor.doWrite)
+        self.assertIn("self._writeDisconnected = True", source)
+        self.assertIn("self._closeWriteConnection()", source)
+        self.assertTrue(callable(getattr(tcp.Connection, "_closeWriteConnection", None)))
+        fd = FileDescriptor(MemoryReactor())
+        self.assertIs(fd._writeDisconnected, False)
+        # and a connection's close asks it whether to shut down first
+        self.assertIs(tcp.Connection._shouldShutdown, True)
+        self.assertIn("self._shouldShutdown", inspect.getsource(tcp.Connection._closeSocket))
+
     def test_twisted_tcp_connections_say_they_are_plain(self) -> None:
         for kind in (tcp.Server, tcp.Client):
             self.assertIs(kind.TLS, False)

@@ -8,13 +8,16 @@ reactor: no real reactor runs.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tunnelgw._compat.writes import plain_and_idle as _plain_and_idle
 from tunnelgw.tunnel.flow import close_now, half_close_now, pending_bytes, write_now
@@ -126,6 +129,59 @@ class WriteNowServerTests(WriteNowTests):
         self.assertEqual(self.peer.recv(10), b"")  # the FIN, with no reactor turn
         self.assertNotIn(self.transport, self.reactor.writers)
         self.assertTrue(self.transport._writeDisconnected)
+
+    def test_the_half_close_of_an_idle_connection_takes_no_write_turn(self) -> None:
+        # no registering for writability and back, no send of nothing:
+        # the FIN, and the protocol told its write side is shut
+        @implementer(IHalfCloseableProtocol)
+        class HalfCloseable(Protocol):
+            shut = False
+
+            def writeConnectionLost(self) -> None:  # noqa: N802
+                self.shut = True
+
+            def readConnectionLost(self) -> None:  # noqa: N802
+                pass
+
+        self.transport.protocol = protocol = HalfCloseable()
+        registered: list[Any] = []
+        self.patch(self.reactor, "addWriter", registered.append)
+        sends: list[bytes] = []
+        self.patch(self.transport, "writeSomeData", sends.append)
+        half_close_now(self.transport)
+        self.assertEqual((registered, sends), ([], []))
+        self.assertEqual(self.peer.recv(10), b"")
+        self.assertTrue(protocol.shut)
+        self.assertTrue(self.transport._writeDisconnected)
+        write_now(self.transport, b"late")  # a shut write side takes nothing more
+        self.assertEqual(sends, [])
+        shutdowns: list[int] = []
+        real = self.transport.socket
+        self.transport.socket = SimpleNamespace(shutdown=shutdowns.append, close=real.close)  # type: ignore[assignment]
+        self.transport.loseConnection()  # the close: no second shutdown
+        self.assertEqual(shutdowns, [])
+        self.assertEqual(real.fileno(), -1)
+
+    def test_a_streaming_producer_does_not_hold_the_half_close(self) -> None:
+        # doWrite, its buffer empty, would go on to the FIN as well
+        producer = Protocol()
+        self.transport.registerProducer(producer, True)
+        half_close_now(self.transport)
+        self.assertNotIn(self.transport, self.reactor.writers)
+        self.assertEqual(self.peer.recv(10), b"")
+
+    def test_a_half_close_under_a_paused_producer_is_the_reactors(self) -> None:
+        producer = Protocol()
+        producer.resumeProducing = lambda: None  # type: ignore[attr-defined]
+        producer.pauseProducing = lambda: None  # type: ignore[attr-defined]
+        self.transport.registerProducer(producer, True)
+        self.transport.producerPaused = True
+        half_close_now(self.transport)
+        # left to Twisted's doWrite, which resumes the producer first
+        self.assertIn(self.transport, self.reactor.writers)
+        self.assertFalse(self.transport._writeDisconnected)
+        with self.assertRaises(BlockingIOError):
+            self.peer.recv(10)  # no FIN yet
 
     def test_a_half_close_waits_behind_buffered_data(self) -> None:
         self.transport.write(b"first")  # buffered for the reactor's next turn

@@ -135,20 +135,36 @@ def write_now(transport: Any, data: bytes) -> None:
         layer.doWrite()
 
 
+def _no_producer_waits(connection: Any) -> bool:
+    """
+    No producer, or a streaming one that is not paused: then C{doWrite},
+    its buffer empty, goes on to the half-close (a paused or pull producer
+    is resumed instead, and the half-close waits for a later turn).
+    """
+    return connection.producer is None or (connection.streamingProducer and not connection.producerPaused)
+
+
 def half_close_now(transport: Any) -> None:
     """
     C{transport.loseWriteConnection()}, and on one of Twisted's plain TCP
-    connections with nothing waiting, the half-close (the FIN) now rather
-    than on the reactor's next turn: the transport's own C{doWrite}, what
-    the reactor would call next, with nothing to send.  Otherwise (data
-    waiting, TLS, another transport) the reactor does it, after the data.
+    connections with nothing waiting and no producer, the half-close (the
+    FIN) now rather than on the reactor's next turn: what the transport's
+    own C{doWrite} ends with when its buffer is empty (C{_writeDisconnected},
+    C{_closeWriteConnection}), without the rest of that turn (registering
+    for writability and back, a send of nothing: three system calls), and
+    its close then without a second shutdown (C{_shouldShutdown}).
+    Otherwise (data waiting, a paused or pull producer, TLS, another
+    transport) the reactor does it, after the data.
     """
-    now = _WRITE_NOW and plain_and_idle(transport)
+    if _WRITE_NOW and plain_and_idle(transport) and _no_producer_waits(transport):
+        transport._writeDisconnecting = True
+        transport._writeDisconnected = True
+        transport._closeWriteConnection()  # shutdown(SHUT_WR), then the protocol's writeConnectionLost
+        # the FIN is out: its close needs no shutdown(SHUT_RDWR) first (one
+        # more system call, which Twisted says is not really necessary)
+        transport._shouldShutdown = False
+        return
     transport.loseWriteConnection()
-    if now:
-        # a failure is left to the reactor, which finds the transport
-        # still registered for writing and gets it again
-        transport.doWrite()
 
 
 def close_now(transport: Any) -> bool:
