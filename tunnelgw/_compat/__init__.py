@@ -43,7 +43,8 @@ SHORTCUTS: dict[str, str] = {
     "write_now": (
         "twisted: a write, a half-close or a close on an idle plain TCP"
         " connection goes to the kernel now, not on the reactor's next turn"
-        " (tcp.Connection's _tempDataLen, _writeDisconnecting);"
+        " (tcp.Connection's _tempDataLen, _writeDisconnecting,"
+        " _writeDisconnected, _closeWriteConnection, _shouldShutdown);"
         " public: write, loseWriteConnection, loseConnection"
     ),
     "tls_writes": (
