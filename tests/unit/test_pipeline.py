@@ -12,7 +12,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError, TimeoutError
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError, TimeoutError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -24,6 +25,7 @@ from tunnelgw.config.model import ServiceConfig
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAuthenticator, IAuthorizationPolicy, ISessionPolicy
 from tunnelgw.limits import ConnectionLimiter
+from tunnelgw.logs import Logger
 from tunnelgw.security import PassThroughAuthenticator, Subject
 from tunnelgw.testing import FakeEndpoint
 from tunnelgw.tunnel.legs import BackendProtocol
@@ -246,6 +248,40 @@ class PipelineTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, defer.CancelledError)
         self.assertTrue(connecting.called)  # the connect itself was cancelled
+
+    def twisted_like_endpoint(self) -> FakeEndpoint:
+        """Connects whose cancel fails them as Twisted's endpoints do."""
+        endpoint = self.endpoint
+
+        def connect(factory: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred(
+                lambda d: d.errback(ConnectingCancelledError(IPv4Address("TCP", "127.0.0.1", 9)))
+            )
+            endpoint.pending.append((d, factory))
+            return d
+
+        endpoint.connect = connect  # type: ignore[method-assign]
+        return endpoint
+
+    def test_client_gone_during_a_connect_is_an_abandon_not_a_timeout(self) -> None:
+        self.twisted_like_endpoint()
+        events: list[dict[str, Any]] = []
+        self.patch(AdmissionPipeline, "log", Logger(observer=events.append))
+        d = self.pipeline.admit(self.request(), service(), check_websocket_upgrade)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(
+            [(e["decision"], e["status"]) for e in events if e.get("event") == "admission"],
+            [("abandon", 499)],
+        )
+
+    def test_a_timeout_is_504_whatever_the_endpoint_says_of_its_cancel(self) -> None:
+        self.twisted_like_endpoint()
+        d = self.pipeline.admit(
+            self.request(), service(upstream="unix:path=/run/x.sock"), check_websocket_upgrade
+        )
+        self.reactor.advance(10.1)
+        self.assertEqual(self.failureResultOf(d, Refusal).value.status, 504)
 
     def test_client_gone_cancels_a_pending_login(self) -> None:
         login: defer.Deferred[Subject] = defer.Deferred()

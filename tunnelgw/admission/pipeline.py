@@ -48,6 +48,17 @@ def _then(d: defer.Deferred[Any] | None, step: Callable[[], Any]) -> defer.Defer
     return d.addCallback(lambda _: step())
 
 
+def _timed_out(result: Any, timeout: float) -> Any:
+    """
+    A connect our timer cancelled failed with a timeout, whatever its
+    endpoint says of a cancelled connect (Twisted's: C{ConnectingCancelledError},
+    which otherwise means the client went away).
+    """
+    if isinstance(result, Failure):
+        raise defer.TimeoutError(f"no connection within {timeout:g}s")
+    return result
+
+
 class AdmissionPipeline:
     """
     Admits or refuses requests for services; see the module docstring.
@@ -324,12 +335,14 @@ class AdmissionPipeline:
         )
         if not kind.bounds_itself:
             assert IReactorTime.providedBy(self._reactor)
-            d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
+            d.addTimeout(timeout, self._reactor, onTimeoutCancel=_timed_out)  # type: ignore[arg-type]
 
         def failed(f: Failure) -> Failure:
-            if f.check(defer.CancelledError):
-                return f  # the client went away; not the backend's fault
-            if f.check(defer.TimeoutError, error.TimeoutError, error.ConnectingCancelledError):
+            if f.check(defer.CancelledError, error.ConnectingCancelledError):
+                # the client went away (Twisted's endpoints say a cancelled
+                # connect with the latter): not the backend's fault
+                return Failure(defer.CancelledError())
+            if f.check(defer.TimeoutError, error.TimeoutError):
                 raise Refusal(504, f"the backend did not answer within {timeout:g}s")
             if f.check(Refusal):
                 return f
