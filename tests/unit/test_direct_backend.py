@@ -61,6 +61,10 @@ class ConnectTests(SynchronousTestCase):
         self.assertTrue(IHandshakeListener.providedBy(protocol))
         self.assertNotIn("made", vars(protocol))  # nothing kept per tunnel
         self.assertIsNone(protocol.made)
+        # the connector keeps its factory while the connection lives: the
+        # factory keeps nothing of the tunnel the Deferred's callbacks made
+        factory = reactor.tcpClients[0][2]
+        self.assertEqual((factory.result, factory.connector), (None, None))
 
     def test_a_refusal_or_a_timeout_fails_it_with_its_error(self) -> None:
         for reason in (error.ConnectionRefusedError(), error.TimeoutError()):

@@ -60,25 +60,27 @@ class _Connecting(ClientFactory):
 
     def __init__(self) -> None:
         self.connector: IConnector | None = None
-        self.result: defer.Deferred[BackendProtocol] = defer.Deferred(self._cancel)
+        self.result: defer.Deferred[BackendProtocol] | None = defer.Deferred(self._cancel)
+        """Until it is handed on: the connection's connector keeps this
+        factory as long as the connection lives, and what the Deferred's
+        callbacks return (the tunnel) must not be kept through it."""
 
     def _cancel(self, result: defer.Deferred[BackendProtocol]) -> None:
-        connector, self.connector = self.connector, None
+        connector, self.connector, self.result = self.connector, None, None
         if connector is None:
             return
         result.errback(error.ConnectingCancelledError(connector.getDestination()))
-        connector.stopConnecting()  # its clientConnectionFailed finds result called
+        connector.stopConnecting()  # its clientConnectionFailed finds no result to fail
 
     def buildProtocol(self, addr: IAddress | None) -> BackendProtocol:  # noqa: N802
-        self.connector = None
         protocol = BackendProtocol()
-        protocol.made = self.result  # fired by its connectionMade
+        protocol.made, self.result, self.connector = self.result, None, None  # fired by its connectionMade
         return protocol
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:  # noqa: N802
-        self.connector = None
-        if not self.result.called:
-            self.result.errback(reason)
+        result, self.result, self.connector = self.result, None, None
+        if result is not None and not result.called:
+            result.errback(reason)
 
 
 def connect_backend(reactor: IReactorTCP, address: tuple[str, int], timeout: float) -> defer.Deferred[Any]:
@@ -87,9 +89,11 @@ def connect_backend(reactor: IReactorTCP, address: tuple[str, int], timeout: flo
     L{BackendProtocol}, once connected.  Cancelling it stops the attempt.
     """
     attempt = _Connecting()
+    result = attempt.result
+    assert result is not None
     host, port = address
     try:
         attempt.connector = reactor.connectTCP(host, port, attempt, timeout=timeout)
     except Exception:
         return defer.fail()
-    return attempt.result
+    return result
