@@ -62,7 +62,7 @@ class ConnectTests(SynchronousTestCase):
         self.assertNotIn("made", vars(protocol))  # nothing kept per tunnel
         self.assertIsNone(protocol.made)
         # the connector keeps its factory while the connection lives: the
-        # factory keeps nothing of the tunnel the Deferred's callbacks made
+        # factory keeps nothing the Deferred's callbacks may return
         factory = reactor.tcpClients[0][2]
         self.assertEqual((factory.result, factory.connector), (None, None))
 

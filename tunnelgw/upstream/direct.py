@@ -63,7 +63,7 @@ class _Connecting(ClientFactory):
         self.result: defer.Deferred[BackendProtocol] | None = defer.Deferred(self._cancel)
         """Until it is handed on: the connection's connector keeps this
         factory as long as the connection lives, and what the Deferred's
-        callbacks return (the tunnel) must not be kept through it."""
+        callbacks return must not be kept through it."""
 
     def _cancel(self, result: defer.Deferred[BackendProtocol]) -> None:
         connector, self.connector, self.result = self.connector, None, None
