@@ -7,7 +7,9 @@ which offers X25519 first, as the bench's Node load client does), the
 backend a string transport.  Only the gateway's calls are timed: a full
 TLS 1.3 handshake, the upgrade (its backend connected), the client's
 close frame and the end of both connections; the same without TLS for
-comparison.
+comparison.  The shortcuts that act on Twisted's TCP connections only
+(C{write_now}, C{tls_writes}) do not act on string transports: here the
+101 and the close frame wait for the TLS layer's flush on the next turn.
 
     .venv/bin/python bench/tls_lifecycle.py [--handshakes 1000] [--rounds 5]
 
