@@ -79,7 +79,7 @@ class _Connecting(ClientFactory):
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:  # noqa: N802
         result, self.result, self.connector = self.result, None, None
-        if result is not None and not result.called:
+        if result is not None:  # not yet handed on, nor cancelled
             result.errback(reason)
 
 
