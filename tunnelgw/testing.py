@@ -7,6 +7,7 @@ tunnel, a module's login, a policy's decisions.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "callbacks",
     "client_frame",
     "clock_at_now",
+    "cyclic_garbage",
     "log_in",
     "policy_from",
     "public_realm",
@@ -270,3 +272,23 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((opcode, data[offset : offset + n]))
         data = data[offset + n :]
     return frames
+
+
+def cyclic_garbage(before: set[int], packages: tuple[str, ...]) -> list[str]:
+    """
+    The types of what only the garbage collector would free now (objects
+    left in reference cycles), of C{packages}' modules, made since
+    C{before} (the ids of C{gc.get_objects()} taken then): what a test
+    that runs with the collector disabled expects to be empty.
+    """
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return [
+            type(o).__qualname__
+            for o in gc.garbage
+            if id(o) not in before and type(o).__module__.startswith(packages)
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw import registry
 from tunnelgw.config.loader import loads
+from tunnelgw.testing import cyclic_garbage
 from tunnelgw.tunnel.legs import BackendProtocol
 from tunnelgw.upstream.direct import address_of, connect_backend
 from tunnelgw.upstream.kinds import UpstreamRequest
@@ -169,15 +170,4 @@ class NoCycleTests(SynchronousTestCase):
                 d.cancel()
             d.addErrback(lambda f: None)
             del d, reactor
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            try:
-                gc.collect()
-                ours = [
-                    type(o).__qualname__
-                    for o in gc.garbage
-                    if id(o) not in before and type(o).__module__.startswith(("tunnelgw", "twisted"))
-                ]
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-            self.assertEqual(ours, [], outcome)
+            self.assertEqual(cyclic_garbage(before, ("tunnelgw", "twisted")), [], outcome)

@@ -29,7 +29,14 @@ from tunnelgw.front.site import GatewaySite
 from tunnelgw.interfaces import IAuthenticator
 from tunnelgw.security import PassThroughAuthenticator
 from tunnelgw.security.realm import RealmAuthenticator
-from tunnelgw.testing import FakeEndpoint, HalfCloseStringTransport, client_frame, public_realm, server_frames
+from tunnelgw.testing import (
+    FakeEndpoint,
+    HalfCloseStringTransport,
+    client_frame,
+    cyclic_garbage,
+    public_realm,
+    server_frames,
+)
 from tunnelgw.tunnel.relay import Tunnel
 
 CONFIG = (
@@ -502,18 +509,7 @@ class NoCyclesTests(_SiteCase):
         self.endpoint.pending.clear()
         self.assertEqual([ref() for ref in watched if ref() is not None], [])
         # and nothing of the connection was left in a cycle
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            ours = [
-                type(o).__qualname__
-                for o in gc.garbage
-                if id(o) not in before and type(o).__module__.startswith(("tunnelgw", "twisted", "autobahn"))
-            ]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-        self.assertEqual(ours, [])
+        self.assertEqual(cyclic_garbage(before, ("tunnelgw", "twisted", "autobahn")), [])
 
     def test_echo(self) -> None:
         self.assert_freed("/echo")
