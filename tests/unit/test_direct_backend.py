@@ -20,7 +20,8 @@ from tunnelgw import registry
 from tunnelgw.config.loader import loads
 from tunnelgw.testing import cyclic_garbage
 from tunnelgw.tunnel.legs import BackendProtocol
-from tunnelgw.upstream.direct import address_of, connect_backend
+from tunnelgw.upstream import address_of
+from tunnelgw.upstream.direct import connect_backend
 from tunnelgw.upstream.kinds import UpstreamRequest
 
 BACKEND = IPv4Address("TCP", "127.0.0.1", 5900)

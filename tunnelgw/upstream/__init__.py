@@ -22,7 +22,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
 
-__all__ = ["check_tcp", "endpoint_for", "split_description"]
+__all__ = ["address_of", "check_tcp", "endpoint_for", "split_description"]
 
 
 def split_description(description: str) -> list[str]:
@@ -81,6 +81,23 @@ def endpoint_for(reactor: IReactorCore, description: str, timeout: float) -> ISt
 
 
 @functools.lru_cache(maxsize=256)
+def address_of(description: str) -> tuple[str, int] | None:
+    """
+    The address and port of a C{tcp:} description that names an address
+    literal (IPv4 or IPv6); C{None} for a name, another kind or a
+    description that is not valid.
+    """
+    if not description.startswith("tcp:"):
+        return None
+    try:
+        host, port = check_tcp(description)
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return str(address), port
+
+
+@functools.lru_cache(maxsize=256)
 def _tcp_endpoint(reactor: IReactorCore, description: str, timeout: float) -> IStreamClientEndpoint:
     """
     A TCP endpoint holds only its address and timeout, and connects any
@@ -88,12 +105,12 @@ def _tcp_endpoint(reactor: IReactorCore, description: str, timeout: float) -> IS
     endpoints are built anew each time: a TLS one reads its certificate
     files, which may have been renewed.)
     """
-    host, port = check_tcp(description)
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
+    address = address_of(description)
+    if address is None:
+        host, port = check_tcp(description)  # its ValueError says what is wrong
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     # An address needs no resolution (nor IDNA checks) on every connect.
-    if address.version == 4:
-        return TCP4ClientEndpoint(reactor, str(address), port, timeout=timeout)
-    return TCP6ClientEndpoint(reactor, str(address), port, timeout=timeout)
+    host, port = address
+    if ":" in host:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)

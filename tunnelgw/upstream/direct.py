@@ -18,8 +18,6 @@ IPv6 tried in turn), and every other description through its endpoint.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from typing import Any
 
 from twisted.internet import defer, error
@@ -28,25 +26,8 @@ from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
 
 from tunnelgw.tunnel.legs import BackendProtocol
-from tunnelgw.upstream import check_tcp
 
-__all__ = ["address_of", "connect_backend"]
-
-
-@functools.lru_cache(maxsize=256)
-def address_of(description: str) -> tuple[str, int] | None:
-    """
-    The address and port of a C{tcp:} description that names an address
-    literal (IPv4 or IPv6); C{None} for a name or another kind.
-    """
-    if not description.startswith("tcp:"):
-        return None
-    try:
-        host, port = check_tcp(description)
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    return str(address), port
+__all__ = ["connect_backend"]
 
 
 class _Connecting(ClientFactory):
@@ -85,8 +66,9 @@ class _Connecting(ClientFactory):
 
 def connect_backend(reactor: IReactorTCP, address: tuple[str, int], timeout: float) -> defer.Deferred[Any]:
     """
-    Connect a byte-stream backend at C{address} (from L{address_of}): its
-    L{BackendProtocol}, once connected.  Cancelling it stops the attempt.
+    Connect a byte-stream backend at C{address} (from
+    L{tunnelgw.upstream.address_of}): its L{BackendProtocol}, once
+    connected.  Cancelling it stops the attempt.
     """
     attempt = _Connecting()
     result = attempt.result

@@ -31,10 +31,10 @@ from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IUpstreamKind
 from tunnelgw.logs import Logger
 from tunnelgw.tunnel.legs import BackendProtocol
-from tunnelgw.upstream import check_tcp, endpoint_for
+from tunnelgw.upstream import address_of, check_tcp, endpoint_for
 from tunnelgw.upstream.chain import REVERSE, check_url
 from tunnelgw.upstream.chain import connect as connect_chain
-from tunnelgw.upstream.direct import address_of, connect_backend
+from tunnelgw.upstream.direct import connect_backend
 
 __all__ = [
     "BYTES",
