@@ -11,14 +11,16 @@ from typing import Any
 
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from tunnelgw import registry
 from tunnelgw.config.loader import loads
-from tunnelgw.testing import cyclic_garbage
+from tunnelgw.testing import HalfCloseStringTransport, cyclic_garbage
 from tunnelgw.tunnel.legs import BackendProtocol
 from tunnelgw.upstream import address_of
 from tunnelgw.upstream.direct import connect_backend
@@ -60,7 +62,7 @@ class ConnectTests(SynchronousTestCase):
         self.assertIs(protocol.transport, transport)
         # the connection's protocol is the leg: a half-close reaches it as one
         self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
-        self.assertTrue(IHandshakeListener.providedBy(protocol))
+        self.assertFalse(IHandshakeListener.providedBy(protocol))  # no TLS under it
         self.assertNotIn("made", vars(protocol))  # nothing kept per tunnel
         self.assertIsNone(protocol.made)
         # the connector keeps its factory while the connection lives: the
@@ -109,20 +111,21 @@ class _Pending:
         return defer.Deferred()
 
 
-class KindTests(SynchronousTestCase):
-    def _request(self, upstream: str, reactor: MemoryReactor, **kwargs: Any) -> UpstreamRequest:
-        config = loads(
-            "[gateway]\nlisten = ['tcp:8080']\n[realms.public]\n[[realms.public.modules]]\n"
-            "module = 'anonymous'\nflag = 'required'\n[services.raw]\npath = '/raw'\n"
-            f"adapter = 'raw'\nrealm = 'public'\nupstream = '{upstream}'\nsubprotocols = ['binary']\n[services.raw.limits]\nconnect_timeout = 3\n"
-        )
-        service = config.services[0]
-        return UpstreamRequest(reactor, service, None, None, None, {}, **kwargs)
+def _request(upstream: str, reactor: MemoryReactor, **kwargs: Any) -> UpstreamRequest:
+    config = loads(
+        "[gateway]\nlisten = ['tcp:8080']\n[realms.public]\n[[realms.public.modules]]\n"
+        "module = 'anonymous'\nflag = 'required'\n[services.raw]\npath = '/raw'\n"
+        f"adapter = 'raw'\nrealm = 'public'\nupstream = '{upstream}'\nsubprotocols = ['binary']\n[services.raw.limits]\nconnect_timeout = 3\n"
+    )
+    service = config.services[0]
+    return UpstreamRequest(reactor, service, None, None, None, {}, **kwargs)
 
+
+class KindTests(SynchronousTestCase):
     def test_an_address_literal_is_connected_without_an_endpoint(self) -> None:
         reactor = MemoryReactor()
         upstream = "tcp:127.0.0.1:5900"
-        d = registry.upstream_kind(upstream).connect(self._request(upstream, reactor))
+        d = registry.upstream_kind(upstream).connect(_request(upstream, reactor))
         factory = reactor.tcpClients[0][2]
         self.assertEqual(type(factory).__module__, "tunnelgw.upstream.direct")
         self.assertEqual(reactor.tcpClients[0][3], 3)  # the service's connect_timeout
@@ -140,12 +143,55 @@ class KindTests(SynchronousTestCase):
                 seen.append(description)
                 return _Pending()
 
-            d = registry.upstream_kind(upstream).connect(
-                self._request(upstream, reactor, endpoint_for=recording)
-            )
+            d = registry.upstream_kind(upstream).connect(_request(upstream, reactor, endpoint_for=recording))
             self.assertEqual(seen, [upstream])
             self.assertNoResult(d)
             self.assertEqual(reactor.tcpClients, [])
+
+
+class EndpointLegTests(SynchronousTestCase):
+    """
+    A leg connected through an endpoint (a name, a UNIX socket, a plugin's
+    endpoint) is wrapped by Twisted; the wrapper must still pass on the
+    service's half-close, and a TLS layer its handshake.
+    """
+
+    def _connected(self, upstream: str, reactor: MemoryReactor, connections: list[Any], **kwargs: Any) -> Any:
+        d = registry.upstream_kind(upstream).connect(_request(upstream, reactor, **kwargs))
+        wrapper = connections[0][1 if upstream.startswith("unix:") else 2].buildProtocol(BACKEND)
+        wrapper.makeConnection(HalfCloseStringTransport())
+        leg = self.successResultOf(d)
+        self.assertIsInstance(leg, BackendProtocol)
+        return wrapper, leg
+
+    def test_a_half_close_through_the_wrapper_reaches_the_leg(self) -> None:
+        named = MemoryReactor()
+        tcp = self._connected(
+            "tcp:vnc.internal:5900",
+            named,
+            named.tcpClients,
+            endpoint_for=lambda r, d, t: TCP4ClientEndpoint(named, "127.0.0.1", 5900, t),
+        )
+        unix = MemoryReactor()
+        for wrapper, leg in (tcp, self._connected("unix:path=/run/vnc.sock", unix, unix.unixClients)):
+            # what Twisted's TCP and UNIX connections ask at the service's EOF
+            half_closeable = IHalfCloseableProtocol(wrapper, None)
+            self.assertIsNotNone(half_closeable)
+            half_closeable.readConnectionLost()
+            self.assertTrue(leg.eof)
+            self.assertIsNone(leg.lost)
+
+    def test_a_leg_over_tls_hears_its_handshake(self) -> None:
+        leg = BackendProtocol()
+        transport = HalfCloseStringTransport()
+        directlyProvides(transport, ISSLTransport)
+        leg.makeConnection(transport)
+        self.assertTrue(IHandshakeListener.providedBy(leg))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(leg))
+        d = leg.secured()
+        leg.handshakeCompleted()
+        self.assertIs(self.successResultOf(d), leg)
+        self.assertFalse(IHandshakeListener.providedBy(BackendProtocol()))  # only that one
 
 
 class NoCycleTests(SynchronousTestCase):

@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from tunnelgw.tunnel.flow import half_close_now, release_connector, write_now
 
@@ -81,10 +81,16 @@ def _is_tls(transport: Any) -> bool:
     return bool(ISSLTransport.providedBy(transport))
 
 
-@implementer(IHalfCloseableProtocol, IHandshakeListener)
+@implementer(IHalfCloseableProtocol)
 class BackendProtocol(Protocol):
     """
     The backend leg: a TCP (or TLS, or UNIX) connection to the service.
+
+    It declares L{IHandshakeListener} only when its transport is TLS
+    (L{connectionMade}): Twisted's endpoints wrap a protocol in one that
+    declares just one of the two, the last it copies (C{directlyProvides}
+    in a loop), and a wrapper without L{IHalfCloseableProtocol} turns the
+    service's half-close into the end of the whole connection.
 
     It holds what happens until a tunnel attaches: what the service sends
     first (one read: it stops reading then), its end.  A tunnel usually
@@ -142,6 +148,8 @@ class BackendProtocol(Protocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        if _is_tls(self.transport):
+            alsoProvides(self, IHandshakeListener)  # its TLS layer asks once done
         made = self.made
         if made is not None:
             del self.made  # the class's None again: no attribute kept per tunnel
