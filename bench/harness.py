@@ -117,14 +117,14 @@ def node_json(
     return result
 
 
-def load(*args: str, timeout: float = 120) -> dict[str, Any]:
+def load(*args: str, timeout: float = 120, cpus: set[int] | None = PEER_CPUS) -> dict[str, Any]:
     out = subprocess.run(
         ["node", str(HERE / "load.js"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=HERE,
-        preexec_fn=pinned(PEER_CPUS),
+        preexec_fn=pinned(cpus),
     )
     line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
     result: dict[str, Any] = json.loads(line)

@@ -9,6 +9,11 @@ wake-up serves.  Two workers sharing a burst (bench/users.py) each see
 about half of it, which is what this measures for one.
 
     .venv/bin/python bench/part_load.py [--in-flight 100 30 10 3] [--seconds 3] [--rounds 3]
+                                        [--client-on-gateway-core]
+
+With C{--client-on-gateway-core} the load client shares core 0 with the
+process measured, as it shares a core with one of two workers on a
+two-core machine.
 
 Prints one JSON line: for each target and number in flight, the medians
 over the rounds of handshakes/s and of the process's CPU µs per handshake.
@@ -26,12 +31,12 @@ from harness import BIN, GATEWAY_CPUS, HERE, PEER_CPUS, Processes, cpu_seconds, 
 
 
 def handshakes(
-    proc: subprocess.Popen[bytes], port: int, in_flight: int, seconds: float
+    proc: subprocess.Popen[bytes], port: int, in_flight: int, seconds: float, client: set[int] | None
 ) -> tuple[float, float]:
     before = cpu_seconds(proc)
     result = load(
         "--mode", "handshakes", "--conns", str(in_flight), "--seconds", str(seconds),
-        "--url", f"ws://127.0.0.1:{port}/raw",
+        "--url", f"ws://127.0.0.1:{port}/raw", cpus=client,
     )  # fmt: skip
     return result["per_s"], (cpu_seconds(proc) - before) * 1e6 / max(1, result["count"])
 
@@ -43,7 +48,13 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, nargs="+", default=[100, 30, 10, 3])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--client-on-gateway-core",
+        action="store_true",
+        help="the load client pinned on the gateways' core, not the others",
+    )
     options = parser.parse_args()
+    client = GATEWAY_CPUS if options.client_on_gateway_core else PEER_CPUS
     procs = Processes()
     try:
         echo = free_port()
@@ -58,7 +69,7 @@ def main() -> None:
         for _ in range(options.rounds):
             for in_flight in options.in_flight:
                 for name, port in targets.items():
-                    measured = handshakes(started[name], port, in_flight, options.seconds)
+                    measured = handshakes(started[name], port, in_flight, options.seconds, client)
                     runs[name].setdefault(in_flight, []).append(measured)
     finally:
         procs.stop()
