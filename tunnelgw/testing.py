@@ -13,9 +13,17 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IProtocol,
+    IProtocolFactory,
+    IReactorPluggableNameResolver,
+    IResolutionReceiver,
+    IStreamClientEndpoint,
+)
 from twisted.internet.testing import StringTransport
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 __all__ = [
     "AdapterHarness",
@@ -27,6 +35,7 @@ __all__ = [
     "clock_at_now",
     "cyclic_garbage",
     "log_in",
+    "naming",
     "policy_from",
     "public_realm",
     "server_frames",
@@ -292,3 +301,43 @@ def cyclic_garbage(before: set[int], packages: tuple[str, ...]) -> list[str]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass  # already over
+
+
+@implementer(IHostnameResolver)
+class _NoNames:
+    """Resolves every name to no address at once: a connect to it fails."""
+
+    def resolveHostName(  # noqa: N802 (Twisted's interface)
+        self,
+        resolutionReceiver: IResolutionReceiver,  # noqa: N803
+        hostName: str,  # noqa: N803
+        portNumber: int = 0,  # noqa: N803
+        addressTypes: Any = None,  # noqa: N803
+        transportSemantics: str = "TCP",  # noqa: N803
+    ) -> IHostResolution:
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        resolutionReceiver.resolutionComplete()
+        return resolution
+
+
+def naming(reactor: Any) -> Any:
+    """
+    C{reactor} (one of twisted.internet.testing's memory reactors), made
+    to provide L{IReactorPluggableNameResolver} if it does not (older
+    Twisted's do not): a C{HostnameEndpoint} built on it then does not warn
+    that such a reactor is deprecated.  Its names resolve to no address.
+    """
+    if not IReactorPluggableNameResolver.providedBy(reactor):
+        alsoProvides(reactor, IReactorPluggableNameResolver)
+        reactor.nameResolver = _NoNames()
+    return reactor

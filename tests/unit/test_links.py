@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tunnelgw.config.loader import loads
 from tunnelgw.config.values import ConfigError
 from tunnelgw.errors import Refusal
-from tunnelgw.testing import public_realm
+from tunnelgw.testing import naming, public_realm
 from tunnelgw.upstream.dialer import LinkDialer
 from tunnelgw.upstream.links import LinkPool, PoolConfig, ReverseLink
 
@@ -110,7 +110,7 @@ class LinkRefusalTests(SynchronousTestCase):
 
 class LinkDialerTests(SynchronousTestCase):
     def test_keeps_the_pool_full_and_backs_off(self) -> None:
-        reactor = MemoryReactorClock()
+        reactor = naming(MemoryReactorClock())
         link = ReverseLink("wss://10.0.2.1:9443/link", tls=None, pool=2, backoff_initial=0.5, backoff_max=2)
         dialer = LinkDialer(link, reactor, admit=lambda link, request: None)
         dialer._endpoint = failing = _FailingEndpoint()  # type: ignore[assignment]  # the outer is unreachable

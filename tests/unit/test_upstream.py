@@ -15,12 +15,13 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw import registry
+from tunnelgw.testing import naming
 from tunnelgw.upstream import endpoint_for
 
 
 class EndpointTests(SynchronousTestCase):
     def test_kinds(self) -> None:
-        reactor = MemoryReactor()
+        reactor = naming(MemoryReactor())
         self.assertIsInstance(endpoint_for(reactor, "tcp:127.0.0.1:5900", 5), TCP4ClientEndpoint)
         self.assertIsInstance(endpoint_for(reactor, r"tcp:host=\:\:1:port=5900", 5), TCP6ClientEndpoint)
         self.assertIsInstance(endpoint_for(reactor, "tcp:vnc.internal:5900", 5), HostnameEndpoint)
@@ -28,6 +29,29 @@ class EndpointTests(SynchronousTestCase):
         # the TCP endpoint fails by itself after its timeout; others get one
         self.assertTrue(registry.upstream_kind("tcp:127.0.0.1:5900").bounds_itself)
         self.assertFalse(registry.upstream_kind("unix:path=/run/vnc.sock").bounds_itself)
+
+    def test_naming_gives_an_older_memory_reactor_names_that_resolve_to_none(self) -> None:
+        from twisted.internet.error import DNSLookupError
+        from twisted.internet.interfaces import IReactorPluggableNameResolver, IReactorTCP, IReactorTime
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import MemoryReactorClock
+        from zope.interface import implementer_only
+
+        @implementer_only(IReactorTCP, IReactorTime)
+        class Older(MemoryReactorClock):  # as an older Twisted's
+            pass
+
+        reactor = Older()
+        self.assertFalse(IReactorPluggableNameResolver.providedBy(reactor))
+        self.assertIs(naming(reactor), reactor)
+        self.assertTrue(IReactorPluggableNameResolver.providedBy(reactor))
+        endpoint = HostnameEndpoint(reactor, "vnc.internal", 5900)
+        self.assertEqual(self.flushWarnings(), [])
+        self.failureResultOf(endpoint.connect(Factory()), DNSLookupError)
+        current = MemoryReactorClock()
+        if IReactorPluggableNameResolver.providedBy(current):  # a newer Twisted's
+            resolver = current.nameResolver
+            self.assertIs(naming(current).nameResolver, resolver)  # left as it is
 
     def test_each_description_has_its_kind(self) -> None:
         kinds = {
