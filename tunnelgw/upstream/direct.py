@@ -6,11 +6,9 @@ Twisted's TCP endpoints wrap every connection's protocol in one of their
 own (C{_WrappingProtocol}) to learn when it is made: one more object per
 tunnel, one more call on every read from the backend, and at each connect
 a zope declaration made for the wrapper (C{directlyProvides}); without
-them a handshake costs 7-9% less CPU in memory (docs/decisions.md).  The
-wrapper also declares only the last of the interfaces it copies, so a
-backend's half-close reached the tunnel as a full close.  Here the backend's own
-protocol (L{BackendProtocol}) is the connection's: it tells its
-L{BackendProtocol.made} when it is made.
+them a handshake costs 7-9% less CPU in memory (docs/decisions.md).  Here
+the backend's own protocol (L{BackendProtocol}) is the connection's: it
+tells its L{BackendProtocol.made} when it is made.
 
 Names still go through Twisted's C{HostnameEndpoint} (resolution, IPv4 and
 IPv6 tried in turn), and every other description through its endpoint.
