@@ -5,6 +5,11 @@ TLS listeners that endpoint strings cannot describe: client certificates
 chain and key, and, with C{client_ca}, asks clients for a certificate that
 must chain to one of those CAs (verified by OpenSSL during the handshake;
 a certificate from another CA fails the handshake).
+
+And the gateway's own TLS clients (L{client_tls}: a chained or linked
+gateway, Redis, an XMPP server): every CA of a CA file trusted, not only
+its first (a bundle of an old and a new root while one replaces the
+other), and a client certificate's whole chain presented.
 """
 
 from __future__ import annotations
@@ -18,13 +23,20 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from OpenSSL import SSL, crypto
 
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from zope.interface import implementer
 
 from tunnelgw.config.model import TLSListener
 from tunnelgw.config.values import ConfigError, file_bytes
 
-__all__ = ["ReloadableServerTLS", "TLSListener", "context_factory"]
+__all__ = [
+    "ReloadableServerTLS",
+    "TLSListener",
+    "certificates",
+    "client_tls",
+    "context_factory",
+    "private_key",
+]
 
 _SigningKey = (
     rsa.RSAPrivateKey
@@ -36,25 +48,37 @@ _SigningKey = (
 """The private keys a server certificate's key can be (what pyOpenSSL takes)."""
 
 
-def _certificates(key: str, path: str) -> list[x509.Certificate]:
+def certificates(key: str, path: str) -> list[x509.Certificate]:
+    """
+    Every certificate of the PEM file at C{path}, in its order.
+
+    @raise ConfigError: the file is missing or holds no certificate
+        (C{key} names the entry).
+    """
     data = file_bytes(key, path)  # its ConfigError names the key and the path already
     try:
-        certificates = x509.load_pem_x509_certificates(data)
+        found = x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise ConfigError(f"{key}: {path}: {e}") from None
-    return certificates
+    return found
 
 
-def _private_key(key: str, path: str) -> _SigningKey:
+def private_key(key: str, path: str) -> _SigningKey:
+    """
+    The unencrypted PEM private key at C{path}, one that can sign a TLS
+    handshake.
+
+    @raise ConfigError: it is missing, encrypted, not a key or cannot sign.
+    """
     data = file_bytes(key, path)
     try:
-        private_key = serialization.load_pem_private_key(data, password=None)
+        loaded = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         # TypeError: encrypted (the gateway starts unattended: no passphrase)
         raise ConfigError(f"{key}: {path}: not an unencrypted PEM private key ({e})") from None
-    if not isinstance(private_key, _SigningKey):
-        raise ConfigError(f"{key}: {path}: a {type(private_key).__name__} cannot sign a TLS handshake")
-    return private_key
+    if not isinstance(loaded, _SigningKey):
+        raise ConfigError(f"{key}: {path}: a {type(loaded).__name__} cannot sign a TLS handshake")
+    return loaded
 
 
 def context_factory(listener: TLSListener, key: str) -> SSL.Context:
@@ -65,13 +89,13 @@ def context_factory(listener: TLSListener, key: str) -> SSL.Context:
     @raise ConfigError: a file is missing or not PEM, or the key is not the
         certificate's; C{key} names the entry.
     """
-    chain = _certificates(f"{key}.certificate", listener.certificate)
-    private_key = _private_key(f"{key}.private_key", listener.private_key)
+    chain = certificates(f"{key}.certificate", listener.certificate)
+    signing_key = private_key(f"{key}.private_key", listener.private_key)
     verification: dict[str, Any] = {}
     if listener.client_ca is not None:
         # verify + caCerts, not trustRoot: with trustRoot Twisted always
         # requires a certificate, and here it may be optional.
-        authorities = _certificates(f"{key}.client_ca", listener.client_ca)
+        authorities = certificates(f"{key}.client_ca", listener.client_ca)
         verification = {
             "verify": True,
             "caCerts": [crypto.X509.from_cryptography(c) for c in authorities],
@@ -91,7 +115,7 @@ def context_factory(listener: TLSListener, key: str) -> SSL.Context:
     for certificate in chain[1:]:
         context.add_extra_chain_cert(certificate)
     try:
-        context.use_privatekey(private_key)
+        context.use_privatekey(signing_key)
         context.check_privatekey()
     except SSL.Error as e:
         raise ConfigError(
@@ -114,3 +138,45 @@ class ReloadableServerTLS:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802, N803
         return SSL.Connection(self.context, None)
+
+
+def client_tls(
+    server_name: str,
+    authorities: list[x509.Certificate] | None,
+    chain: list[x509.Certificate] | None = None,
+    signing_key: _SigningKey | None = None,
+    key: str = "",
+) -> IOpenSSLClientConnectionCreator:
+    """
+    A TLS client's connection creator (Twisted's L{ssl.optionsForClientTLS}:
+    the peer's certificate verified and its name checked with
+    service-identity): trusting every certificate of C{authorities}, or
+    the platform's trust store without them; presenting C{chain} (the
+    leaf first, the rest sent after it) with C{signing_key} when given.
+
+    @raise ConfigError: the key does not go with the chain's first
+        certificate (C{key} names the entry).
+    """
+    trust: Any = ssl.platformTrust()
+    if authorities:
+        trust = ssl.trustRootFromCertificates(
+            [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in authorities]
+        )
+    identity: dict[str, Any] = {}
+    if chain and signing_key is not None:
+        # checked now: Twisted makes the context at the first connection
+        if _public(chain[0].public_key()) != _public(signing_key.public_key()):
+            raise ConfigError(f"{key}: the client key does not go with the client certificate")
+        # cryptography's objects, which pyOpenSSL takes since 24.3 (its own,
+        # what ssl.PrivateCertificate holds, are deprecated there)
+        identity = {"certificate": chain[0], "privateKey": signing_key, "extraCertChain": chain[1:]}
+    creator: IOpenSSLClientConnectionCreator = ssl.optionsForClientTLS(
+        server_name, trustRoot=trust, extraCertificateOptions=identity
+    )
+    return creator
+
+
+def _public(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )

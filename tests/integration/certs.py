@@ -25,20 +25,25 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 class CA:
-    def __init__(self, directory: Path, name: str = "tunnelgw test CA") -> None:
+    """
+    A root CA in C{directory} (C{ca.pem}), or with C{issuer} an
+    intermediate CA that C{issuer} signs.
+    """
+
+    def __init__(self, directory: Path, name: str = "tunnelgw test CA", issuer: CA | None = None) -> None:
         self.directory = directory
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
+        self.cert: x509.Certificate = (
             x509.CertificateBuilder()
             .subject_name(_name(name))
-            .issuer_name(_name(name))
+            .issuer_name(_name(name) if issuer is None else issuer.cert.subject)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
+            .sign(self.key if issuer is None else issuer.key, hashes.SHA256())
         )
         self.cert_path = directory / "ca.pem"
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))

@@ -6,14 +6,30 @@ that is not the certificate's named then rather than at the first client.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
+from OpenSSL import SSL
+from service_identity import VerificationError
+
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import alsoProvides
 
 from tests.integration.certs import CA
-from tunnelgw.config.model import TLSListener
+from tunnelgw.adapters.xmpp.factory import XmppAdapterFactory
+from tunnelgw.cluster.redis import redis_tls
+from tunnelgw.config.model import ClusterConfig, TLSListener
+from tunnelgw.config.operations import cluster_config
+from tunnelgw.config.values import Table
 from tunnelgw.errors import ConfigError
-from tunnelgw.tls import ReloadableServerTLS, context_factory
+from tunnelgw.tls import ReloadableServerTLS, certificates, client_tls, context_factory, private_key
+from tunnelgw.upstream.chain import client_tls as chain_client_tls
 
 
 class ContextFactoryTests(SynchronousTestCase):
@@ -135,3 +151,167 @@ class ContextFactoryTests(SynchronousTestCase):
             [c.subject.rfc4514_string() for c in sent or []],
             ["CN=a", "CN=tunnelgw test CA"],
         )
+
+
+class _Ends(Protocol):
+    """An end of a TLS connection in memory: whether its handshake completed, why it was lost."""
+
+    completed = False
+    lost: Failure | None = None
+
+    def handshakeCompleted(self) -> None:  # noqa: N802
+        self.completed = True
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self.lost = reason
+
+
+def _handshake(server: SSL.Context, creator: Any) -> _Ends:
+    """
+    A TLS handshake in memory between a server on C{server} and a client
+    made by C{creator}; once nothing moves, the client's end, completed
+    only if the server's completed too (in TLS 1.3 the client finishes
+    first, before the server checks its certificate).
+    """
+    client_end, server_end = _Ends(), _Ends()
+    alsoProvides(client_end, IHandshakeListener)
+    alsoProvides(server_end, IHandshakeListener)
+    servers = TLSMemoryBIOFactory(ReloadableServerTLS(server), False, Factory.forProtocol(lambda: server_end))
+    clients = TLSMemoryBIOFactory(creator, True, Factory.forProtocol(lambda: client_end))
+    with warnings.catch_warnings():
+        # service-identity 24.1 (the declared floor) reads the certificate
+        # with pyOpenSSL calls that pyOpenSSL deprecates; later ones do not
+        warnings.filterwarnings("ignore", "This API is deprecated", DeprecationWarning, "service_identity")
+        _, _, pump = connectedServerAndClient(
+            lambda: servers.buildProtocol(None), lambda: clients.buildProtocol(None)
+        )
+        pump.flush()
+    client_end.completed = client_end.completed and server_end.completed
+    return client_end
+
+
+class ClientTLSTests(SynchronousTestCase):
+    """
+    L{client_tls}, and the TLS clients built with it (a chained or linked
+    gateway, Redis, an XMPP server).
+    """
+
+    def setUp(self) -> None:
+        self.dir = Path(tempfile.mkdtemp())
+        (self.dir / "old").mkdir()
+        (self.dir / "new").mkdir()
+        self.old, self.new = CA(self.dir / "old", "old root"), CA(self.dir / "new", "new root")
+        cert, key = self.new.issue("server", ["inner.example"])
+        self.server = context_factory(TLSListener("tcp:8443", str(cert), str(key)), "t")
+        self.bundle = self.dir / "bundle.pem"
+        self.bundle.write_bytes(self.old.cert_path.read_bytes() + self.new.cert_path.read_bytes())
+
+    def requiring_client_certificates(self, ca: CA) -> SSL.Context:
+        cert, key = self.new.issue("server", ["inner.example"])
+        listener = TLSListener(
+            "tcp:8443", str(cert), str(key), client_ca=str(ca.cert_path), require_client_certificate=True
+        )
+        return context_factory(listener, "t")
+
+    def test_every_ca_of_a_bundle_is_trusted(self) -> None:
+        """
+        A server whose certificate the second CA of the file signed is
+        trusted (a bundle of an old and a new root while one replaces the
+        other): not only the first.
+        """
+        creator = client_tls("inner.example", certificates("ca", str(self.bundle)))
+        end = _handshake(self.server, creator)
+        self.assertTrue(end.completed)
+
+    def test_a_ca_not_in_the_file_is_not_trusted(self) -> None:
+        creator = client_tls("inner.example", certificates("ca", str(self.old.cert_path)))
+        end = _handshake(self.server, creator)
+        self.assertFalse(end.completed)
+        assert end.lost is not None
+        self.assertTrue(end.lost.check(SSL.Error))
+
+    def test_the_name_is_checked(self) -> None:
+        creator = client_tls("other.example", certificates("ca", str(self.bundle)))
+        end = _handshake(self.server, creator)
+        assert end.lost is not None
+        self.assertTrue(end.lost.check(VerificationError))
+
+    def test_the_client_certificates_whole_chain_is_presented(self) -> None:
+        """
+        A client certificate from an intermediate CA reaches a server that
+        trusts the root only when the intermediate goes with it: every
+        certificate of the file is sent, the leaf first.
+        """
+        (self.dir / "intermediate").mkdir()
+        intermediate = CA(self.dir / "intermediate", "intermediate", issuer=self.old)
+        cert, key = intermediate.issue("outer", [])
+        chain = self.dir / "chain.pem"
+        chain.write_bytes(cert.read_bytes() + intermediate.cert_path.read_bytes())
+        server = self.requiring_client_certificates(self.old)
+        authorities = certificates("ca", str(self.new.cert_path))
+        signing_key = private_key("client_key", str(key))
+
+        leaf_only = client_tls("inner.example", authorities, certificates("c", str(cert)), signing_key)
+        self.assertFalse(_handshake(server, leaf_only).completed)
+        whole = client_tls("inner.example", authorities, certificates("c", str(chain)), signing_key)
+        self.assertTrue(_handshake(server, whole).completed)
+
+    def test_a_key_that_is_not_the_certificates(self) -> None:
+        cert, _ = self.new.issue("a", [])
+        _, other_key = self.new.issue("b", [])
+        with self.assertRaisesRegex(ConfigError, "^s.chain.client_key: the client key does not go with"):
+            client_tls(
+                "inner.example",
+                None,
+                certificates("c", str(cert)),
+                private_key("k", str(other_key)),
+                "s.chain.client_key",
+            )
+
+    def test_no_deprecated_pyopenssl_objects(self) -> None:
+        """The client certificate and key reach OpenSSL as cryptography's objects."""
+        cert, key = self.new.issue("outer", [])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            creator = client_tls(
+                "inner.example",
+                certificates("ca", str(self.bundle)),
+                certificates("c", str(cert)),
+                private_key("k", str(key)),
+            )
+            self.assertTrue(_handshake(self.server, creator).completed)
+        # (older service-identity warns of pyOpenSSL calls of its own)
+        ours = [str(w.message) for w in caught if "Passing pyOpenSSL" in str(w.message)]
+        self.assertEqual(ours, [])
+
+    def test_a_chained_gateway_trusts_a_bundle_and_presents_its_chain(self) -> None:
+        """The C{chain} adapter's C{ca}, C{client_certificate} and C{client_key}."""
+        (self.dir / "intermediate").mkdir()
+        intermediate = CA(self.dir / "intermediate", "intermediate", issuer=self.old)
+        cert, key = intermediate.issue("outer", [])
+        chain = self.dir / "chain.pem"
+        chain.write_bytes(cert.read_bytes() + intermediate.cert_path.read_bytes())
+        options = {
+            "client_certificate": str(chain),
+            "client_key": str(key),
+            "ca": str(self.bundle),
+            "server_name": "inner.example",
+        }
+        creator = chain_client_tls(Table(options, "services.s.chain"))
+        self.assertTrue(_handshake(self.requiring_client_certificates(self.old), creator).completed)
+
+    def test_an_xmpp_backend_ca_bundle(self) -> None:
+        options = XmppAdapterFactory().parse_options(
+            {"domain": "inner.example", "backend_ca": str(self.bundle)}, "services.x.xmpp"
+        )
+        self.assertTrue(_handshake(self.server, options.tls_creator).completed)
+
+    def test_a_redis_ca_bundle(self) -> None:
+        config = ClusterConfig("rediss://inner.example:6380", ca=str(self.bundle))
+        self.assertTrue(_handshake(self.server, redis_tls(config)).completed)
+
+    def test_a_redis_ca_file_without_a_certificate(self) -> None:
+        empty = self.dir / "empty.pem"
+        empty.write_text("")
+        with self.assertRaisesRegex(ConfigError, f"^cluster.ca: {empty}: "):
+            cluster_config(Table({"redis": "rediss://r:6380", "ca": str(empty)}, "cluster"))

@@ -13,12 +13,12 @@ import hyperlink
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 
 from tunnelgw.cluster.engine import MAX_TUNNELS_LISTED, LocalEngine
 from tunnelgw.cluster.revocations import Revocation
 from tunnelgw.config.model import ClusterConfig
 from tunnelgw.errors import Refusal
+from tunnelgw.tls import certificates, client_tls
 
 __all__ = ["Lease", "RedisEngine"]
 
@@ -78,12 +78,17 @@ def redis_endpoint(reactor: Any, config: ClusterConfig) -> Any:
     url = hyperlink.URL.from_text(config.redis)
     endpoint: Any = HostnameEndpoint(reactor, url.host, url.port or 6379, timeout=5)
     if url.scheme == "rediss":
-        trust: Any = platformTrust()
-        if config.ca is not None:
-            with open(config.ca, "rb") as f:
-                trust = Certificate.loadPEM(f.read())
-        endpoint = wrapClientTLS(optionsForClientTLS(url.host, trustRoot=trust), endpoint)
+        endpoint = wrapClientTLS(redis_tls(config), endpoint)
     return endpoint
+
+
+def redis_tls(config: ClusterConfig) -> Any:
+    """
+    The TLS of C{rediss://}: the server's certificate verified against
+    every CA of C{cluster.ca} (the system's without it), and its name.
+    """
+    authorities = certificates("cluster.ca", config.ca) if config.ca is not None else None
+    return client_tls(hyperlink.URL.from_text(config.redis).host, authorities)
 
 
 def redis_db(config: ClusterConfig) -> int | None:

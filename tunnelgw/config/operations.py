@@ -9,6 +9,7 @@ import os
 import socket
 
 import hyperlink
+from cryptography import x509
 
 from tunnelgw.config.model import AdminConfig, ClusterConfig, FallbackConfig, MetricsConfig
 from tunnelgw.config.values import (
@@ -16,6 +17,7 @@ from tunnelgw.config.values import (
     Table,
     bool_value,
     count_value,
+    file_bytes,
     file_text,
     positive_int_value,
     positive_seconds_value,
@@ -69,7 +71,10 @@ def cluster_config(table: Table) -> ClusterConfig | None:
         )
     password = file_text("cluster.password_file", password_file).strip() if password_file else None
     if ca is not None:
-        file_text("cluster.ca", ca)  # named now if it cannot be read
+        try:  # named now if it cannot be read or holds no certificate
+            x509.load_pem_x509_certificates(file_bytes("cluster.ca", ca))
+        except ValueError as e:
+            raise ConfigError(f"cluster.ca: {ca}: {e}") from None
     if advertise is not None:
         where = hyperlink.URL.from_text(advertise)
         if where.scheme not in ("http", "https") or not where.host or where.path not in ((), ("",)):

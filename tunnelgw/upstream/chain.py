@@ -27,7 +27,7 @@ from typing import Any, cast
 import hyperlink
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -39,6 +39,8 @@ from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
 from tunnelgw.security.signer import ASSERTION_HEADER, AssertionSigner
+from tunnelgw.tls import certificates, private_key
+from tunnelgw.tls import client_tls as tls_client
 from tunnelgw.websocket.leg import WebSocketLeg
 
 __all__ = [
@@ -259,21 +261,14 @@ def client_tls(t: Table) -> Any:
     """
     A TLS client connection creator from C{client_certificate},
     C{client_key}, C{ca} and C{server_name} (all required): our certificate
-    to present, and the peer's verified against the CA and the name
-    (service-identity).
+    and the rest of its chain in that file to present, and the peer's
+    verified against every CA of C{ca} and the name (service-identity).
     """
-    certificate = file_bytes(t.key("client_certificate"), t.require("client_certificate", string_value))
-    private_key = file_bytes(t.key("client_key"), t.require("client_key", string_value))
-    ca = file_bytes(t.key("ca"), t.require("ca", string_value))
+    chain = certificates(t.key("client_certificate"), t.require("client_certificate", string_value))
+    signing_key = private_key(t.key("client_key"), t.require("client_key", string_value))
+    authorities = certificates(t.key("ca"), t.require("ca", string_value))
     server_name = t.require("server_name", string_value)
-    try:
-        client = ssl.PrivateCertificate.loadPEM(private_key + b"\n" + certificate)
-        trust = ssl.Certificate.loadPEM(ca)
-    except Exception as e:  # OpenSSL's own error types
-        raise ConfigError(
-            f"{t.path}: the client certificate, its key or the CA is not valid PEM: {e}"
-        ) from None
-    return ssl.optionsForClientTLS(server_name, trustRoot=trust, clientCertificate=client)
+    return tls_client(server_name, authorities, chain, signing_key, t.key("client_key"))
 
 
 @implementer(IAdapterFactory)

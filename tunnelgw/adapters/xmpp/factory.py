@@ -18,11 +18,11 @@ from tunnelgw.config.values import (
     ConfigError,
     Table,
     bool_value,
-    file_bytes,
     positive_int_value,
     string_value,
 )
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
+from tunnelgw.tls import certificates, client_tls
 
 __all__ = ["XmppAdapterFactory"]
 
@@ -54,16 +54,10 @@ class XmppAdapterFactory:
         table.done()
         creator = None
         if backend_tls != "off":
-            from twisted.internet import ssl
-
-            trust: Any = ssl.platformTrust()
-            if backend_ca is not None:
-                pem = file_bytes(table.key("backend_ca"), backend_ca)
-                try:
-                    trust = ssl.Certificate.loadPEM(pem)
-                except Exception as e:  # OpenSSL's own error types
-                    raise ConfigError(f"{table.key('backend_ca')}: not a PEM certificate: {e}") from None
-            creator = ssl.optionsForClientTLS(tls_name, trustRoot=trust)
+            authorities = (
+                certificates(table.key("backend_ca"), backend_ca) if backend_ca is not None else None
+            )
+            creator = client_tls(tls_name, authorities)
         elif backend_ca is not None:
             raise ConfigError(f"{table.key('backend_ca')}: backend_tls is off")
         return XmppOptions(
