@@ -135,3 +135,39 @@ def test_config_errors(options: dict[str, Any]) -> None:
         AssertionFactory().parse_config(
             {"audience": "x", "trusted": [{"issuer": "o", "key_file": "/nonexistent"}]}, "opts"
         )
+
+
+def test_an_outer_moving_to_a_new_key(options: dict[str, Any], tmp_path: Path) -> None:
+    """Both keys of the issuer's key_file are accepted; another is not."""
+    both = tmp_path / "both.pem"
+    public = [
+        k.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        for k in (KEY, OTHER)
+    ]
+    both.write_bytes(b"".join(public))
+    options["trusted"][0]["key_file"] = str(both)
+    for key in (KEY, OTHER):
+        assertion = signer(key).sign(EDGE, time.time())
+        subject = login(
+            AssertionFactory(), options, cb(assertion=assertion, peer_certificate=certificate("outer-1"))
+        )
+        assert subject.user == "alice"
+    stranger = signer(ec.generate_private_key(ec.SECP256R1())).sign(EDGE, time.time())
+    with pytest.raises(LoginFailed, match="invalid assertion: Signature verification failed"):
+        login(AssertionFactory(), options, cb(assertion=stranger, peer_certificate=certificate("outer-1")))
+
+
+def test_a_key_file_that_is_not_a_public_key(options: dict[str, Any], tmp_path: Path) -> None:
+    private = tmp_path / "private.pem"
+    private.write_bytes(
+        KEY.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    options["trusted"][0]["key_file"] = str(private)
+    with pytest.raises(
+        ConfigError, match=r"^opts.trusted\[0\].key_file: .*: a private key; give the public key only"
+    ):
+        AssertionFactory().parse_config(options, "opts")

@@ -6,7 +6,8 @@ the inner gateway authorizes again with its own realm roles and policies.
 
 Options: C{audience} (required: this gateway's name, as the outer signs
 it), C{trusted} (required: one table per outer gateway: C{issuer}, its
-C{key_file} (PEM public key) and optionally C{certificate_subject}, the
+C{key_file} (its PEM public key, or keys while it moves to a new one:
+L{tunnelgw.security.keys}) and optionally C{certificate_subject}, the
 RFC 4514 subject its mTLS client certificate must have on the link),
 C{algorithms} (default C{["ES256"]}), C{leeway} (seconds of clock skew,
 default 5), C{max_lifetime} (the longest C{exp} - C{iat} accepted, default
@@ -30,7 +31,6 @@ from zope.interface import implementer
 from tunnelgw.config.values import (
     ConfigError,
     Table,
-    file_text,
     positive_seconds_value,
     seconds_value,
     string_value,
@@ -39,6 +39,7 @@ from tunnelgw.config.values import (
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
+from tunnelgw.security.keys import decode, public_keys
 from tunnelgw.security.modules.base import BaseModule, check_numeric_dates
 
 __all__ = ["AssertionFactory", "AssertionOptions", "TrustedGateway"]
@@ -49,7 +50,7 @@ MAX_REMEMBERED = 100_000
 @dataclass(frozen=True)
 class TrustedGateway:
     issuer: str
-    key: Any
+    keys: tuple[Any, ...]
     certificate_subject: str | None
 
 
@@ -95,9 +96,9 @@ class AssertionModule(BaseModule):
             if subject != gateway.certificate_subject:
                 raise LoginFailed(f"the link's client certificate is not {issuer}'s")
         try:
-            claims: dict[str, Any] = pyjwt.decode(
+            claims: dict[str, Any] = decode(
                 token,
-                gateway.key,
+                gateway.keys,
                 algorithms=list(o.algorithms),
                 audience=o.audience,
                 issuer=issuer,
@@ -151,7 +152,7 @@ class AssertionFactory:
             issuer = entry.require("issuer", string_value)
             gateway = TrustedGateway(
                 issuer=issuer,
-                key=file_text(entry.key("key_file"), entry.require("key_file", string_value)),
+                keys=public_keys(entry.key("key_file"), entry.require("key_file", string_value), algorithms),
                 certificate_subject=entry.take("certificate_subject", string_value, None),
             )
             entry.done()

@@ -6,7 +6,9 @@ opt-in query parameter.
 Options: C{source} (C{bearer}, C{cookie} or C{query}; default C{bearer}),
 C{cookie} / C{query_param} (the name, for those sources), C{algorithms}
 (required; e.g. C{["RS256"]}, C{["ES256"]}, C{["HS256"]}), exactly one of
-C{key_file} (a PEM public key, or the shared secret for HS*),
+C{key_file} (the shared secret for HS*; for the other algorithms a PEM
+public key, or keys while the issuer moves to a new one:
+L{tunnelgw.security.keys}),
 C{jwks_file} (a JSON Web Key Set; the token's C{kid} picks the key) and
 C{jwks_uri} (the identity provider's key set, fetched and kept fresh:
 L{tunnelgw.security.modules.jwks}; https, or http to a loopback address;
@@ -45,6 +47,7 @@ from tunnelgw.config.values import (
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
+from tunnelgw.security.keys import decode, public_keys
 from tunnelgw.security.modules.base import BaseModule, check_numeric_dates, roles_of
 from tunnelgw.security.modules.jwks import Fetch, RemoteKeySet, treq_get
 
@@ -57,6 +60,9 @@ class JWTOptions:
     name: str | None
     algorithms: tuple[str, ...]
     key: Any
+    """The shared secret of C{key_file} (HS*)."""
+    public_keys: tuple[Any, ...]
+    """The public keys of C{key_file} (any other algorithm)."""
     jwks: pyjwt.PyJWKSet | None
     remote: RemoteKeySet | None
     audience: str
@@ -103,16 +109,18 @@ class JWTModule(BaseModule):
 
     def _claims(self, token: str, key: Any) -> dict[str, Any]:
         o = self.options
+        checks: dict[str, Any] = {
+            "algorithms": list(o.algorithms),
+            "audience": o.audience,
+            "issuer": o.issuer,
+            "leeway": o.leeway,
+            "options": {"require": ["exp", o.user_claim]},
+        }
         try:
-            claims: dict[str, Any] = pyjwt.decode(
-                token,
-                key,
-                algorithms=list(o.algorithms),
-                audience=o.audience,
-                issuer=o.issuer,
-                leeway=o.leeway,
-                options={"require": ["exp", o.user_claim]},
-            )
+            if key is None and o.public_keys:
+                claims: dict[str, Any] = decode(token, o.public_keys, **checks)
+            else:
+                claims = pyjwt.decode(token, key, **checks)
         except pyjwt.ExpiredSignatureError:
             raise LoginFailed("token expired") from None
         except pyjwt.InvalidTokenError as e:
@@ -177,8 +185,17 @@ class JWTFactory:
         jwks = None
         remote = None
         secret: Any = None
+        public: tuple[Any, ...] = ()
         if key_file is not None:
-            secret = file_text(t.key("key_file"), key_file).strip()
+            shared = [a.startswith("HS") for a in algorithms]
+            if all(shared):
+                secret = file_text(t.key("key_file"), key_file).strip()
+            elif any(shared):
+                raise ConfigError(
+                    f"{t.key('algorithms')}: a shared secret (HS*) and public keys cannot share a key_file"
+                )
+            else:
+                public = public_keys(t.key("key_file"), key_file, algorithms)
         elif jwks_file is not None:
             try:
                 jwks = pyjwt.PyJWKSet.from_json(file_text(t.key("jwks_file"), jwks_file))
@@ -193,6 +210,7 @@ class JWTFactory:
             name=name,
             algorithms=algorithms,
             key=secret,
+            public_keys=public,
             jwks=jwks,
             remote=remote,
             audience=t.require("audience", string_value),
