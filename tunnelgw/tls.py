@@ -180,3 +180,19 @@ def _public(public_key: Any) -> bytes:
     return bytes(
         public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
+
+
+def key_kind(key: Any) -> str:
+    """C{key} (public or private) as an error message names it: "an EC P-256 key"."""
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return f"an EC {key.curve.name} key"
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return f"an RSA {key.key_size}-bit key"
+    for kind, name in (
+        ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "an Ed25519 key"),
+        ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
+        ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+    ):
+        if isinstance(key, kind):
+            return name
+    return f"a {type(key).__name__}"

@@ -1,5 +1,6 @@
 """
-The public keys of a login module's C{key_file} (L{tunnelgw.security.keys}):
+What a login module is pointed at: the public keys of its C{key_file}
+(L{tunnelgw.security.keys}), a shared secret, the URL credentials go to;
 every key of the file, checked when the configuration is loaded, and a
 token tried against those of its algorithm's kind.
 """
@@ -19,6 +20,7 @@ from tests.unit.test_login_modules import cb, login, token
 from tunnelgw.config.values import ConfigError
 from tunnelgw.security.jaas import LoginFailed
 from tunnelgw.security.keys import decode, public_keys
+from tunnelgw.security.modules.introspection import IntrospectionFactory
 from tunnelgw.security.modules.jwt import JWTFactory
 
 OLD = ec.generate_private_key(ec.SECP256R1())
@@ -67,7 +69,9 @@ def test_a_file_of_anything_else(tmp_path: Path, data: bytes, message: str) -> N
 
 def test_a_key_no_algorithm_uses(tmp_path: Path) -> None:
     path = written(tmp_path, pem(RSA))
-    with pytest.raises(ConfigError, match=f"^k: {path}: a .*RSAPublicKey that none of ES256, EdDSA uses"):
+    with pytest.raises(
+        ConfigError, match=f"^k: {path}: an RSA 2048-bit key, which none of ES256, EdDSA uses"
+    ):
         public_keys("k", path, ["ES256", "EdDSA"])
 
 
@@ -118,3 +122,37 @@ def test_jwt_shared_secret_and_public_keys_do_not_mix(tmp_path: Path) -> None:
     path = written(tmp_path, pem(RSA))
     with pytest.raises(ConfigError, match="^opts.algorithms: a shared secret .HS.. and public keys"):
         JWTFactory().parse_config(options(path, ["RS256", "HS256"]), "opts")
+
+
+@pytest.mark.parametrize(
+    ("secret", "algorithms", "message"),
+    [
+        (b"", ["HS256"], "a shared secret of 0 bytes; HS256 needs at least 32"),
+        (b"secret\n", ["HS256"], "a shared secret of 6 bytes; HS256 needs at least 32"),
+        (b"x" * 40, ["HS256", "HS384"], "a shared secret of 40 bytes; HS384 needs at least 48"),
+    ],
+)
+def test_jwt_shared_secret_too_short(
+    tmp_path: Path, secret: bytes, algorithms: list[str], message: str
+) -> None:
+    """A short shared secret can be guessed; an empty one signs tokens anyone can make."""
+    path = written(tmp_path, secret)
+    with pytest.raises(ConfigError, match=f"^opts.key_file: {path}: {message}"):
+        JWTFactory().parse_config(options(path, algorithms), "opts")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://idp.example/introspect", "ftp://idp.example/x", "http:///x", "https://"],
+)
+def test_introspection_url_in_the_clear_over_a_network(url: str) -> None:
+    """The credentials checked go to the URL: https, or http to a loopback address."""
+    with pytest.raises(ConfigError, match="^opts.url: expected an https URL"):
+        IntrospectionFactory().parse_config({"url": url, "cookie": "s"}, "opts")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://idp.example/introspect", "http://127.0.0.1:8080/i", "http://[::1]/i"]
+)
+def test_introspection_url_accepted(url: str) -> None:
+    assert IntrospectionFactory().parse_config({"url": url, "cookie": "s"}, "opts").url == url

@@ -175,3 +175,40 @@ allow_no_subprotocol = true
         loads(base.replace('adapter = "chain"', 'adapter = "raw"') + 'upstream = "wss://inner:8443/s"\n')
     with pytest.raises(ConfigError, match="gateway.reverse_links\\[0\\].outer: expected wss://"):
         loads('[gateway]\n[[gateway.reverse_links]]\nouter = "http://x/"\n')
+
+
+def test_assertion_key_checked_at_load(tmp_path: Any) -> None:
+    """
+    An assertion key that cannot sign the configured algorithm, or is
+    encrypted, is refused with the configuration, not at the first session.
+    """
+    import pytest
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tunnelgw.upstream.chain import ChainAdapterFactory
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    plain, encrypted = tmp_path / "plain.key", tmp_path / "encrypted.key"
+    plain.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    encrypted.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    options = {"assertion_key": str(plain), "issuer": "o", "audience": "i"}
+    assert ChainAdapterFactory().parse_options(options, "s.chain").signer.algorithm == "ES256"
+    with pytest.raises(
+        ConfigError, match=f"^s.chain.assertion_key: {plain}: an EC secp256r1 key cannot sign RS256"
+    ):
+        ChainAdapterFactory().parse_options({**options, "assertion_algorithm": "RS256"}, "s.chain")
+    with pytest.raises(
+        ConfigError, match=f"^s.chain.assertion_key: {encrypted}: not an unencrypted PEM private key"
+    ):
+        ChainAdapterFactory().parse_options({**options, "assertion_key": str(encrypted)}, "s.chain")

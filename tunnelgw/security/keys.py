@@ -21,6 +21,7 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 
 from tunnelgw.config.values import ConfigError, file_bytes
+from tunnelgw.tls import key_kind
 
 __all__ = ["decode", "public_keys"]
 
@@ -63,7 +64,7 @@ def public_keys(key: str, path: str, algorithms: Sequence[str]) -> tuple[Any, ..
             raise ConfigError(f"{key}: {path}: not a PEM public key ({e})") from None
         if not any(_fits(algorithm, public_key) for algorithm in allowed):
             raise ConfigError(
-                f"{key}: {path}: a {type(public_key).__name__} that none of {', '.join(algorithms)} uses"
+                f"{key}: {path}: {key_kind(public_key)}, which none of {', '.join(algorithms)} uses"
             )
         found.append(public_key)
     return tuple(found)

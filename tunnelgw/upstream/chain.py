@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import hyperlink
+import jwt as pyjwt
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
@@ -34,12 +35,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnelgw.config.model import ServiceConfig
-from tunnelgw.config.values import ConfigError, Table, file_bytes, positive_seconds_value, string_value
+from tunnelgw.config.values import ConfigError, Table, positive_seconds_value, string_value
 from tunnelgw.errors import Refusal
 from tunnelgw.interfaces import IAdapter, IAdapterFactory, ITunnel
 from tunnelgw.security import Subject
 from tunnelgw.security.signer import ASSERTION_HEADER, AssertionSigner
-from tunnelgw.tls import certificates, private_key
+from tunnelgw.tls import certificates, key_kind, private_key
 from tunnelgw.tls import client_tls as tls_client
 from tunnelgw.websocket.leg import WebSocketLeg
 
@@ -298,18 +299,19 @@ class ChainAdapterFactory:
         # forward mode dials the inner gateway over TLS; a reverse link
         # (the inner dialled us) needs none of these
         tls = client_tls(t) if any(k in options for k in TLS_KEYS) else None
-        signing_key = file_bytes(t.key("assertion_key"), t.require("assertion_key", string_value))
+        key_path = t.require("assertion_key", string_value)
+        signer_key = private_key(t.key("assertion_key"), key_path)
         algorithm = t.choice("assertion_algorithm", ("ES256", "ES384", "RS256", "EdDSA"), "ES256")
         issuer = t.require("issuer", string_value)
         audience = t.require("audience", string_value)
         lifetime = t.take("assertion_lifetime", positive_seconds_value, 30.0)
         t.done()
-        try:
-            from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-            signer_key = load_pem_private_key(signing_key, password=None)
-        except ValueError as e:
-            raise ConfigError(f"{t.key('assertion_key')}: not a PEM private key: {e}") from None
+        try:  # checked now, not at the first session's signature
+            pyjwt.algorithms.get_default_algorithms()[algorithm].prepare_key(signer_key)
+        except (pyjwt.InvalidKeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"{t.key('assertion_key')}: {key_path}: {key_kind(signer_key)} cannot sign {algorithm}"
+            ) from None
         return ChainOptions(tls, AssertionSigner(issuer, audience, signer_key, algorithm, lifetime))
 
     def build(self, tunnel: ITunnel) -> IAdapter:

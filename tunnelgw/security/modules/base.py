@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import hyperlink
+
 from twisted.internet import defer
 
-from tunnelgw.errors import LoginFailed
+from tunnelgw.errors import ConfigError, LoginFailed
 from tunnelgw.security import Principal, Subject
 
 
@@ -100,3 +102,17 @@ def check_numeric_dates(claims: dict[str, Any], what: str = "token") -> None:
         value = claims.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise LoginFailed(f"invalid {what}: the {name} claim is not a NumericDate")
+
+
+def check_remote_url(key: str, url: str) -> None:
+    """
+    What a module sends credentials to, or fetches keys from, is https, or
+    http to a loopback address: over a network in the clear, keys would be
+    anyone's to replace and credentials anyone's to read.
+
+    @raise ConfigError: any other URL (C{key} names the entry).
+    """
+    parsed = hyperlink.URL.from_text(url)
+    loopback = parsed.host in ("127.0.0.1", "::1", "localhost")
+    if not parsed.host or not (parsed.scheme == "https" or (parsed.scheme == "http" and loopback)):
+        raise ConfigError(f"{key}: expected an https URL (http only to a loopback address), got {url!r}")

@@ -5,7 +5,8 @@ asynchronously, in the manner of OAuth 2.0 token introspection (RFC 7662):
 C{POST} of C{token=<value>} as a form, answered with JSON whose C{active}
 is C{true} for a valid session.
 
-Options: C{url} (required; https is verified with service-identity),
+Options: C{url} (required; https, verified with service-identity, or http
+to a loopback address only),
 C{source} (C{cookie}, default, or C{bearer}), C{cookie} (the cookie's name,
 for that source), C{timeout} (seconds, default 5), C{user_field} (default
 C{sub}; C{username} is tried next), C{roles_field} (default C{roles}: a
@@ -26,8 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import hyperlink
-
 from twisted.internet import defer, protocol
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
@@ -37,7 +36,7 @@ from tunnelgw.config.values import ConfigError, Table, positive_seconds_value, s
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.modules.base import BaseModule, roles_of
+from tunnelgw.security.modules.base import BaseModule, check_remote_url, roles_of
 
 MAX_ANSWER = 64 * 1024
 
@@ -168,9 +167,7 @@ class IntrospectionFactory:
     def parse_config(self, options: dict[str, Any], key: str) -> IntrospectionOptions:
         t = Table(options, key)
         url = t.require("url", string_value)
-        parsed_url = hyperlink.URL.from_text(url)
-        if parsed_url.scheme not in ("http", "https") or not parsed_url.host:
-            raise ConfigError(f"{t.key('url')}: expected an http or https URL, got {url!r}")
+        check_remote_url(t.key("url"), url)
         source = t.choice("source", ("cookie", "bearer"), "cookie")
         cookie = t.require("cookie", string_value) if source == "cookie" else None
         authorization = None

@@ -29,7 +29,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import hyperlink
 import jwt as pyjwt
 
 from twisted.internet import defer
@@ -48,7 +47,7 @@ from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal
 from tunnelgw.security.keys import decode, public_keys
-from tunnelgw.security.modules.base import BaseModule, check_numeric_dates, roles_of
+from tunnelgw.security.modules.base import BaseModule, check_numeric_dates, check_remote_url, roles_of
 from tunnelgw.security.modules.jwks import Fetch, RemoteKeySet, treq_get
 
 SOURCES = ("bearer", "cookie", "query")
@@ -145,15 +144,19 @@ class JWTModule(BaseModule):
         return found, attributes
 
 
-def _check_uri(key: str, uri: str) -> None:
+def _check_secret(key: str, path: str, secret: str, algorithms: tuple[str, ...]) -> None:
     """
-    https, or http to a loopback address: keys fetched in the clear over a
-    network would be anyone's to replace.
+    A shared secret is at least as long as the hash of each HS algorithm
+    (RFC 7518, 3.2: 32 bytes for HS256): a short one can be guessed, and
+    an empty one signs tokens anyone can make.
     """
-    url = hyperlink.URL.from_text(uri)
-    loopback = url.host in ("127.0.0.1", "::1", "localhost")
-    if not url.host or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
-        raise ConfigError(f"{key}: expected an https URL (http only to a loopback address), got {uri!r}")
+    size = len(secret.encode("utf-8"))
+    for algorithm in algorithms:
+        needed = int(algorithm[2:]) // 8
+        if size < needed:
+            raise ConfigError(
+                f"{key}: {path}: a shared secret of {size} bytes; {algorithm} needs at least {needed}"
+            )
 
 
 @implementer(ILoginModuleFactory)
@@ -190,6 +193,7 @@ class JWTFactory:
             shared = [a.startswith("HS") for a in algorithms]
             if all(shared):
                 secret = file_text(t.key("key_file"), key_file).strip()
+                _check_secret(t.key("key_file"), key_file, secret, algorithms)
             elif any(shared):
                 raise ConfigError(
                     f"{t.key('algorithms')}: a shared secret (HS*) and public keys cannot share a key_file"
@@ -203,7 +207,7 @@ class JWTFactory:
                 raise ConfigError(f"{t.key('jwks_file')}: {e}") from None
         else:
             assert jwks_uri is not None
-            _check_uri(t.key("jwks_uri"), jwks_uri)
+            check_remote_url(t.key("jwks_uri"), jwks_uri)
             remote = RemoteKeySet(jwks_uri, refetch, max_age, fetch=self._fetch)
         parsed = JWTOptions(
             source=source,
