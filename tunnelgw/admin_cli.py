@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-__all__ = ["duration", "main"]
+__all__ = ["duration", "main", "opener"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,9 +64,27 @@ def _call(options: Any, method: str, path: str, body: Any = None) -> Any:
         data=json.dumps(body).encode() if body is not None else None,
         headers=headers,
     )
-    context = ssl.create_default_context(cafile=options.ca) if options.ca else None
-    with urllib.request.urlopen(request, timeout=30, context=context) as response:
+    with opener(options.ca).open(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """
+    A redirect is answered as the error it is here: urllib would follow it
+    with the C{Authorization} header, to whatever host and scheme it names.
+    """
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+def opener(ca: str | None = None) -> urllib.request.OpenerDirector:
+    """
+    What the commands call the admin API with: https verified against the
+    CAs of C{ca} (the system's without it), and redirects not followed.
+    """
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    return urllib.request.build_opener(_NoRedirects, urllib.request.HTTPSHandler(context=context))
 
 
 def _when(seconds: float) -> str:
@@ -93,6 +111,10 @@ def main(command: str, argv: list[str]) -> int:
             why = json.loads(e.read()).get("error", "")
         except ValueError:
             why = ""
+        if 300 <= e.code < 400:
+            why = (
+                f"a redirect to {e.headers.get('Location')}, not followed: give the admin listener's own URL"
+            )
         sys.stderr.write(f"tunnelgw {command}: HTTP {e.code} {why}\n")
         return 1
     except (OSError, ValueError) as e:

@@ -5,6 +5,8 @@ and TLS listeners, link pools, reverse links) and every service.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tunnelgw.__main__ import summary
 from tunnelgw.config.model import GatewayConfig, PoolConfig, ReverseLink, ServiceConfig, TLSListener
 
@@ -57,3 +59,44 @@ def test_durations_on_the_command_line() -> None:
     for bad in ("", "0", "-1h", "1w", "h", "1 hour"):
         with pytest.raises(argparse.ArgumentTypeError):
             duration(bad)
+
+
+def test_the_admin_commands_follow_no_redirect(capsys: Any) -> None:
+    """
+    A redirect from the admin URL is an error: urllib would follow it with
+    the Authorization header, to whatever host it names.
+    """
+    import email.message
+    import io
+    import urllib.request
+    import urllib.response
+    from unittest import mock
+
+    from tunnelgw import admin_cli
+
+    asked: list[tuple[str, str | None]] = []
+
+    class Redirecting(urllib.request.BaseHandler):
+        handler_order = 100  # ahead of urllib's own HTTP handler
+
+        def http_open(self, request: urllib.request.Request) -> Any:
+            asked.append((request.full_url, request.get_header("Authorization")))
+            headers = email.message.Message()
+            headers["Location"] = "http://elsewhere.example/api/tunnels"
+            response = urllib.response.addinfourl(io.BytesIO(b""), headers, request.full_url, 302)
+            response.msg = "Found"  # type: ignore[attr-defined]
+            return response
+
+    def opener(ca: str | None = None) -> urllib.request.OpenerDirector:
+        built = real(ca)
+        built.add_handler(Redirecting())
+        return built
+
+    real = admin_cli.opener
+    with mock.patch.object(admin_cli, "opener", opener):
+        assert admin_cli.main("tunnels", ["--admin", "http://127.0.0.1:9465"]) == 1
+    assert asked == [("http://127.0.0.1:9465/api/tunnels", None)]
+    assert capsys.readouterr().err == (
+        "tunnelgw tunnels: HTTP 302 a redirect to http://elsewhere.example/api/tunnels,"
+        " not followed: give the admin listener's own URL\n"
+    )
