@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.errors import ConfigError, LoginFailed
 from tunnelgw.security.jaas import LoginContext
-from tunnelgw.security.modules.jwks import RemoteKeySet
+from tunnelgw.security.modules.jwks import MAX_REDIRECTS, RemoteKeySet, treq_get
 from tunnelgw.security.modules.jwt import JWTFactory
 from tunnelgw.testing import callbacks
 
@@ -182,3 +182,71 @@ class JtiTests(SynchronousTestCase):
         options = {"key_file": str(secret), "algorithms": ["HS256"], "audience": "gw"}
         subject = log_in(JWTFactory(), options, callbacks(bearer=token))
         self.assertEqual(subject.attributes["jti"], "t-1")
+
+
+class TreqGetTests(SynchronousTestCase):
+    """
+    L{treq_get} over treq's in-memory agent: the key set's answer, and
+    redirects followed only where the jwks_uri itself could point.
+    """
+
+    def fetch(self, routes: dict[bytes, tuple[int, dict[bytes, bytes], bytes]], url: str) -> Any:
+        import warnings
+
+        with warnings.catch_warnings():
+            # treq 23.11 (the declared floor) imports cgi, which Python 3.11 deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import treq  # noqa: F401
+        from treq.testing import RequestTraversalAgent
+
+        from twisted.web.resource import Resource
+
+        asked: list[bytes] = []
+
+        class Site(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                asked.append(request.uri)
+                code, headers, body = routes[request.uri]
+                request.setResponseCode(code)
+                for name, value in headers.items():
+                    request.setHeader(name, value)
+                return body
+
+        agent = RequestTraversalAgent(Site())
+        d = treq_get(Clock(), url, 5.0, agent=agent)
+        agent.flush()
+        for _ in range(MAX_REDIRECTS + 2):
+            agent.flush()
+        self.asked = asked
+        return d
+
+    def test_an_answer(self) -> None:
+        routes = {b"/keys": (200, {b"Cache-Control": b"max-age=60"}, b'{"keys": []}')}
+        got = self.successResultOf(self.fetch(routes, "https://idp.example/keys"))
+        self.assertEqual(got, (200, "max-age=60", b'{"keys": []}'))
+
+    def test_a_redirect_to_https_is_followed(self) -> None:
+        routes = {
+            b"/keys": (301, {b"Location": b"https://idp.example/v2/keys"}, b""),
+            b"/v2/keys": (200, {}, b'{"keys": []}'),
+        }
+        got = self.successResultOf(self.fetch(routes, "https://idp.example/keys"))
+        self.assertEqual(got, (200, None, b'{"keys": []}'))
+        self.assertEqual(self.asked, [b"/keys", b"/v2/keys"])
+
+    def test_a_redirect_to_http_is_not(self) -> None:
+        routes = {b"/keys": (302, {b"Location": b"http://idp.example/keys"}, b"")}
+        failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
+        self.assertEqual(
+            str(failure.value),
+            "redirected to http://idp.example/keys: https only (http to a loopback address)",
+        )
+        self.assertEqual(self.asked, [b"/keys"])
+
+    def test_redirects_are_bounded(self) -> None:
+        routes = {b"/keys": (307, {b"Location": b"/keys"}, b"")}
+        failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
+        self.assertEqual(str(failure.value), f"more than {MAX_REDIRECTS} redirects")
+        self.assertEqual(len(self.asked), MAX_REDIRECTS + 1)

@@ -112,7 +112,12 @@ def check_remote_url(key: str, url: str) -> None:
 
     @raise ConfigError: any other URL (C{key} names the entry).
     """
+    if not remote_url_allowed(url):
+        raise ConfigError(f"{key}: expected an https URL (http only to a loopback address), got {url!r}")
+
+
+def remote_url_allowed(url: str) -> bool:
+    """What L{check_remote_url} accepts: https, or http to a loopback address."""
     parsed = hyperlink.URL.from_text(url)
     loopback = parsed.host in ("127.0.0.1", "::1", "localhost")
-    if not parsed.host or not (parsed.scheme == "https" or (parsed.scheme == "http" and loopback)):
-        raise ConfigError(f"{key}: expected an https URL (http only to a loopback address), got {url!r}")
+    return bool(parsed.host) and (parsed.scheme == "https" or (parsed.scheme == "http" and loopback))

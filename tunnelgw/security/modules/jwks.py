@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import hyperlink
 import jwt as pyjwt
 
 from twisted.internet import defer
@@ -24,10 +25,13 @@ from twisted.python.failure import Failure
 
 from tunnelgw.errors import LoginFailed
 from tunnelgw.logs import Logger
+from tunnelgw.security.modules.base import remote_url_allowed
 
 __all__ = ["RemoteKeySet", "treq_get"]
 
 MAX_ANSWER = 256 * 1024
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_AGE_CAP = 86400.0
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 _NO_STORE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
@@ -35,10 +39,16 @@ _NO_STORE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECA
 Fetch = Callable[[Any, str, float], "defer.Deferred[tuple[int, str | None, bytes]]"]
 
 
-def treq_get(reactor: Any, url: str, timeout: float) -> defer.Deferred[tuple[int, str | None, bytes]]:
+def treq_get(
+    reactor: Any, url: str, timeout: float, agent: Any = None
+) -> defer.Deferred[tuple[int, str | None, bytes]]:
     """
     GET C{url} with treq (TLS verified as browsers do): its status, its
-    C{Cache-Control} and its body, at most L{MAX_ANSWER} bytes.
+    C{Cache-Control} and its body, at most L{MAX_ANSWER} bytes.  A
+    redirect is followed (at most L{MAX_REDIRECTS}) only to a URL the
+    C{jwks_uri} itself could be (https, or http to a loopback address):
+    keys fetched in the clear would be anyone's to replace.  C{agent}:
+    another L{IAgent} than Twisted's own (tests).
     """
     import treq
     from treq.client import HTTPClient
@@ -46,11 +56,14 @@ def treq_get(reactor: Any, url: str, timeout: float) -> defer.Deferred[tuple[int
     from twisted.web.client import Agent
     from twisted.web.http_headers import Headers
 
-    client = HTTPClient(Agent(reactor))
+    client = HTTPClient(Agent(reactor) if agent is None else agent)
     accept = Headers({b"Accept": [b"application/jwk-set+json, application/json"]})
-    d = client.get(url, headers=accept, timeout=timeout)
 
-    def got(response: Any) -> defer.Deferred[tuple[int, str | None, bytes]]:
+    def get(where: str, redirects: int) -> defer.Deferred[tuple[int, str | None, bytes]]:
+        d = client.get(where, headers=accept, timeout=timeout, allow_redirects=False)
+        return d.addCallback(got, where, redirects)
+
+    def got(response: Any, where: str, redirects: int) -> defer.Deferred[tuple[int, str | None, bytes]]:
         chunks: list[bytes] = []
         size = 0
 
@@ -62,10 +75,22 @@ def treq_get(reactor: Any, url: str, timeout: float) -> defer.Deferred[tuple[int
             chunks.append(data)
 
         control = response.headers.getRawHeaders("Cache-Control", [None])[0]
-        collected: defer.Deferred[None] = treq.collect(response, collect)
+        location = response.headers.getRawHeaders("Location", [None])[0]
+        collected: defer.Deferred[Any] = treq.collect(response, collect)
+        if response.code in _REDIRECTS and location is not None:
+            target = hyperlink.URL.from_text(where).click(location).to_text()
+            refused = None
+            if not remote_url_allowed(target):
+                refused = f"redirected to {target}: https only (http to a loopback address)"
+            elif redirects >= MAX_REDIRECTS:
+                refused = f"more than {MAX_REDIRECTS} redirects"
+            if refused is not None:
+                collected.addErrback(lambda _: None)  # the redirect's own body: not wanted
+                raise ValueError(refused)
+            return collected.addCallback(lambda _: get(target, redirects + 1))
         return collected.addCallback(lambda _: (response.code, control, b"".join(chunks)))
 
-    return d.addCallback(got)
+    return get(url, 0)
 
 
 class RemoteKeySet:
