@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from OpenSSL import SSL, crypto
 
 from twisted.internet import ssl
@@ -35,6 +35,7 @@ __all__ = [
     "certificates",
     "client_tls",
     "context_factory",
+    "key_kind",
     "private_key",
 ]
 
@@ -77,7 +78,7 @@ def private_key(key: str, path: str) -> _SigningKey:
         # TypeError: encrypted (the gateway starts unattended: no passphrase)
         raise ConfigError(f"{key}: {path}: not an unencrypted PEM private key ({e})") from None
     if not isinstance(loaded, _SigningKey):
-        raise ConfigError(f"{key}: {path}: a {type(loaded).__name__} cannot sign a TLS handshake")
+        raise ConfigError(f"{key}: {path}: {key_kind(loaded)} cannot sign a TLS handshake")
     return loaded
 
 
@@ -192,6 +193,8 @@ def key_kind(key: Any) -> str:
         ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "an Ed25519 key"),
         ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
         ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+        ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
+        ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
     ):
         if isinstance(key, kind):
             return name

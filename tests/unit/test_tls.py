@@ -107,7 +107,7 @@ class ContextFactoryTests(SynchronousTestCase):
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         path = self.write("x25519.pem", data)
-        self.assertIn(f"{path}: a X25519PrivateKey cannot sign a TLS handshake", self.refusal(path))
+        self.assertIn(f"{path}: an X25519 key cannot sign a TLS handshake", self.refusal(path))
 
     def test_no_deprecated_pyopenssl_objects(self) -> None:
         """
