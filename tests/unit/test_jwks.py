@@ -241,7 +241,7 @@ class TreqGetTests(SynchronousTestCase):
         failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
         self.assertEqual(
             str(failure.value),
-            "redirected to http://idp.example/keys: https only (http to a loopback address)",
+            "redirected to http://idp.example/keys: https only (http to a loopback address), no credentials",
         )
         self.assertEqual(self.asked, [b"/keys"])
 
@@ -250,3 +250,10 @@ class TreqGetTests(SynchronousTestCase):
         failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
         self.assertEqual(str(failure.value), f"more than {MAX_REDIRECTS} redirects")
         self.assertEqual(len(self.asked), MAX_REDIRECTS + 1)
+
+    def test_a_redirect_with_credentials_is_not(self) -> None:
+        """Nor one with credentials in the URL, which the refusal (logged) leaves out."""
+        routes = {b"/keys": (302, {b"Location": b"https://user:secret@idp.example/keys"}, b"")}
+        failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
+        self.assertNotIn("secret", str(failure.value))
+        self.assertIn("redirected to https://idp.example/keys", str(failure.value))

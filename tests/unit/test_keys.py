@@ -156,3 +156,10 @@ def test_introspection_url_in_the_clear_over_a_network(url: str) -> None:
 )
 def test_introspection_url_accepted(url: str) -> None:
     assert IntrospectionFactory().parse_config({"url": url, "cookie": "s"}, "opts").url == url
+
+
+@pytest.mark.parametrize("url", ["https://user:secret@idp.example/introspect", "http://user@127.0.0.1/i"])
+def test_no_credentials_in_a_url(url: str) -> None:
+    """URLs get logged: credentials go in authorization_file."""
+    with pytest.raises(ConfigError, match=r"^opts.url: no credentials in the URL \(URLs get logged\)$"):
+        IntrospectionFactory().parse_config({"url": url, "cookie": "s"}, "opts")

@@ -112,12 +112,18 @@ def check_remote_url(key: str, url: str) -> None:
 
     @raise ConfigError: any other URL (C{key} names the entry).
     """
+    if hyperlink.URL.from_text(url).userinfo:
+        raise ConfigError(f"{key}: no credentials in the URL (URLs get logged)")
     if not remote_url_allowed(url):
         raise ConfigError(f"{key}: expected an https URL (http only to a loopback address), got {url!r}")
 
 
 def remote_url_allowed(url: str) -> bool:
-    """What L{check_remote_url} accepts: https, or http to a loopback address."""
+    """
+    What L{check_remote_url} accepts: https, or http to a loopback address,
+    with no credentials in the URL.
+    """
     parsed = hyperlink.URL.from_text(url)
     loopback = parsed.host in ("127.0.0.1", "::1", "localhost")
-    return bool(parsed.host) and (parsed.scheme == "https" or (parsed.scheme == "http" and loopback))
+    secure = parsed.scheme == "https" or (parsed.scheme == "http" and loopback)
+    return bool(parsed.host) and secure and not parsed.userinfo

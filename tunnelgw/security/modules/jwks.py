@@ -78,10 +78,12 @@ def treq_get(
         location = response.headers.getRawHeaders("Location", [None])[0]
         collected: defer.Deferred[Any] = treq.collect(response, collect)
         if response.code in _REDIRECTS and location is not None:
-            target = hyperlink.URL.from_text(where).click(location).to_text()
+            url = hyperlink.URL.from_text(where).click(location)
+            target = url.to_text()
             refused = None
             if not remote_url_allowed(target):
-                refused = f"redirected to {target}: https only (http to a loopback address)"
+                shown = url.replace(userinfo="").to_text()  # logged: no credentials
+                refused = f"redirected to {shown}: https only (http to a loopback address), no credentials"
             elif redirects >= MAX_REDIRECTS:
                 refused = f"more than {MAX_REDIRECTS} redirects"
             if refused is not None:
