@@ -184,3 +184,23 @@ def test_realm_and_listener_errors() -> None:
         'private_key = "k"\nrequire_client_certificate = true\n',
     )
     assert "gateway.tls_listeners[0].require_client_certificate: needs client_ca" in error(tls)
+
+
+@pytest.mark.parametrize(
+    "advertise",
+    [
+        "ftp://10.0.0.5:8080",
+        "http://10.0.0.5:8080/path",
+        "https://user:secret@10.0.0.5:8443",
+        "http://10.0.0.5?x=1",
+    ],
+)
+def test_cluster_advertise_is_a_bare_http_url(advertise: str) -> None:
+    """An instance's address for the others: scheme, host and port only (it is logged and shared)."""
+    from tunnelgw.config.operations import cluster_config
+    from tunnelgw.config.values import Table
+
+    with pytest.raises(
+        ConfigError, match="^cluster.advertise: expected http://HOST:PORT or https://HOST:PORT"
+    ):
+        cluster_config(Table({"redis": "redis://127.0.0.1:6379", "advertise": advertise}, "cluster"))

@@ -77,7 +77,13 @@ def cluster_config(table: Table) -> ClusterConfig | None:
             raise ConfigError(f"cluster.ca: {ca}: {e}") from None
     if advertise is not None:
         where = hyperlink.URL.from_text(advertise)
-        if where.scheme not in ("http", "https") or not where.host or where.path not in ((), ("",)):
+        if (
+            where.scheme not in ("http", "https")
+            or not where.host
+            or where.path not in ((), ("",))
+            or where.userinfo
+            or where.query
+        ):
             raise ConfigError(
                 f"cluster.advertise: expected http://HOST:PORT or https://HOST:PORT, got {advertise!r}"
             )
