@@ -9,7 +9,6 @@ import os
 import socket
 
 import hyperlink
-from cryptography import x509
 
 from tunnelgw.config.model import AdminConfig, ClusterConfig, FallbackConfig, MetricsConfig
 from tunnelgw.config.values import (
@@ -17,13 +16,13 @@ from tunnelgw.config.values import (
     Table,
     bool_value,
     count_value,
-    file_bytes,
     file_text,
     positive_int_value,
     positive_seconds_value,
     string_value,
     strings_value,
 )
+from tunnelgw.tls import certificates
 
 __all__ = ["admin_config", "audit_path", "cluster_config", "fallback_config", "metrics_config"]
 
@@ -71,10 +70,7 @@ def cluster_config(table: Table) -> ClusterConfig | None:
         )
     password = file_text("cluster.password_file", password_file).strip() if password_file else None
     if ca is not None:
-        try:  # named now if it cannot be read or holds no certificate
-            x509.load_pem_x509_certificates(file_bytes("cluster.ca", ca))
-        except ValueError as e:
-            raise ConfigError(f"cluster.ca: {ca}: {e}") from None
+        certificates("cluster.ca", ca)  # named now if it cannot be read or holds no certificate
     if advertise is not None:
         where = hyperlink.URL.from_text(advertise)
         if (
