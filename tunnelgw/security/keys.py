@@ -27,6 +27,7 @@ __all__ = ["decode", "public_keys"]
 
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.S)
 _PUBLIC = (b"PUBLIC KEY", b"RSA PUBLIC KEY")
+_ALGORITHMS = pyjwt.algorithms.get_default_algorithms()  # stateless: made once, not per login
 
 
 def _fits(algorithm: Any, public_key: Any) -> bool:
@@ -50,8 +51,7 @@ def public_keys(key: str, path: str, algorithms: Sequence[str]) -> tuple[Any, ..
     blocks = list(_PEM.finditer(data))
     if not blocks:
         raise ConfigError(f"{key}: {path}: no PEM public key")
-    known = pyjwt.algorithms.get_default_algorithms()
-    allowed = [known[name] for name in algorithms if name in known]
+    allowed = [_ALGORITHMS[name] for name in algorithms if name in _ALGORITHMS]
     found = []
     for block in blocks:
         kind = block.group(1)
@@ -80,10 +80,9 @@ def decode(token: str, keys: Sequence[Any], **options: Any) -> dict[str, Any]:
         is of the token's algorithm's kind.
     """
     name = pyjwt.get_unverified_header(token).get("alg")
-    known = pyjwt.algorithms.get_default_algorithms()
-    if not isinstance(name, str) or name not in options["algorithms"] or name not in known:
+    if not isinstance(name, str) or name not in options["algorithms"] or name not in _ALGORITHMS:
         raise pyjwt.InvalidAlgorithmError("The specified alg value is not allowed")
-    fitting = [k for k in keys if _fits(known[name], k)]
+    fitting = [k for k in keys if _fits(_ALGORITHMS[name], k)]
     if not fitting:
         raise pyjwt.InvalidSignatureError(f"no key for {name}")
     for public_key in fitting[:-1]:
