@@ -184,6 +184,17 @@ class JtiTests(SynchronousTestCase):
         self.assertEqual(subject.attributes["jti"], "t-1")
 
 
+def _in_memory(resource: Any) -> Any:
+    """treq's in-memory agent, serving C{resource}."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # treq 23.11 (the declared floor) imports cgi, which Python 3.11 deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from treq.testing import RequestTraversalAgent
+    return RequestTraversalAgent(resource)
+
+
 class TreqGetTests(SynchronousTestCase):
     """
     L{treq_get} over treq's in-memory agent: the key set's answer, and
@@ -191,14 +202,7 @@ class TreqGetTests(SynchronousTestCase):
     """
 
     def fetch(self, routes: dict[bytes, tuple[int, dict[bytes, bytes], bytes]], url: str) -> Any:
-        import warnings
-
-        with warnings.catch_warnings():
-            # treq 23.11 (the declared floor) imports cgi, which Python 3.11 deprecates
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import treq  # noqa: F401
-        from treq.testing import RequestTraversalAgent
-
+        """C{treq_get} of C{url} from a site answering C{routes}."""
         from twisted.web.resource import Resource
 
         asked: list[bytes] = []
@@ -214,9 +218,9 @@ class TreqGetTests(SynchronousTestCase):
                     request.setHeader(name, value)
                 return body
 
-        agent = RequestTraversalAgent(Site())
-        d = treq_get(Clock(), url, 5.0, agent=agent)
-        agent.flush()
+        self.agent = agent = _in_memory(Site())
+        self.clock = Clock()
+        d = treq_get(self.clock, url, 5.0, agent=agent)
         for _ in range(MAX_REDIRECTS + 2):
             agent.flush()
         self.asked = asked
@@ -257,3 +261,33 @@ class TreqGetTests(SynchronousTestCase):
         failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
         self.assertNotIn("secret", str(failure.value))
         self.assertIn("redirected to https://idp.example/keys", str(failure.value))
+
+    def test_one_timeout_for_the_fetch_and_its_redirects(self) -> None:
+        """The timeout bounds the whole fetch on the reactor's clock, not each redirect anew."""
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        held: list[Any] = []
+
+        class Site(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> Any:
+                held.append(request)  # answered by hand below, or never
+                return NOT_DONE_YET
+
+        agent = _in_memory(Site())
+        clock = Clock()
+        d = treq_get(clock, "https://idp.example/keys", 5.0, agent=agent)
+        clock.advance(3.0)
+        first = held.pop()
+        first.setResponseCode(302)
+        first.setHeader(b"Location", b"/slow")
+        first.finish()  # the redirect, 3 s in
+        for _ in range(3):
+            agent.flush()
+        self.assertEqual([r.uri for r in held], [b"/slow"])
+        clock.advance(1.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)  # 5 s since the fetch began
+        self.failureResultOf(d)

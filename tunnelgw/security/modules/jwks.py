@@ -47,8 +47,9 @@ def treq_get(
     C{Cache-Control} and its body, at most L{MAX_ANSWER} bytes.  A
     redirect is followed (at most L{MAX_REDIRECTS}) only to a URL the
     C{jwks_uri} itself could be (https, or http to a loopback address):
-    keys fetched in the clear would be anyone's to replace.  C{agent}:
-    another L{IAgent} than Twisted's own (tests).
+    keys fetched in the clear would be anyone's to replace.  C{timeout}
+    bounds the whole fetch, redirects included, on C{reactor}'s clock.
+    C{agent}: another L{IAgent} than Twisted's own (tests).
     """
     import treq
     from treq.client import HTTPClient
@@ -58,9 +59,11 @@ def treq_get(
 
     client = HTTPClient(Agent(reactor) if agent is None else agent)
     accept = Headers({b"Accept": [b"application/jwk-set+json, application/json"]})
+    deadline = reactor.seconds() + timeout  # for the fetch, its redirects included
 
     def get(where: str, redirects: int) -> defer.Deferred[tuple[int, str | None, bytes]]:
-        d = client.get(where, headers=accept, timeout=timeout, allow_redirects=False)
+        left = max(0.001, deadline - reactor.seconds())
+        d = client.get(where, headers=accept, timeout=left, allow_redirects=False, reactor=reactor)
         return d.addCallback(got, where, redirects)
 
     def got(response: Any, where: str, redirects: int) -> defer.Deferred[tuple[int, str | None, bytes]]:
