@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnelgw.errors import ConfigError, LoginFailed
 from tunnelgw.security.jaas import LoginContext
-from tunnelgw.security.modules.jwks import MAX_REDIRECTS, RemoteKeySet, treq_get
+from tunnelgw.security.modules.jwks import MAX_ANSWER, MAX_REDIRECTS, RemoteKeySet, treq_get
 from tunnelgw.security.modules.jwt import JWTFactory
 from tunnelgw.testing import callbacks
 
@@ -291,3 +291,36 @@ class TreqGetTests(SynchronousTestCase):
         self.assertNoResult(d)
         clock.advance(0.1)  # 5 s since the fetch began
         self.failureResultOf(d)
+
+    def test_a_body_that_stops_coming(self) -> None:
+        """Headers and part of the body, then nothing: the fetch ends at its timeout, the connection closed."""
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        lost: list[Any] = []
+
+        class Site(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> Any:
+                request.write(b'{"keys": [')
+                request.notifyFinish().addErrback(lost.append)
+                return NOT_DONE_YET
+
+        agent = _in_memory(Site())
+        clock = Clock()
+        d = treq_get(clock, "https://idp.example/keys", 5.0, agent=agent)
+        for _ in range(3):
+            agent.flush()
+        self.assertNoResult(d)
+        clock.advance(5.0)
+        self.failureResultOf(d, defer.TimeoutError)
+        agent.flush()
+        self.assertEqual(len(lost), 1)  # the connection to the provider is closed
+
+    def test_a_body_over_the_bound(self) -> None:
+        routes: dict[bytes, tuple[int, dict[bytes, bytes], bytes]] = {
+            b"/keys": (200, {}, b"x" * (MAX_ANSWER + 1))
+        }
+        failure = self.failureResultOf(self.fetch(routes, "https://idp.example/keys"), ValueError)
+        self.assertEqual(str(failure.value), f"the key set is over {MAX_ANSWER} bytes")

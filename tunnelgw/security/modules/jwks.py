@@ -21,7 +21,10 @@ import hyperlink
 import jwt as pyjwt
 
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 from tunnelgw.errors import LoginFailed
 from tunnelgw.logs import Logger
@@ -51,7 +54,6 @@ def treq_get(
     bounds the whole fetch, redirects included, on C{reactor}'s clock.
     C{agent}: another L{IAgent} than Twisted's own (tests).
     """
-    import treq
     from treq.client import HTTPClient
 
     from twisted.web.client import Agent
@@ -67,35 +69,78 @@ def treq_get(
         return d.addCallback(got, where, redirects)
 
     def got(response: Any, where: str, redirects: int) -> defer.Deferred[tuple[int, str | None, bytes]]:
-        chunks: list[bytes] = []
-        size = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > MAX_ANSWER:
-                raise ValueError(f"the key set is over {MAX_ANSWER} bytes")
-            chunks.append(data)
-
         control = response.headers.getRawHeaders("Cache-Control", [None])[0]
         location = response.headers.getRawHeaders("Location", [None])[0]
-        collected: defer.Deferred[Any] = treq.collect(response, collect)
+        body = _body(response, reactor, max(0.001, deadline - reactor.seconds()))
         if response.code in _REDIRECTS and location is not None:
-            url = hyperlink.URL.from_text(where).click(location)
-            target = url.to_text()
+            moved = hyperlink.URL.from_text(where).click(location)
+            target = moved.to_text()
             refused = None
             if not remote_url_allowed(target):
-                shown = url.replace(userinfo="").to_text()  # logged: no credentials
+                shown = moved.replace(userinfo="").to_text()  # logged: no credentials
                 refused = f"redirected to {shown}: https only (http to a loopback address), no credentials"
             elif redirects >= MAX_REDIRECTS:
                 refused = f"more than {MAX_REDIRECTS} redirects"
             if refused is not None:
-                collected.addErrback(lambda _: None)  # the redirect's own body: not wanted
+                body.cancel()  # the redirect's own body: not wanted
+                body.addErrback(lambda _: None)
                 raise ValueError(refused)
-            return collected.addCallback(lambda _: get(target, redirects + 1))
-        return collected.addCallback(lambda _: (response.code, control, b"".join(chunks)))
+            return body.addCallback(lambda _: get(target, redirects + 1))
+        return body.addCallback(lambda data: (response.code, control, data))
 
     return get(url, 0)
+
+
+class _Body(Protocol):
+    """
+    A response's body, at most L{MAX_ANSWER} bytes: over it, the connection
+    is closed and the body refused.
+    """
+
+    def __init__(self, done: defer.Deferred[bytes]) -> None:
+        self._done = done
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self._size += len(data)
+        if self._size > MAX_ANSWER:
+            self.abort()
+            self._end(Failure(ValueError(f"the key set is over {MAX_ANSWER} bytes")))
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._end(b"".join(self._chunks))
+        else:
+            self._end(reason)
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            getattr(transport, "abortConnection", transport.loseConnection)()
+
+    def _end(self, result: bytes | Failure) -> None:
+        if self._done.called:  # a timeout ended it first
+            return
+        if isinstance(result, bytes):
+            self._done.callback(result)
+        else:
+            self._done.errback(result)
+
+
+def _body(response: Any, reactor: Any, timeout: float) -> defer.Deferred[bytes]:
+    """
+    The body of C{response} (L{_Body}), within C{timeout} seconds on
+    C{reactor}'s clock: past them, the connection is aborted and the
+    Deferred fails with L{defer.TimeoutError}.
+    """
+    protocol: _Body | None = None
+    done: defer.Deferred[bytes] = defer.Deferred(lambda _: protocol.abort() if protocol else None)
+    protocol = _Body(done)
+    response.deliverBody(protocol)
+    return done.addTimeout(timeout, reactor)
 
 
 class RemoteKeySet:
