@@ -51,8 +51,8 @@ def treq_get(
     redirect is followed (at most L{MAX_REDIRECTS}) only to a URL the
     C{jwks_uri} itself could be (https, or http to a loopback address):
     keys fetched in the clear would be anyone's to replace.  C{timeout}
-    bounds the whole fetch, redirects included, on C{reactor}'s clock.
-    C{agent}: another L{IAgent} than Twisted's own (tests).
+    bounds the whole fetch, redirects and bodies included, on C{reactor}'s
+    clock.  C{agent}: another L{IAgent} than Twisted's own (tests).
     """
     from treq.client import HTTPClient
 
