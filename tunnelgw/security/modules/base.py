@@ -1,15 +1,23 @@
 """
 What most login modules share: keep the subject and callbacks, succeed or
-fail in login, add principals in commit only if login succeeded.
+fail in login, add principals in commit only if login succeeded; and for
+those that ask another service over HTTP, the URLs they may ask
+(L{check_remote_url}) and an answer's body read within bounds
+(L{bounded_body}).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import hyperlink
 
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 from tunnelgw.errors import ConfigError, LoginFailed
 from tunnelgw.security import Principal, Subject
@@ -127,3 +135,61 @@ def remote_url_allowed(url: str) -> bool:
     loopback = parsed.host in ("127.0.0.1", "::1", "localhost")
     secure = parsed.scheme == "https" or (parsed.scheme == "http" and loopback)
     return bool(parsed.host) and secure and not parsed.userinfo
+
+
+class _Body(Protocol):
+    """
+    A response's body, at most C{limit} bytes: over it, the connection is
+    aborted and C{done} fails with C{too_large()}.
+    """
+
+    def __init__(self, done: defer.Deferred[bytes], limit: int, too_large: Callable[[], Exception]) -> None:
+        self._done = done
+        self._limit = limit
+        self._too_large = too_large
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self._size += len(data)
+        if self._size > self._limit:
+            self.abort()
+            self._end(Failure(self._too_large()))
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._end(b"".join(self._chunks))
+        else:
+            self._end(reason)
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            getattr(transport, "abortConnection", transport.loseConnection)()
+
+    def _end(self, result: bytes | Failure) -> None:
+        if self._done.called:  # a timeout or a cancel ended it first
+            return
+        if isinstance(result, bytes):
+            self._done.callback(result)
+        else:
+            self._done.errback(result)
+
+
+def bounded_body(
+    response: Any, reactor: Any, timeout: float, limit: int, too_large: Callable[[], Exception]
+) -> defer.Deferred[bytes]:
+    """
+    The body of an HTTP C{response} (an L{IResponse}), at most C{limit}
+    bytes (over them: C{too_large()}), within C{timeout} seconds on
+    C{reactor}'s clock (past them: L{defer.TimeoutError}); either way, and
+    when the Deferred is cancelled, the connection is aborted, as Twisted's
+    C{readBody} does when cancelled.  A body cut short fails with why.
+    """
+    body: _Body | None = None
+    done: defer.Deferred[bytes] = defer.Deferred(lambda _: body.abort() if body is not None else None)
+    body = _Body(done, limit, too_large)
+    response.deliverBody(body)
+    return done.addTimeout(max(0.001, timeout), reactor)

@@ -21,44 +21,50 @@ again, so a session ended in the web app ends its tunnels.  Answers over
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer, protocol
-from twisted.web.client import Agent, FileBodyProducer
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from tunnelgw.config.values import ConfigError, Table, positive_seconds_value, string_value
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.modules.base import BaseModule, check_remote_url, roles_of
+from tunnelgw.security.modules.base import BaseModule, bounded_body, check_remote_url, roles_of
 
 MAX_ANSWER = 64 * 1024
 
 
-class _BoundedBody(protocol.Protocol):
-    def __init__(self, finished: defer.Deferred[bytes]) -> None:
-        self.finished = finished
-        self.chunks: list[bytes] = []
-        self.size = 0
+@implementer(IBodyProducer)
+class _Form:
+    """
+    A request body written whole at once: a form of one field, short (a
+    FileBodyProducer would write it a turn later, through a cooperator on
+    the global reactor).
+    """
 
-    def dataReceived(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > MAX_ANSWER:
-            self.transport.stopProducing()  # type: ignore[union-attr]
-            if not self.finished.called:
-                self.finished.errback(LoginFailed("introspection answer too large"))
-            return
-        self.chunks.append(data)
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
 
-    def connectionLost(self, reason: Any = None) -> None:
-        if not self.finished.called:
-            self.finished.callback(b"".join(self.chunks))
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
 
 
 @dataclass(frozen=True)
@@ -131,16 +137,21 @@ class IntrospectionFactory:
         )
         if options.authorization:
             headers.addRawHeader(b"Authorization", options.authorization.encode("latin-1"))
-        body = FileBodyProducer(io.BytesIO(urlencode({"token": token}).encode("ascii")))
+        body = _Form(urlencode({"token": token}).encode("ascii"))
+        deadline = clock.seconds() + options.timeout
         d = agent.request(b"POST", options.url.encode("ascii"), headers, body)
 
         def got_response(response: Any) -> defer.Deferred[bytes]:
             if response.code != 200:
                 response.deliverBody(protocol.Protocol())
                 raise LoginFailed(f"introspection answered HTTP {response.code}")
-            finished: defer.Deferred[bytes] = defer.Deferred()
-            response.deliverBody(_BoundedBody(finished))
-            return finished
+            return bounded_body(
+                response,
+                clock,
+                deadline - clock.seconds(),
+                MAX_ANSWER,
+                lambda: LoginFailed("introspection answer too large"),
+            )
 
         def parse(data: bytes) -> dict[str, Any]:
             try:

@@ -21,14 +21,11 @@ import hyperlink
 import jwt as pyjwt
 
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 
 from tunnelgw.errors import LoginFailed
 from tunnelgw.logs import Logger
-from tunnelgw.security.modules.base import remote_url_allowed
+from tunnelgw.security.modules.base import bounded_body, remote_url_allowed
 
 __all__ = ["RemoteKeySet", "treq_get"]
 
@@ -38,6 +35,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_AGE_CAP = 86400.0
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 _NO_STORE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
+
 
 Fetch = Callable[[Any, str, float], "defer.Deferred[tuple[int, str | None, bytes]]"]
 
@@ -71,7 +69,13 @@ def treq_get(
     def got(response: Any, where: str, redirects: int) -> defer.Deferred[tuple[int, str | None, bytes]]:
         control = response.headers.getRawHeaders("Cache-Control", [None])[0]
         location = response.headers.getRawHeaders("Location", [None])[0]
-        body = _body(response, reactor, max(0.001, deadline - reactor.seconds()))
+        body = bounded_body(
+            response,
+            reactor,
+            deadline - reactor.seconds(),
+            MAX_ANSWER,
+            lambda: ValueError(f"the key set is over {MAX_ANSWER} bytes"),
+        )
         if response.code in _REDIRECTS and location is not None:
             moved = hyperlink.URL.from_text(where).click(location)
             target = moved.to_text()
@@ -89,58 +93,6 @@ def treq_get(
         return body.addCallback(lambda data: (response.code, control, data))
 
     return get(url, 0)
-
-
-class _Body(Protocol):
-    """
-    A response's body, at most L{MAX_ANSWER} bytes: over it, the connection
-    is closed and the body refused.
-    """
-
-    def __init__(self, done: defer.Deferred[bytes]) -> None:
-        self._done = done
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self._size += len(data)
-        if self._size > MAX_ANSWER:
-            self.abort()
-            self._end(Failure(ValueError(f"the key set is over {MAX_ANSWER} bytes")))
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._end(b"".join(self._chunks))
-        else:
-            self._end(reason)
-
-    def abort(self) -> None:
-        transport = self.transport
-        if transport is not None:
-            getattr(transport, "abortConnection", transport.loseConnection)()
-
-    def _end(self, result: bytes | Failure) -> None:
-        if self._done.called:  # a timeout ended it first
-            return
-        if isinstance(result, bytes):
-            self._done.callback(result)
-        else:
-            self._done.errback(result)
-
-
-def _body(response: Any, reactor: Any, timeout: float) -> defer.Deferred[bytes]:
-    """
-    The body of C{response} (L{_Body}), within C{timeout} seconds on
-    C{reactor}'s clock: past them, the connection is aborted and the
-    Deferred fails with L{defer.TimeoutError}.
-    """
-    protocol: _Body | None = None
-    done: defer.Deferred[bytes] = defer.Deferred(lambda _: protocol.abort() if protocol else None)
-    protocol = _Body(done)
-    response.deliverBody(protocol)
-    return done.addTimeout(timeout, reactor)
 
 
 class RemoteKeySet:
