@@ -158,11 +158,13 @@ def client_tls(
     @raise ConfigError: the key does not go with the chain's first
         certificate (C{key} names the entry).
     """
-    trust: Any = ssl.platformTrust()
-    if authorities:
-        trust = ssl.trustRootFromCertificates(
+    trust: Any = (
+        ssl.trustRootFromCertificates(
             [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in authorities]
         )
+        if authorities
+        else ssl.platformTrust()
+    )
     identity: dict[str, Any] = {}
     if chain and signing_key is not None:
         # checked now: Twisted makes the context at the first connection
