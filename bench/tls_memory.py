@@ -13,6 +13,11 @@ layer makes them, and a client for each key-exchange group users meet:
 For each: the heap a server connection holds before its first byte, and
 once its handshake (TLS 1.3) and one message each way are done, with the
 clients freed (glibc's C{mallinfo2}, so OpenSSL's allocations count).
+Also C{ssl_new}: what a connection allocates before its first byte on a
+context with no settings at all (no certificate, none of Twisted's
+options or the gateway's): OpenSSL's C{SSL_new} and the two memory BIOs
+that Twisted's TLS layer writes and reads, the floor under any TLS
+connection on this OpenSSL.
 
     .venv/bin/python bench/tls_memory.py [--connections 2000]
 
@@ -171,6 +176,16 @@ def measure(context: SSL.Context, kind: type, count: int) -> dict[str, Any]:
     }
 
 
+def bare_connection(count: int) -> float:
+    """KiB a connection allocates on a context with no settings."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    start = heap()
+    connections = [SSL.Connection(context, None) for _ in range(count)]
+    held = heap()
+    assert len(connections) == count
+    return round((held - start) / count / 1024, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,7 +198,9 @@ def main() -> None:
         context = context_factory(listener, "tls")
         measure(context, StdlibClient, 50)  # warm-up: the context's own first allocations
         measure(context, BundledClient, 50)
+        bare_connection(50)
         results = {
+            "ssl_new": bare_connection(options.connections),
             "x25519": measure(context, StdlibClient, options.connections),
             "x25519mlkem768": measure(context, BundledClient, options.connections),
         }
