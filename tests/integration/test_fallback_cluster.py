@@ -2,7 +2,9 @@
 A fallback session across two gateway instances behind Debian's HAProxy
 in round-robin, with no stickiness: its streams, polls and POSTs land on
 either instance, and reach the one that holds it through the shared
-engine (Redis).
+engine (Redis); passed between instances over plain HTTP, or over
+C{https://} to each one's TLS listener, its certificate from a private
+CA (C{advertise_ca}).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.certs import CA
 from tests.integration.haproxy import HAProxy
 from tests.integration.harness import EchoServer, Gateway, free_port
 from tests.integration.redis_server import Redis
@@ -21,12 +24,24 @@ from tests.integration.test_fallback import shim
 ORIGIN = "http://app.test"
 
 
-def config(port: int, echo: int, redis: Redis, instance: str) -> str:
+def config(port: int, echo: int, redis: Redis, instance: str, ca: CA | None) -> str:
+    """An instance; with C{ca}, it is passed requests over TLS, on a port of its own."""
     advertise = f'"http://127.0.0.1:{port}"'
+    tls = ""
+    if ca is not None:
+        tls_port = free_port()
+        cert, key = ca.issue(instance, ["127.0.0.1"])
+        tls = f"""
+[[gateway.tls_listeners]]
+endpoint = "tcp:{tls_port}:interface=127.0.0.1"
+certificate = "{cert}"
+private_key = "{key}"
+"""
+        advertise = f'"https://127.0.0.1:{tls_port}"\nadvertise_ca = "{ca.cert_path}"'
     return f"""
 [gateway]
 listen = ["tcp:{port}:interface=127.0.0.1"]
-
+{tls}
 [realms.public]
 [[realms.public.modules]]
 module = "anonymous"
@@ -46,8 +61,9 @@ fallback = true
 """
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[Gateway], HAProxy]]:
+@pytest.fixture(params=["http", "https"])
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[list[Gateway], HAProxy]]:
+    ca = CA(tmp_path) if request.param == "https" else None
     redis = Redis(tmp_path / "redis").start()
     echo = EchoServer()
     gateways: list[Gateway] = []
@@ -57,7 +73,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[Gateway], HAProxy]]:
             port = free_port()
             workdir = tmp_path / name
             workdir.mkdir()
-            gateways.append(Gateway(workdir, config(port, echo.port, redis, name), port).start())
+            gateways.append(Gateway(workdir, config(port, echo.port, redis, name, ca), port).start())
         haproxy = HAProxy(tmp_path / "haproxy", [g.port for g in gateways]).start()
         yield gateways, haproxy
     finally:
@@ -91,6 +107,8 @@ def test_a_session_whose_requests_alternate_between_instances(
     # one instance held the tunnel; both served its requests
     closes = [g for g in gateways if any(e.get("event") == "tunnel_close" for e in g.events())]
     assert len(closes) == 1
+    events = [e.get("event") for g in gateways for e in g.events()]
+    assert "fallback_forward_failed" not in events
     served = re.findall(r"gateways/(gw\d) .*\"POST /raw HTTP/1.1\"", haproxy.log())
     assert {"gw0", "gw1"} <= set(served), haproxy.log()[-2000:]
     assert len(served) > 20

@@ -15,6 +15,7 @@ from service_identity import VerificationError
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
@@ -28,6 +29,8 @@ from tunnelgw.config.model import ClusterConfig, TLSListener
 from tunnelgw.config.operations import cluster_config
 from tunnelgw.config.values import Table
 from tunnelgw.errors import ConfigError
+from tunnelgw.front.forward import Forwarder
+from tunnelgw.front.sessions import FallbackSessions
 from tunnelgw.tls import ReloadableServerTLS, certificates, client_tls, context_factory, private_key
 from tunnelgw.upstream.chain import client_tls as chain_client_tls
 
@@ -315,3 +318,60 @@ class ClientTLSTests(SynchronousTestCase):
         empty.write_text("")
         with self.assertRaisesRegex(ConfigError, f"^cluster.ca: {empty}: "):
             cluster_config(Table({"redis": "rediss://r:6380", "ca": str(empty)}, "cluster"))
+
+    def test_an_instance_trusts_the_advertise_ca(self) -> None:
+        """
+        A fallback request passed to another instance over C{https://}:
+        its certificate chains to C{[cluster] advertise_ca}, and is issued
+        to the host of its C{advertise} URL, a name or an address.
+        """
+        forwarder = Forwarder(Clock(), str(self.bundle))
+        creator = forwarder.trust.creatorForNetloc(b"inner.example", 8443)
+        self.assertTrue(_handshake(self.server, creator).completed)
+        other = forwarder.trust.creatorForNetloc(b"other.example", 8443)
+        lost = _handshake(self.server, other).lost
+        assert lost is not None
+        self.assertTrue(lost.check(VerificationError))
+        cert, key = self.new.issue("instance", ["10.0.0.5"])
+        by_address = context_factory(TLSListener("tcp:8443", str(cert), str(key)), "t")
+        creator = forwarder.trust.creatorForNetloc(b"10.0.0.5", 8443)
+        self.assertTrue(_handshake(by_address, creator).completed)
+
+    def test_an_instance_of_another_ca_is_not_trusted(self) -> None:
+        forwarder = Forwarder(Clock(), str(self.old.cert_path))
+        lost = _handshake(self.server, forwarder.trust.creatorForNetloc(b"inner.example", 8443)).lost
+        assert lost is not None
+        self.assertTrue(lost.check(SSL.Error))
+
+    def test_without_advertise_ca_the_platform_is_trusted(self) -> None:
+        """The system's CAs: a private CA's instance is refused."""
+        forwarder = Forwarder(Clock())
+        self.assertIsNone(forwarder.trust.authorities)
+        self.assertFalse(
+            _handshake(self.server, forwarder.trust.creatorForNetloc(b"inner.example", 8443)).completed
+        )
+
+    def test_advertise_ca_is_read_at_load(self) -> None:
+        empty = self.dir / "empty.pem"
+        empty.write_text("")
+        table = {"redis": "redis://r:6379", "advertise": "https://10.0.0.5:8443", "advertise_ca": str(empty)}
+        with self.assertRaisesRegex(ConfigError, f"^cluster.advertise_ca: {empty}: "):
+            cluster_config(Table(table, "cluster"))
+        table["advertise_ca"] = str(self.bundle)
+        config = cluster_config(Table(table, "cluster"))
+        assert config is not None
+        self.assertEqual(config.advertise_ca, str(self.bundle))
+
+    def test_a_reload_that_names_another_advertise_ca(self) -> None:
+        """The forwarder is made anew, the old one's kept connections closed."""
+        sessions = FallbackSessions(10)
+        clock = Clock()
+        first = sessions.forwarder(clock, str(self.bundle))
+        self.assertIs(sessions.forwarder(clock, str(self.bundle)), first)
+        closed: list[bool] = []
+        first._pool.closeCachedConnections = lambda: closed.append(True)  # type: ignore[method-assign]
+        second = sessions.forwarder(clock, str(self.old.cert_path))
+        self.assertIsNot(second, first)
+        self.assertEqual(closed, [True])
+        assert second.trust.authorities is not None
+        self.assertEqual(len(second.trust.authorities), 1)

@@ -257,6 +257,8 @@ class ClusterConfig:
     This instance's gateway listener as the others reach it (C{http://10.0.0.5:8080}):
     requests of its fallback sessions that land elsewhere are passed to it.
     """
+    advertise_ca: str | None = None
+    """PEM: the CAs the other instances' C{https://} C{advertise} certificates must chain to (default: the system's)."""
 
 
 @dataclass(frozen=True)

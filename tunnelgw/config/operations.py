@@ -58,6 +58,7 @@ def cluster_config(table: Table) -> ClusterConfig | None:
     when_down = table.choice("when_down", ("refuse", "local"), "refuse")
     grace = table.take("grace", positive_seconds_value, 30.0)
     advertise = table.take("advertise", string_value, None)
+    advertise_ca = table.take("advertise_ca", string_value, None)
     table.done()
     if redis is None:
         return None
@@ -69,8 +70,9 @@ def cluster_config(table: Table) -> ClusterConfig | None:
             "cluster.redis: put the password in password_file, not in the URL (URLs get logged)"
         )
     password = file_text("cluster.password_file", password_file).strip() if password_file else None
-    if ca is not None:
-        certificates("cluster.ca", ca)  # named now if it cannot be read or holds no certificate
+    for name, path in (("cluster.ca", ca), ("cluster.advertise_ca", advertise_ca)):
+        if path is not None:
+            certificates(name, path)  # named now if it cannot be read or holds no certificate
     if advertise is not None:
         where = hyperlink.URL.from_text(advertise)
         if (
@@ -84,7 +86,7 @@ def cluster_config(table: Table) -> ClusterConfig | None:
                 f"cluster.advertise: expected http://HOST:PORT or https://HOST:PORT, got {advertise!r}"
             )
     return ClusterConfig(
-        redis, password, username, ca, prefix, instance, lease_ttl, when_down, grace, advertise
+        redis, password, username, ca, prefix, instance, lease_ttl, when_down, grace, advertise, advertise_ca
     )
 
 

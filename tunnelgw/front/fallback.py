@@ -270,7 +270,9 @@ class FallbackEndpoint:
             if url is None:
                 self._refuse(request, areq, Refusal(404, "no such fallback session"))
             elif answerable(request):
-                self.site.fallback.forwarder(self.site.clock).forward(request, url, body)
+                cluster = self.site.config.cluster
+                authority_file = cluster.advertise_ca if cluster is not None else None
+                self.site.fallback.forwarder(self.site.clock, authority_file).forward(request, url, body)
 
         engine.fallback_owner(tag).addCallback(owner).addErrback(
             lambda f: self._refuse(request, areq, Refusal(503, "the shared engine is not reachable"))

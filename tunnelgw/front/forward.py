@@ -6,24 +6,32 @@ the instance that does (its C{[cluster] advertise} URL, found through the
 cluster engine by the tag the session id begins with), and relays the
 answer as it comes: a stream stays a stream.  That instance makes every
 check itself (Origin, credentials, session).  A request passed once
-carries C{X-Tunnel-Forwarded} and is never passed again.
+carries C{X-Tunnel-Forwarded} and is never passed again.  Over
+C{https://}, the owner's certificate is verified against C{[cluster]
+advertise_ca} (or the system's CAs) and its name or address checked.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+
 from twisted.internet import defer
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from tunnelgw.errors import Refusal
 from tunnelgw.front.requests import _refuse, answerable
 from tunnelgw.logs import Logger
+from tunnelgw.tls import certificates, client_tls
 
-__all__ = ["FORWARDED", "Forwarder"]
+__all__ = ["FORWARDED", "Forwarder", "InstanceTrust"]
 
 FORWARDED = "X-Tunnel-Forwarded"
 # hop-by-hop (RFC 9110 7.6.1), and what the client library sets itself
@@ -58,22 +66,50 @@ class _Relay(Protocol):
         self._done.callback(None)
 
 
+@implementer(IPolicyForHTTPS)
+class InstanceTrust:
+    """
+    An C{https://} owner's certificate: chained to C{authorities} (every
+    certificate of C{[cluster] advertise_ca}), or to the system's CAs
+    without them, and issued to the host of its C{advertise} URL.
+    """
+
+    def __init__(self, authorities: list[x509.Certificate] | None) -> None:
+        self.authorities = authorities
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:  # noqa: N802
+        return client_tls(hostname.decode("ascii"), self.authorities)
+
+
 class Forwarder:
     """
     Passes requests to other instances with treq (connections kept for
-    the next request).
+    the next request), trusting the CAs of C{authority_file} over
+    C{https://} (L{InstanceTrust}).
+
+    @raise ConfigError: C{authority_file} cannot be read or holds no
+        certificate.
     """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, connect_timeout: float = 5.0) -> None:
+    def __init__(self, reactor: Any, authority_file: str | None = None, connect_timeout: float = 5.0) -> None:
         from treq.client import HTTPClient
 
         from twisted.web.client import Agent, HTTPConnectionPool
 
-        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.authority_file = authority_file
+        authorities = certificates("cluster.advertise_ca", authority_file) if authority_file else None
+        self.trust = InstanceTrust(authorities)
+        self._pool = pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 16
-        self._client = HTTPClient(Agent(reactor, connectTimeout=connect_timeout, pool=pool))
+        self._client = HTTPClient(
+            Agent(reactor, contextFactory=self.trust, connectTimeout=connect_timeout, pool=pool)
+        )
+
+    def close(self) -> None:
+        """Close the connections kept for the next request (a replaced forwarder)."""
+        self._pool.closeCachedConnections()
 
     def forward(self, request: server.Request, base: str, body: bytes) -> None:
         headers = Headers()

@@ -37,9 +37,16 @@ class FallbackSessions:
         token = secrets.token_urlsafe(24)
         return f"{tag}.{token}" if tag else token
 
-    def forwarder(self, reactor: Any) -> Forwarder:
-        if self._forwarder is None:
-            self._forwarder = Forwarder(reactor)
+    def forwarder(self, reactor: Any, authority_file: str | None) -> Forwarder:
+        """
+        What passes requests to other instances, trusting the CAs of
+        C{authority_file} (C{[cluster] advertise_ca}): made anew when a
+        reload names another file.
+        """
+        if self._forwarder is None or self._forwarder.authority_file != authority_file:
+            if self._forwarder is not None:
+                self._forwarder.close()
+            self._forwarder = Forwarder(reactor, authority_file)
         return self._forwarder
 
     def __len__(self) -> int:
