@@ -84,6 +84,7 @@ def shipped_login_modules() -> dict[str, ILoginModuleFactory]:
     from tunnelgw.security.modules.client_cert import ClientCertFactory
     from tunnelgw.security.modules.introspection import IntrospectionFactory
     from tunnelgw.security.modules.jwt import JWTFactory
+    from tunnelgw.security.modules.ldap import LDAPFactory
     from tunnelgw.security.modules.password_file import PasswordFileFactory
 
     factories = (
@@ -94,6 +95,7 @@ def shipped_login_modules() -> dict[str, ILoginModuleFactory]:
         ClientCertFactory(),
         IntrospectionFactory(),
         AssertionFactory(),
+        LDAPFactory(),
     )
     return {factory.name: factory for factory in factories}
 

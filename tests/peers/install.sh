@@ -12,8 +12,10 @@ cd "$(dirname "$0")"
 # topology of network namespaces; Prometheus, which scrapes the metrics
 # listener; systemd for systemd-analyze and systemd-socket-activate; Redis
 # (the shared engine of several instances) and HAProxy in front of them;
-# nginx and Squid, the proxies that break WebSocket for the fallback tests
-DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd redis-server haproxy nginx squid)
+# nginx and Squid, the proxies that break WebSocket for the fallback tests;
+# OpenLDAP's slapd, the directory of the ldap login module's tests, and its
+# command-line clients (ldap-utils: ldapdelete changes it while it runs)
+DEBIAN_PACKAGES=(rabbitmq-server prosody lua-unbound xvfb x11vnc xterm x11-apps chromium iproute2 nftables prometheus systemd redis-server haproxy nginx squid slapd ldap-utils)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
