@@ -1,9 +1,10 @@
 """
 What most login modules share: keep the subject and callbacks, succeed or
 fail in login, add principals in commit only if login succeeded; and for
-those that ask another service over HTTP, the URLs they may ask
-(L{check_remote_url}) and an answer's body read within bounds
-(L{bounded_body}).
+those that ask another service, one deadline for the whole question with
+its failures told as L{LoginFailed} (L{asked_within}), and over HTTP the
+URLs they may ask (L{check_remote_url}) and an answer's body read within
+bounds (L{bounded_body}).
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ class BaseModule:
 
     def authenticate(self) -> Any:
         raise NotImplementedError
+
+    def basic(self) -> tuple[str, str]:
+        """
+        The request's HTTP Basic user name and password.
+
+        @raise LoginFailed: it has none.
+        """
+        if self.callbacks.basic is None:
+            raise LoginFailed("no Basic credentials")
+        user, password = self.callbacks.basic
+        return user, password
 
     def principals(self, result: Any) -> tuple[set[Principal], dict[str, Any]]:
         raise NotImplementedError
@@ -110,6 +122,23 @@ def check_numeric_dates(claims: dict[str, Any], what: str = "token") -> None:
         value = claims.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise LoginFailed(f"invalid {what}: the {name} claim is not a NumericDate")
+
+
+def asked_within(d: defer.Deferred[Any], timeout: float, reactor: Any, asked: str) -> defer.Deferred[Any]:
+    """
+    C{d}, the answer of the service C{asked} names, cancelled after
+    C{timeout} seconds on C{reactor}'s clock; any failure but a
+    L{LoginFailed} becomes one that says what went wrong.
+    """
+
+    def failed(f: Failure) -> Any:
+        if f.check(LoginFailed):
+            return f
+        if f.check(defer.TimeoutError):
+            raise LoginFailed(f"{asked} did not answer within {timeout:g}s")
+        raise LoginFailed(f"{asked} failed: {f.getErrorMessage()}")
+
+    return d.addTimeout(timeout, reactor).addErrback(failed)
 
 
 def check_remote_url(key: str, url: str) -> None:

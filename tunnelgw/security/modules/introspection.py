@@ -36,7 +36,7 @@ from tunnelgw.config.values import ConfigError, Table, positive_seconds_value, s
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.modules.base import BaseModule, bounded_body, check_remote_url, roles_of
+from tunnelgw.security.modules.base import BaseModule, asked_within, bounded_body, check_remote_url, roles_of
 
 MAX_ANSWER = 64 * 1024
 
@@ -164,16 +164,8 @@ class IntrospectionFactory:
                 raise LoginFailed(f"introspection answer has no {options.user_field}")
             return answer
 
-        def failed(f: Any) -> Any:
-            if f.check(LoginFailed):
-                return f
-            if f.check(defer.TimeoutError):
-                raise LoginFailed(f"introspection did not answer within {options.timeout:g}s")
-            raise LoginFailed(f"introspection failed: {f.getErrorMessage()}")
-
         d.addCallback(got_response).addCallback(parse)
-        d.addTimeout(options.timeout, clock)
-        return d.addErrback(failed)
+        return asked_within(d, options.timeout, clock, "introspection")
 
     def parse_config(self, options: dict[str, Any], key: str) -> IntrospectionOptions:
         t = Table(options, key)

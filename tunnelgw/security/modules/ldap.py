@@ -57,7 +57,7 @@ from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
 from tunnelgw.security.ldap_client import Answer, DirectoryConnection
 from tunnelgw.security.ldap_filters import FilterTemplate, parse
-from tunnelgw.security.modules.base import BaseModule, roles_of
+from tunnelgw.security.modules.base import BaseModule, asked_within, roles_of
 from tunnelgw.tls import certificates, client_tls
 
 MAX_USER = 256
@@ -167,25 +167,35 @@ async def _session(directory: DirectoryConnection, options: LDAPOptions) -> None
             raise LoginFailed(f"the search account {options.bind_dn!r} could not bind ({result.resultCode})")
 
 
+async def _search(
+    directory: DirectoryConnection,
+    options: LDAPOptions,
+    what: str,
+    base: str,
+    search: pureldap.LDAPFilter,
+    size: int,
+    attributes: list[str],
+) -> Answer:
+    """A search of the subtree at C{base}, for at most C{size} entries; aliases not followed."""
+    request = pureldap.LDAPSearchRequest(
+        baseObject=base,
+        scope=pureldap.LDAP_SCOPE_wholeSubtree,
+        derefAliases=pureldap.LDAP_DEREF_neverDerefAliases,
+        sizeLimit=size,
+        timeLimit=max(1, int(options.timeout)),
+        typesOnly=False,
+        filter=search,
+        attributes=attributes,
+    )
+    return _check(await directory.request(request), what)
+
+
 async def _entry(
     directory: DirectoryConnection, options: LDAPOptions, user: str
 ) -> pureldap.LDAPSearchResultEntry:
     attributes = [options.user_attribute] + ([options.roles_attribute] if options.roles_attribute else [])
-    _, entries = _check(
-        await directory.request(
-            pureldap.LDAPSearchRequest(
-                baseObject=options.base_dn,
-                scope=pureldap.LDAP_SCOPE_wholeSubtree,
-                derefAliases=pureldap.LDAP_DEREF_neverDerefAliases,
-                sizeLimit=2,
-                timeLimit=max(1, int(options.timeout)),
-                typesOnly=False,
-                filter=options.filter.fill({"user": user.encode("utf-8")}),
-                attributes=attributes,
-            )
-        ),
-        "the user search",
-    )
+    search = options.filter.fill({"user": user.encode("utf-8")})
+    _, entries = await _search(directory, options, "the user search", options.base_dn, search, 2, attributes)
     if not entries:
         raise LoginFailed(f"no directory entry for {user!r}")
     if len(entries) > 1:
@@ -196,20 +206,15 @@ async def _entry(
 async def _groups(directory: DirectoryConnection, options: LDAPOptions, user: str, dn: bytes) -> list[str]:
     if options.group_base_dn is None:
         return []
-    result, entries = _check(
-        await directory.request(
-            pureldap.LDAPSearchRequest(
-                baseObject=options.group_base_dn,
-                scope=pureldap.LDAP_SCOPE_wholeSubtree,
-                derefAliases=pureldap.LDAP_DEREF_neverDerefAliases,
-                sizeLimit=options.max_groups,
-                timeLimit=max(1, int(options.timeout)),
-                typesOnly=False,
-                filter=options.group_filter.fill({"user": user.encode("utf-8"), "dn": dn}),
-                attributes=[options.group_attribute],
-            )
-        ),
+    search = options.group_filter.fill({"user": user.encode("utf-8"), "dn": dn})
+    result, entries = await _search(
+        directory,
+        options,
         "the group search",
+        options.group_base_dn,
+        search,
+        options.max_groups,
+        [options.group_attribute],
     )
     if result.resultCode == _SIZE_LIMIT_EXCEEDED or len(entries) > options.max_groups:
         raise LoginFailed(f"{user!r} is in over max_groups ({options.max_groups}) groups")
@@ -248,25 +253,13 @@ async def still_there(options: LDAPOptions, found: Found, reactor: Any) -> bool:
 
 
 def _within(options: LDAPOptions, reactor: Any, coroutine: Any) -> defer.Deferred[Any]:
-    d = defer.ensureDeferred(coroutine)
-    d.addTimeout(options.timeout, reactor)
-
-    def failed(f: Any) -> Any:
-        if f.check(LoginFailed):
-            return f
-        if f.check(defer.TimeoutError):
-            raise LoginFailed(f"the directory did not answer within {options.timeout:g}s")
-        raise LoginFailed(f"the directory could not be asked: {f.getErrorMessage()}")
-
-    return d.addErrback(failed)
+    return asked_within(defer.ensureDeferred(coroutine), options.timeout, reactor, "the directory")
 
 
 @implementer(ILoginModule)
 class LDAPModule(BaseModule):
     def authenticate(self) -> defer.Deferred[Found]:
-        if self.callbacks.basic is None:
-            raise LoginFailed("no Basic credentials")
-        user, password = self.callbacks.basic
+        user, password = self.basic()
         if not user or len(user) > MAX_USER:
             raise LoginFailed("no user name, or one over 256 characters")
         if not password:

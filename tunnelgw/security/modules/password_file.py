@@ -142,9 +142,7 @@ class PasswordFileOptions:
 @implementer(ILoginModule)
 class PasswordFileModule(BaseModule):
     def authenticate(self) -> defer.Deferred[str]:
-        if self.callbacks.basic is None:
-            raise LoginFailed("no Basic credentials")
-        user, password = self.callbacks.basic
+        user, password = self.basic()
         entry = self.options.file.users().get(user)
         options = self.options
         hash = entry.hash if entry else options.file.dummy_hash
