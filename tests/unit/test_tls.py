@@ -362,16 +362,24 @@ class ClientTLSTests(SynchronousTestCase):
         assert config is not None
         self.assertEqual(config.advertise_ca, str(self.bundle))
 
-    def test_a_reload_that_names_another_advertise_ca(self) -> None:
-        """The forwarder is made anew, the old one's kept connections closed."""
+    def test_a_reload_reads_advertise_ca_again(self) -> None:
+        """
+        After a reload the forwarder is made anew from the file as it is
+        now (rewritten in place here), the old one's kept connections closed.
+        """
         sessions = FallbackSessions(10)
         clock = Clock()
-        first = sessions.forwarder(clock, str(self.bundle))
-        self.assertIs(sessions.forwarder(clock, str(self.bundle)), first)
+        ca = self.dir / "instances.pem"
+        ca.write_bytes(self.old.cert_path.read_bytes())
+        first = sessions.forwarder(clock, str(ca))
+        self.assertIs(sessions.forwarder(clock, str(ca)), first)
         closed: list[bool] = []
         first._pool.closeCachedConnections = lambda: closed.append(True)  # type: ignore[method-assign]
-        second = sessions.forwarder(clock, str(self.old.cert_path))
-        self.assertIsNot(second, first)
+        ca.write_bytes(self.bundle.read_bytes())
+        sessions.reload_forwarder()
         self.assertEqual(closed, [True])
-        assert second.trust.authorities is not None
-        self.assertEqual(len(second.trust.authorities), 1)
+        second = sessions.forwarder(clock, str(ca))
+        self.assertIsNot(second, first)
+        self.assertTrue(
+            _handshake(self.server, second.trust.creatorForNetloc(b"inner.example", 8443)).completed
+        )

@@ -98,7 +98,6 @@ class Forwarder:
 
         from twisted.web.client import Agent, HTTPConnectionPool
 
-        self.authority_file = authority_file
         authorities = certificates("cluster.advertise_ca", authority_file) if authority_file else None
         self.trust = InstanceTrust(authorities)
         self._pool = pool = HTTPConnectionPool(reactor, persistent=True)

@@ -40,14 +40,22 @@ class FallbackSessions:
     def forwarder(self, reactor: Any, authority_file: str | None) -> Forwarder:
         """
         What passes requests to other instances, trusting the CAs of
-        C{authority_file} (C{[cluster] advertise_ca}): made anew when a
-        reload names another file.
+        C{authority_file} (C{[cluster] advertise_ca}), read at the first
+        request after start or after a reload (L{reload_forwarder}).
         """
-        if self._forwarder is None or self._forwarder.authority_file != authority_file:
-            if self._forwarder is not None:
-                self._forwarder.close()
+        if self._forwarder is None:
             self._forwarder = Forwarder(reactor, authority_file)
         return self._forwarder
+
+    def reload_forwarder(self) -> None:
+        """
+        A reload: the next request passed is passed by a new forwarder,
+        with the CAs the configuration names now (the same file rewritten
+        with a new CA included); the old one's kept connections close.
+        """
+        if self._forwarder is not None:
+            self._forwarder.close()
+            self._forwarder = None
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -218,6 +218,7 @@ class GatewaySite(server.Site):
         self.limiter.max_connections = config.max_connections
         self.limiter.max_per_address = config.max_connections_per_address
         self.fallback.max_sessions = config.fallback.max_sessions
+        self.fallback.reload_forwarder()
         self._body_limits = {
             service.path.encode("utf-8"): max(
                 config.max_request_body, service.limits.max_message_size + HEADER
