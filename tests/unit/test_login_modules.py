@@ -5,6 +5,7 @@ credentials, in memory (argon2 verification runs inline here).
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -187,6 +188,20 @@ def test_jwt_from_cookie_and_query(es256: Any) -> None:
     assert login(JWTFactory(), query, cb(query={"access_token": [token(key)]})).user == "alice"
 
 
+def p256_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """
+    A P-256 public key as a JWK, each coordinate its full 32 bytes (RFC 7518
+    6.2.1.2).  PyJWT 2.9's C{to_jwk} (the declared floor) drops leading
+    zero bytes, which its own C{from_jwk} then refuses: one key in 128.
+    """
+    numbers = public_key.public_numbers()
+
+    def coordinate(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    return {"kty": "EC", "crv": "P-256", "x": coordinate(numbers.x), "y": coordinate(numbers.y)}
+
+
 def test_jwt_hs256_and_jwks(tmp_path: Path, es256: Any) -> None:
     secret = tmp_path / "secret"
     secret.write_text("a long shared secret of more than thirty-two bytes\n")
@@ -195,8 +210,7 @@ def test_jwt_hs256_and_jwks(tmp_path: Path, es256: Any) -> None:
     assert login(JWTFactory(), options, cb(bearer=good)).user == "alice"
 
     key, _ = es256
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    jwk["kid"] = "k1"
+    jwk = {**p256_jwk(key.public_key()), "kid": "k1"}
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [jwk]}))
     options = {"algorithms": ["ES256"], "jwks_file": str(jwks), "audience": "tunnelgw"}
