@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from tunnelgw.errors import LoginFailed
 
-__all__ = ["Answer", "DirectoryConnection"]
+__all__ = ["Answer", "DirectoryConnection", "dn_of", "text"]
 
 _DECODER = pureldap.LDAPBERDecoderContext_TopLevel(
     inherit=pureldap.LDAPBERDecoderContext_LDAPMessage(
@@ -115,7 +115,7 @@ class DirectoryConnection(Protocol):
             return
         if message.id == 0:  # an unsolicited notification: the server is ending the session
             self._fail(
-                f"the directory ended the session ({_text(getattr(message.value, 'errorMessage', b''))})"
+                f"the directory ended the session ({text(getattr(message.value, 'errorMessage', b''))})"
             )
             return
         pending = self._pending.get(message.id)
@@ -150,7 +150,12 @@ class DirectoryConnection(Protocol):
         self._fail_pending(why)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+def text(value: Any) -> str:
+    """A value the directory sent (bytes, as ldaptor decodes them) as text; nothing: C{""}."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def dn_of(entry: pureldap.LDAPSearchResultEntry) -> bytes:
+    """A search entry's DN, as the directory sent it."""
+    name = entry.objectName
+    return name if isinstance(name, bytes) else str(name).encode("utf-8")

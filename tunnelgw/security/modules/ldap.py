@@ -55,7 +55,7 @@ from tunnelgw.config.values import (
 from tunnelgw.errors import LoginFailed
 from tunnelgw.interfaces import ILoginModule, ILoginModuleFactory
 from tunnelgw.security import Principal, Subject
-from tunnelgw.security.ldap_client import Answer, DirectoryConnection
+from tunnelgw.security.ldap_client import Answer, DirectoryConnection, dn_of, text
 from tunnelgw.security.ldap_filters import FilterTemplate, parse
 from tunnelgw.security.modules.base import BaseModule, asked_within, roles_of
 from tunnelgw.tls import certificates, client_tls
@@ -111,21 +111,17 @@ def connect(reactor: Any, options: LDAPOptions) -> defer.Deferred[DirectoryConne
 def _check(answer: Answer, what: str) -> Answer:
     result, _ = answer
     if result.resultCode not in (_SUCCESS, _SIZE_LIMIT_EXCEEDED):
-        message = _text(result.errorMessage)
+        message = text(result.errorMessage)
         raise LoginFailed(
             f"{what}: the directory answered {result.resultCode}" + (f" ({message})" if message else "")
         )
     return answer
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
-
-
 def _values(entry: pureldap.LDAPSearchResultEntry, attribute: str) -> list[str]:
     for name, values in entry.attributes:
-        if _text(name).lower() == attribute.lower():
-            return [_text(v) for v in values]
+        if text(name).lower() == attribute.lower():
+            return [text(v) for v in values]
     return []
 
 
@@ -226,7 +222,7 @@ async def log_in(options: LDAPOptions, user: str, password: str, reactor: Any) -
     try:
         await _session(directory, options)
         entry = await _entry(directory, options, user)
-        dn = entry.objectName if isinstance(entry.objectName, bytes) else str(entry.objectName).encode()
+        dn = dn_of(entry)
         roles = (
             [role_name(v) for v in _values(entry, options.roles_attribute)] if options.roles_attribute else []
         )
@@ -247,7 +243,7 @@ async def still_there(options: LDAPOptions, found: Found, reactor: Any) -> bool:
     try:
         await _session(directory, options)
         entry = await _entry(directory, options, found.typed)
-        return entry.objectName == found.dn or str(entry.objectName).encode() == found.dn
+        return dn_of(entry) == found.dn
     finally:
         directory.unbind()
 
